@@ -1,0 +1,1 @@
+"""rag-pipeline: crawled pages from Kafka, indexed by Dagster into LightRAG on PostgreSQL."""

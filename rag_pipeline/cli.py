@@ -1,0 +1,169 @@
+"""`rag-pipeline`: the chores around the pipeline (local stack, Dagster dev, sample data).
+
+Every failure a user can cause ends in one readable message and exit status 2, never a
+stack trace.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rag_pipeline.settings import Settings, SettingsError, load_settings
+from rag_pipeline.stack import LocalStack, StackError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class UserError(click.ClickException):
+    exit_code = 2
+
+
+def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the exceptions a user can cause into a message without a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (SettingsError, StackError) as exc:
+            raise UserError(str(exc)) from None
+
+    return wrapper
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """rag-pipeline: Kafka -> Dagster -> LightRAG on PostgreSQL, and its local stack."""
+
+
+# --- env -----------------------------------------------------------------------------------
+@main.group()
+def env() -> None:
+    """The .env file with the settings of this checkout."""
+
+
+@env.command("init")
+@click.option("--path", type=click.Path(path_type=Path), default=Path(".env"), show_default=True)
+def env_init(path: Path) -> None:
+    """Create .env from .env.example with a fresh random PostgreSQL password (if missing)."""
+    if path.exists():
+        click.echo(f"{path} exists; left unchanged.")
+        return
+    example = PROJECT_ROOT / ".env.example"
+    if not example.exists():
+        raise UserError(f"{example} not found: run this from a checkout of rag-pipeline.")
+    lines = []
+    for line in example.read_text().splitlines():
+        if line.startswith("POSTGRES_PASSWORD="):
+            line = f"POSTGRES_PASSWORD={secrets.token_urlsafe(18)}"
+        lines.append(line)
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    click.echo(f"Created {path} (random POSTGRES_PASSWORD for the local stack).")
+
+
+# --- stack ---------------------------------------------------------------------------------
+@main.group()
+def stack() -> None:
+    """The local Kafka, PostgreSQL + pgvector, Go API stand-in and stand-in model."""
+
+
+@stack.command("up")
+@user_errors
+def stack_up() -> None:
+    """Start every service (idempotent) and wait until each is healthy."""
+    settings = _settings()
+    LocalStack(settings).up(progress=lambda msg: click.echo(f"  {msg}"))
+    _print_status(LocalStack(settings))
+
+
+@stack.command("down")
+@click.option("--purge", is_flag=True, help="Also delete the stack's data folder.")
+@user_errors
+def stack_down(purge: bool) -> None:
+    """Stop every service of the local stack."""
+    stopped = LocalStack(_settings()).down(purge=purge)
+    click.echo(f"Stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+
+
+@stack.command("status")
+@user_errors
+def stack_status() -> None:
+    """Show each service's health, address and memory; exit 1 if one is unhealthy."""
+    healthy = _print_status(LocalStack(_settings()))
+    sys.exit(0 if healthy else 1)
+
+
+def _print_status(local_stack: LocalStack) -> bool:
+    rows = local_stack.status()
+    click.echo(f"{'service':<10} {'state':<10} {'address':<26} {'pid':>8} {'memory':>9}")
+    for row in rows:
+        state = "healthy" if row.healthy else ("starting" if row.running else "down")
+        if row.note and row.healthy:
+            state = "external"
+        mem = f"{row.rss_bytes / 2**20:.0f} MiB" if row.rss_bytes else "-"
+        click.echo(f"{row.name:<10} {state:<10} {row.address:<26} {row.pid or '-':>8} {mem:>9}")
+    total = sum(r.rss_bytes or 0 for r in rows)
+    if total:
+        click.echo(f"{'total':<10} {'':<10} {'':<26} {'':>8} {total / 2**20:>5.0f} MiB")
+    return all(r.healthy for r in rows)
+
+
+# --- dev -----------------------------------------------------------------------------------
+def dagster_env(settings: Settings) -> dict[str, str]:
+    """The environment of Dagster's processes: dagster.yaml reads its storage from it."""
+    home = settings.stack_path / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    source = PROJECT_ROOT / "dagster.yaml"
+    if not source.exists():
+        raise UserError(f"{source} not found: run this from a checkout of rag-pipeline.")
+    shutil.copyfile(source, home / "dagster.yaml")
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "POSTGRES_HOST": settings.postgres_host,
+        "POSTGRES_PORT": str(settings.postgres_port),
+        "POSTGRES_USER": settings.postgres_user,
+        "POSTGRES_PASSWORD": settings.postgres_password.get_secret_value(),
+        "DAGSTER_POSTGRES_DB": settings.dagster_postgres_db,
+    }
+
+
+@main.command("dev")
+@click.option("--no-stack", is_flag=True,
+              help="Do not start the local stack (use existing services).")
+@user_errors
+def dev(no_stack: bool) -> None:
+    """Bring up the stack, then the Dagster UI and daemon (`dagster dev`) in the foreground."""
+    settings = _settings()
+    if not no_stack:
+        click.echo("Starting the local stack:")
+        LocalStack(settings).up(progress=lambda msg: click.echo(f"  {msg}"))
+    if settings.uses_stand_in_model:
+        click.echo("NOTE: no OPENAI_API_KEY set - indexing uses the local STAND-IN model, "
+                   "which answers deterministically and is not a real LLM.")
+    environment = dagster_env(settings)
+    dagster = str(Path(sys.executable).parent / "dagster")
+    argv = [dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+            "-h", "127.0.0.1", "-p", str(settings.dagster_port)]
+    click.echo(f"Dagster UI: http://127.0.0.1:{settings.dagster_port}  (Ctrl-C stops Dagster; "
+               "`rag-pipeline stack down` stops the stack)")
+    os.chdir(PROJECT_ROOT)
+    os.execvpe(argv[0], argv, environment)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""The Dagster code location of rag-pipeline."""
+
+import dagster as dg
+
+defs = dg.Definitions()

@@ -1,0 +1,251 @@
+"""Every knob of rag-pipeline in one place, read from the environment and an optional `.env`.
+
+The variable names are the ones the design and the README use (`KAFKA_BOOTSTRAP_SERVERS`,
+`POSTGRES_HOST`, ...). `load_settings()` turns a validation failure into one readable
+message per variable, without echoing secret values.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+# Kafka's own ceiling for one message must stay at or above this (DESIGN.md section 2).
+MIN_KAFKA_MESSAGE_BYTES = 16 * MIB
+
+SECRET_FIELDS = frozenset({"postgres_password", "openai_api_key"})
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names the variable and what it expects."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="host:port[,host:port] of the Kafka brokers"
+    )
+    kafka_group_id: str = Field("rag-processor", description="consumer group for lag tools")
+    kafka_topic: str = Field("indexing_jobs", description="topic the crawler publishes to")
+    kafka_dlq_topic: str = Field("indexing_jobs_dlq", description="dead letter topic")
+    kafka_results_topic: str = Field(
+        "indexing_job_results", description="topic of the optional result events"
+    )
+    kafka_auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="where to start a partition that has no stored offset"
+    )
+    kafka_topic_partitions: int = Field(
+        12, ge=1, description="partitions of indexing_jobs when the local stack creates it"
+    )
+    kafka_max_message_bytes: int = Field(
+        20 * MIB, description="largest Kafka message accepted end to end (>= 16 MiB)"
+    )
+    publish_results: bool = Field(
+        False, description="also publish each job outcome to KAFKA_RESULTS_TOPIC"
+    )
+
+    # --- Sensor budgets (each tick must end well inside Dagster's 60 s gRPC limit) -----------
+    sensor_interval_seconds: int = Field(5, ge=1, description="minimum seconds between ticks")
+    sensor_max_messages: int = Field(2000, ge=1, description="messages read per tick at most")
+    sensor_max_bytes: int = Field(
+        64 * MIB, ge=MIB, description="message bytes held in memory per tick at most"
+    )
+    sensor_time_budget_seconds: float = Field(
+        20.0, gt=0, le=45, description="seconds a tick may spend reading Kafka"
+    )
+    jobs_per_run: int = Field(200, ge=1, description="jobs one indexing run claims at most")
+    run_batch_bytes: int = Field(
+        32 * MIB, ge=MIB, description="payload bytes a run holds in memory at once"
+    )
+
+    # --- Processing --------------------------------------------------------------------------
+    max_payload_bytes: int = Field(
+        50 * MIB, ge=1024, description="cap on a page's decompressed HTML (gzip bomb guard)"
+    )
+    text_source: Literal["prefer_extracted", "reextract"] = Field(
+        "prefer_extracted",
+        description="use content.text when present, or always re-extract from content.html",
+    )
+    max_workers: int = Field(
+        8, ge=1, description="pages one run indexes in parallel (LightRAG max_parallel_insert)"
+    )
+    max_retries: int = Field(3, ge=0, description="attempts after the first before a job is dead")
+    retry_backoff: float = Field(1.0, gt=0, description="base seconds of exponential backoff")
+
+    # --- LightRAG ----------------------------------------------------------------------------
+    max_rag_instances: int = Field(10, ge=1, description="LightRAG instances kept per process")
+    rag_instance_ttl_seconds: int = Field(
+        300, ge=1, description="idle seconds before a LightRAG instance is finalized"
+    )
+    lightrag_graph_storage: Literal["PGTableGraphStorage", "PGGraphStorage"] = Field(
+        "PGTableGraphStorage", description="PGGraphStorage needs Apache AGE"
+    )
+    llm_max_concurrency: int = Field(
+        8, ge=1, description="LLM requests in flight across all concurrent runs"
+    )
+    embedding_max_concurrency: int = Field(
+        8, ge=1, description="embedding requests in flight across all concurrent runs"
+    )
+
+    # --- PostgreSQL (LightRAG tables and the rag_pipeline ledger) ---------------------------
+    postgres_host: str = Field("127.0.0.1", description="PostgreSQL host")
+    postgres_port: int = Field(5432, ge=1, le=65535, description="PostgreSQL port")
+    postgres_user: str = Field("postgres", description="PostgreSQL user")
+    postgres_password: SecretStr = Field(description="PostgreSQL password (required)")
+    postgres_db: str = Field("mcpdocs", description="database of LightRAG and the ledger")
+    dagster_postgres_db: str = Field("dagster", description="database of Dagster's storage")
+
+    # --- Models ------------------------------------------------------------------------------
+    openai_api_key: SecretStr | None = Field(
+        None, description="OpenAI key; unset means the local stand-in model"
+    )
+    openai_base_url: str | None = Field(
+        None, description="any OpenAI-compatible endpoint, e.g. https://api.openai.com/v1"
+    )
+    openai_embedding_model: str = Field("text-embedding-3-small", description="embedding model")
+    openai_llm_model: str = Field("gpt-4o-mini", description="LLM for entity extraction")
+    embedding_dim: int = Field(1536, ge=8, le=2000, description="embedding dimensions")
+    dev_llm_url: str = Field(
+        "http://127.0.0.1:8081/v1", description="the local stand-in model (no OPENAI_API_KEY)"
+    )
+    model_timeout_seconds: float = Field(120.0, gt=0, description="timeout of one model request")
+
+    # --- Go backend --------------------------------------------------------------------------
+    go_backend_url: str = Field(
+        "http://127.0.0.1:8080", description="base URL of the Go API that receives job statuses"
+    )
+    callback_timeout_seconds: float = Field(10.0, gt=0, description="timeout of one status PATCH")
+    callback_max_backoff_seconds: float = Field(
+        300.0, gt=0, description="cap of the backoff between status delivery attempts"
+    )
+
+    # --- Reconciliation ----------------------------------------------------------------------
+    reconcile_cron: str = Field("*/5 * * * *", description="schedule of reconcile_stuck_jobs")
+    stuck_run_timeout_seconds: int = Field(
+        900, ge=10, description="a running job whose run shows no life this long is requeued"
+    )
+    queued_job_grace_seconds: int = Field(
+        120, ge=0, description="a queued job this old with no run gets one"
+    )
+
+    # --- Local stack -------------------------------------------------------------------------
+    stack_dir: Path = Field(Path(".stack"), description="folder of the local stack's data")
+    kafka_controller_port: int = Field(9093, ge=1, le=65535, description="KRaft controller port")
+    dagster_port: int = Field(3000, ge=1, le=65535, description="port of the Dagster UI")
+
+    @field_validator("kafka_max_message_bytes")
+    @classmethod
+    def _at_least_16_mib(cls, value: int) -> int:
+        if value < MIN_KAFKA_MESSAGE_BYTES:
+            raise ValueError(f"must be at least {MIN_KAFKA_MESSAGE_BYTES} (16 MiB)")
+        return value
+
+    @field_validator("go_backend_url", "dev_llm_url", "openai_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError("must be host:port[,host:port...]")
+        return value
+
+    @model_validator(mode="after")
+    def _no_postgres_workspace(self) -> Settings:
+        # LightRAG lets POSTGRES_WORKSPACE override every instance's workspace, which would
+        # merge all collections into one (DESIGN.md section 6).
+        if os.environ.get("POSTGRES_WORKSPACE"):
+            raise ValueError(
+                "POSTGRES_WORKSPACE is set: it would put every collection into one LightRAG "
+                "workspace; unset it (rag-pipeline sets one workspace per collection_id)"
+            )
+        return self
+
+    # --- Derived values ----------------------------------------------------------------------
+    @property
+    def uses_stand_in_model(self) -> bool:
+        return self.openai_api_key is None and self.openai_base_url is None
+
+    @property
+    def model_base_url(self) -> str:
+        if self.openai_base_url:
+            return self.openai_base_url
+        return "https://api.openai.com/v1" if self.openai_api_key else self.dev_llm_url
+
+    @property
+    def model_api_key(self) -> str:
+        # The stand-in and most self-hosted servers ignore the key, but the client needs one.
+        return self.openai_api_key.get_secret_value() if self.openai_api_key else "not-needed"
+
+    @cached_property
+    def stack_path(self) -> Path:
+        return self.stack_dir.expanduser().resolve()
+
+    def postgres_conninfo(self, dbname: str | None = None) -> str:
+        """A libpq key/value string; the password is passed separately via `postgres_kwargs`."""
+        return (
+            f"host={self.postgres_host} port={self.postgres_port} "
+            f"user={self.postgres_user} dbname={dbname or self.postgres_db}"
+        )
+
+    def postgres_kwargs(self) -> dict[str, str]:
+        return {"password": self.postgres_password.get_secret_value()}
+
+
+def env_name(field_name: str) -> str:
+    return field_name.upper()
+
+
+def describe_error(error: dict) -> str:
+    """One line for one pydantic error, naming the variable and never echoing a secret."""
+    loc = error.get("loc") or ()
+    field_name = str(loc[0]) if loc else ""
+    field = Settings.model_fields.get(field_name)
+    expected = field.description if field and field.description else ""
+    if error.get("type") == "missing":
+        return f"{env_name(field_name)} is not set: {expected}"
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    if not field_name:  # a model-level check; its message names the variable itself
+        return message
+    shown = ""
+    if field_name not in SECRET_FIELDS and "input" in error:
+        shown = f" (got {str(error['input'])[:80]!r})"
+    return f"{env_name(field_name)}: {message}{shown}. Expected: {expected}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, raising `SettingsError` with one readable line per bad variable."""
+    env_file = os.environ.get("RAG_PIPELINE_ENV_FILE", ".env") or None
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[arg-type, call-arg]
+    except ValidationError as exc:
+        lines = [describe_error(err) for err in exc.errors(include_url=False)]
+        raise SettingsError(
+            "Invalid rag-pipeline configuration (environment or .env):\n  - "
+            + "\n  - ".join(lines)
+            + "\nSee .env.example and the configuration table in README.md."
+        ) from None

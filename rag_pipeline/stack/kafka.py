@@ -1,0 +1,205 @@
+"""A single-node Apache Kafka 4 broker in KRaft mode (combined broker + controller).
+
+The jars come from Maven Central through Maven (`kafka-pom.xml`), Maven's own cache keeps
+later starts offline; the broker runs on the machine's Java 17.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from importlib import resources
+from pathlib import Path
+
+from rag_pipeline.settings import Settings
+from rag_pipeline.stack.processes import ServiceProcess, StackError, require_free_port, wait_until
+
+KAFKA_READY_TIMEOUT_S = 90
+
+
+def kafka_host_port(settings: Settings) -> tuple[str, int]:
+    first = settings.kafka_bootstrap_servers.split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    return host, int(port)
+
+
+def _require_tool(name: str, what: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        package = "openjdk-17-jre-headless" if name == "java" else "maven"
+        raise StackError(
+            f"{name} was not found on PATH: the local Kafka needs {what}. Install it "
+            f"(Debian: apt-get install {package}) or point KAFKA_BOOTSTRAP_SERVERS at an "
+            "existing broker."
+        )
+    return path
+
+
+def resolve_kafka_jars(libs_dir: Path) -> Path:
+    """Copy the broker's jars into `libs_dir` (once); Maven caches them in ~/.m2."""
+    marker = libs_dir / ".complete"
+    if marker.exists():
+        return libs_dir
+    mvn = _require_tool("mvn", "Maven to fetch the Kafka jars from Maven Central")
+    libs_dir.mkdir(parents=True, exist_ok=True)
+    pom = resources.files("rag_pipeline.stack").joinpath("kafka-pom.xml")
+    with resources.as_file(pom) as pom_path:
+        result = subprocess.run(
+            [
+                mvn,
+                "-B",
+                "-q",
+                "-f",
+                str(pom_path),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={libs_dir}",
+                "-DincludeScope=runtime",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise StackError(
+            "Maven could not fetch the Kafka jars (org.apache.kafka:kafka_2.13) from Maven "
+            "Central. Check the network or proxy settings for Maven (~/.m2/settings.xml), "
+            f"or point KAFKA_BOOTSTRAP_SERVERS at an existing broker.\nMaven said:\n{tail}"
+        )
+    marker.write_text("ok\n")
+    return libs_dir
+
+
+def server_properties(settings: Settings, data_dir: Path) -> str:
+    host, port = kafka_host_port(settings)
+    ctrl = settings.kafka_controller_port
+    max_bytes = settings.kafka_max_message_bytes
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.bootstrap.servers={host}:{ctrl}",
+            f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{ctrl}",
+            f"advertised.listeners=PLAINTEXT://{host}:{port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={data_dir}",
+            f"num.partitions={settings.kafka_topic_partitions}",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=12",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            # Crawled pages can be large: 10 MB of HTML is ~13.3 MB after base64.
+            f"message.max.bytes={max_bytes}",
+            f"replica.fetch.max.bytes={max_bytes}",
+            f"socket.request.max.bytes={max(104857600, 2 * max_bytes)}",
+            # Topics are created explicitly, with the partition counts the design asks for.
+            "auto.create.topics.enable=false",
+            "",
+        ]
+    )
+
+
+class KafkaService:
+    name = "kafka"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = settings.stack_path / "kafka"
+        self.process = ServiceProcess(self.name, settings.stack_path)
+
+    @property
+    def address(self) -> str:
+        host, port = kafka_host_port(self.settings)
+        return f"{host}:{port}"
+
+    def healthy(self) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            admin = AdminClient(
+                {"bootstrap.servers": self.settings.kafka_bootstrap_servers, "log_level": 0}
+            )
+            metadata = admin.list_topics(timeout=2)
+        except Exception:
+            return False
+        return bool(metadata.brokers)
+
+    def start(self) -> None:
+        if self.process.pid is not None:
+            wait_until(self.healthy, KAFKA_READY_TIMEOUT_S, "Kafka", self.process.log_file)
+            self.create_topics()
+            return
+        host, port = kafka_host_port(self.settings)
+        if host not in ("127.0.0.1", "localhost"):
+            raise StackError(
+                f"KAFKA_BOOTSTRAP_SERVERS={self.settings.kafka_bootstrap_servers} is not local: "
+                "the local stack only starts a broker on 127.0.0.1. Unset it, or do not use "
+                "`stack up` for an existing broker."
+            )
+        require_free_port(host, port, "Kafka", "KAFKA_BOOTSTRAP_SERVERS")
+        require_free_port(host, self.settings.kafka_controller_port, "Kafka controller",
+                          "KAFKA_CONTROLLER_PORT")
+        java = _require_tool("java", "Java 17 or newer to run the broker")
+        libs = resolve_kafka_jars(self.root / "libs")
+        data_dir = self.root / "data"
+        config = self.root / "server.properties"
+        config.write_text(server_properties(self.settings, data_dir))
+        log_config = resources.files("rag_pipeline.stack").joinpath("kafka-log4j2.properties")
+        log_config_path = self.root / "log4j2.properties"
+        log_config_path.write_text(log_config.read_text())
+        classpath = f"{libs}/*"
+        if not (data_dir / "meta.properties").exists():
+            cluster_id = _random_cluster_id()
+            result = subprocess.run(
+                [java, "-cp", classpath, f"-Dlog4j2.configurationFile={log_config_path}",
+                 "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
+                 "--standalone"],
+                capture_output=True, text=True, timeout=120,
+            )
+            if result.returncode != 0:
+                raise StackError(f"Formatting Kafka's storage failed:\n{result.stderr[-2000:]}")
+        self.process.start(
+            [java, "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+             f"-Dlog4j2.configurationFile={log_config_path}", "-cp", classpath,
+             "kafka.Kafka", str(config)]
+        )
+        wait_until(self.healthy, KAFKA_READY_TIMEOUT_S, "Kafka", self.process.log_file)
+        self.create_topics()
+
+    def create_topics(self) -> None:
+        """Create the project's topics if missing (idempotent)."""
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        s = self.settings
+        admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers})
+        existing = set(admin.list_topics(timeout=10).topics)
+        size = {"max.message.bytes": str(s.kafka_max_message_bytes)}
+        wanted = [
+            NewTopic(s.kafka_topic, s.kafka_topic_partitions, 1, config=size),
+            NewTopic(s.kafka_dlq_topic, 3, 1, config=size),
+            NewTopic(s.kafka_results_topic, 3, 1),
+        ]
+        missing = [t for t in wanted if t.topic not in existing]
+        if not missing:
+            return
+        for topic, future in admin.create_topics(missing, operation_timeout=30).items():
+            try:
+                future.result(timeout=60)
+            except Exception as exc:  # already created by a concurrent `up` is fine
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise StackError(f"Creating Kafka topic {topic} failed: {exc}") from None
+
+    def stop(self) -> bool:
+        return self.process.stop(timeout=30)
+
+
+def _random_cluster_id() -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")

@@ -1,0 +1,92 @@
+"""Settings: one object, env names as documented, clear errors that never show secrets."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from rag_pipeline.settings import Settings, SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_are_the_documented_ones(monkeypatch):
+    for name in ("KAFKA_GROUP_ID", "KAFKA_TOPIC", "KAFKA_AUTO_OFFSET_RESET", "MAX_RAG_INSTANCES",
+                 "RAG_INSTANCE_TTL_SECONDS", "MAX_RETRIES", "RETRY_BACKOFF", "POSTGRES_DB",
+                 "OPENAI_EMBEDDING_MODEL", "OPENAI_LLM_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    s = load_settings()
+    assert (s.kafka_group_id, s.kafka_topic, s.kafka_auto_offset_reset) == (
+        "rag-processor", "indexing_jobs", "earliest")
+    assert (s.max_rag_instances, s.rag_instance_ttl_seconds, s.max_retries) == (10, 300, 3)
+    assert s.retry_backoff == 1.0 and s.postgres_db == "mcpdocs"
+    assert (s.openai_embedding_model, s.openai_llm_model) == (
+        "text-embedding-3-small", "gpt-4o-mini")
+
+
+def test_missing_password_names_the_variable(monkeypatch):
+    monkeypatch.delenv("POSTGRES_PASSWORD")
+    with pytest.raises(SettingsError, match=r"POSTGRES_PASSWORD is not set"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [("POSTGRES_PORT", "abc", r"POSTGRES_PORT: .*integer.*'abc'"),
+     ("POSTGRES_PORT", "70000", r"POSTGRES_PORT: .*65535"),
+     ("KAFKA_AUTO_OFFSET_RESET", "middle", r"KAFKA_AUTO_OFFSET_RESET: .*'earliest' or 'latest'"),
+     ("KAFKA_MAX_MESSAGE_BYTES", "1000", r"KAFKA_MAX_MESSAGE_BYTES: must be at least 16777216"),
+     ("GO_BACKEND_URL", "not a url", r"GO_BACKEND_URL: must be an http"),
+     ("KAFKA_BOOTSTRAP_SERVERS", "nohost", r"KAFKA_BOOTSTRAP_SERVERS: must be host:port"),
+     ("TEXT_SOURCE", "magic", r"TEXT_SOURCE: .*prefer_extracted")],
+)
+def test_invalid_values_name_the_variable_and_what_it_expects(monkeypatch, name, value, expected):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert re.search(expected, str(err.value)), str(err.value)
+    assert "Expected:" in str(err.value) or "must" in str(err.value)
+
+
+def test_secret_values_never_appear_in_errors(monkeypatch):
+    monkeypatch.setenv("POSTGRES_PASSWORD", "hunter2-very-secret")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-should-not-leak")
+    monkeypatch.setenv("POSTGRES_PORT", "not-a-port")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "hunter2" not in str(err.value) and "sk-test" not in str(err.value)
+    monkeypatch.delenv("POSTGRES_PORT")
+    settings = Settings(postgres_password="hunter2-very-secret", _env_file=None)
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
+
+
+def test_postgres_workspace_is_refused(monkeypatch):
+    monkeypatch.setenv("POSTGRES_WORKSPACE", "everything")
+    with pytest.raises(SettingsError, match="POSTGRES_WORKSPACE is set"):
+        load_settings()
+
+
+def test_dotenv_file_is_read(tmp_path, monkeypatch):
+    env_file = tmp_path / ".env"
+    env_file.write_text("KAFKA_TOPIC=from_dotenv\n")
+    monkeypatch.delenv("KAFKA_TOPIC", raising=False)
+    monkeypatch.setenv("RAG_PIPELINE_ENV_FILE", str(env_file))
+    assert load_settings().kafka_topic == "from_dotenv"
+
+
+def test_model_endpoint_falls_back_to_the_stand_in(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    s = load_settings()
+    assert s.uses_stand_in_model and s.model_base_url == s.dev_llm_url
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    s = load_settings()
+    assert not s.uses_stand_in_model and s.model_base_url == "https://api.openai.com/v1"
+
+
+def test_env_example_lists_every_setting():
+    example = (ROOT / ".env.example").read_text()
+    names = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", example, flags=re.M))
+    assert names == {name.upper() for name in Settings.model_fields}
