@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -120,6 +121,45 @@ def _print_status(local_stack: LocalStack) -> bool:
     if total:
         click.echo(f"{'total':<10} {'':<10} {'':<26} {'':>8} {total / 2**20:>5.0f} MiB")
     return all(r.healthy for r in rows)
+
+
+# --- publish -------------------------------------------------------------------------------
+@main.command("publish")
+@click.option("--collection", "collection_id", required=True,
+              help="collection_id of the crawl (a UUID or 1-64 of A-Z a-z 0-9 _ -).")
+@click.option("--dir", "folder", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of .html files; each becomes one page.")
+@click.option("--base-url", default="https://docs.example.com", show_default=True,
+              help="URL prefix; a page's url is base-url/relative-path.")
+@click.option("--request-id", type=int, default=None, help="Crawl request id (default: now).")
+@click.option("--first-job-id", type=int, default=None,
+              help="job_id of the first page, then +1 per page (default: unique from the clock).")
+@click.option("--limit", type=int, default=None, help="Publish at most this many pages.")
+@user_errors
+def publish_folder(collection_id: str, folder: Path, base_url: str, request_id: int | None,
+                   first_job_id: int | None, limit: int | None) -> None:
+    """Publish a folder of HTML files to indexing_jobs as the Go crawler would."""
+    from rag_pipeline.contract import COLLECTION_ID
+    from rag_pipeline.publishing import folder_messages, message_for, publish
+
+    if not COLLECTION_ID.fullmatch(collection_id):
+        raise UserError(f"--collection {collection_id!r}: use a UUID or 1-64 of the characters "
+                        "A-Z a-z 0-9 _ -")
+    settings = _settings()
+    now_us = time.time_ns() // 1000
+    messages = folder_messages(folder, collection_id=collection_id, base_url=base_url,
+                               first_job_id=first_job_id or now_us,
+                               request_id=request_id or now_us // 1_000_000, limit=limit)
+    try:
+        count = publish(settings, (message_for(m) for m in messages),
+                        progress=lambda n, s: click.echo(f"  {n} pages published ({s:.1f} s)"))
+    except RuntimeError as exc:
+        raise UserError(str(exc)) from None
+    if count == 0:
+        raise UserError(f"no .html files in {folder}")
+    click.echo(f"Published {count} pages of collection {collection_id} to "
+               f"{settings.kafka_topic} at {settings.kafka_bootstrap_servers}.")
 
 
 # --- dev -----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rag_pipeline.kafka_io import producer_config
+from rag_pipeline.kafka_io import KafkaOptions, producer_config
 from rag_pipeline.settings import Settings
 
 
@@ -108,7 +108,7 @@ def publish(settings: Settings, messages: Iterable[OutgoingMessage], topic: str 
     """Produce messages and wait for every delivery; raise if any failed."""
     from confluent_kafka import KafkaException, Producer
 
-    producer = Producer(producer_config(settings))
+    producer = Producer(producer_config(KafkaOptions.from_settings(settings)))
     errors: list[str] = []
 
     def delivered(err, _msg) -> None:

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from rag_pipeline.kafka_io import consumer_config, producer_config
+from rag_pipeline.kafka_io import KafkaOptions, consumer_config, producer_config
 from rag_pipeline.settings import Settings
 
 MIB = 1024 * 1024
@@ -39,7 +39,7 @@ def test_topics_exist_with_the_designed_partitions_and_size_limit(stack, setting
 
 
 def produce_and_consume(settings: Settings, value: bytes, key: bytes) -> bytes:
-    producer = Producer(producer_config(settings))
+    producer = Producer(producer_config(KafkaOptions.from_settings(settings)))
     delivered = {}
 
     def on_delivery(err, msg):
@@ -49,7 +49,7 @@ def produce_and_consume(settings: Settings, value: bytes, key: bytes) -> bytes:
     assert producer.flush(30) == 0
     assert delivered["err"] is None
     sent = delivered["msg"]
-    consumer = Consumer(consumer_config(settings))
+    consumer = Consumer(consumer_config(KafkaOptions.from_settings(settings)))
     try:
         consumer.assign([TopicPartition(sent.topic(), sent.partition(), sent.offset())])
         deadline = time.monotonic() + 30

@@ -1,0 +1,252 @@
+"""The indexing assets, partitioned by collection: raw_pages -> clean_pages -> lightrag_documents.
+
+Definitions only: the work is done by `rag_pipeline.indexing`. Intermediate results live
+in the ledger (claimed jobs, cleaned texts), so every step can run on another machine, a
+retried step carries on where it stopped, and a re-executed run adopts its parent's jobs.
+"""
+
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import asyncpg
+import dagster as dg
+import psycopg
+from confluent_kafka import KafkaException
+
+from rag_pipeline.events import event_line
+from rag_pipeline.indexing import (
+    CollectionBusy,
+    StepReport,
+    collection_lock,
+    decode_pages,
+    index_pages,
+)
+from rag_pipeline.indexing import (
+    clean_pages as clean_run_pages,
+)
+from rag_pipeline.kafka_io import DeliveryFailed
+from rag_pipeline.ledger import JobLedger, JobOutcome
+from rag_pipeline.partitions import collections_partitions
+from rag_pipeline.reporting import dead_letter_failures
+from rag_pipeline.resources import (
+    KafkaResource,
+    LedgerResource,
+    LightRAGResource,
+    ProcessingResource,
+)
+
+# Transient errors (timeouts, connection resets, PostgreSQL restarts) retry the step;
+# permanent ones are raised as Failure(allow_retries=False).
+RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=1, backoff=dg.Backoff.EXPONENTIAL,
+                              jitter=dg.Jitter.PLUS_MINUS)
+# Errors worth retrying the step for: the database, Kafka or the network went away for a while.
+TRANSIENT_ERRORS = (psycopg.OperationalError, asyncpg.PostgresConnectionError,
+                    asyncpg.InterfaceError, asyncpg.exceptions.AdminShutdownError,
+                    asyncpg.exceptions.CannotConnectNowError, ConnectionError, TimeoutError,
+                    KafkaException, DeliveryFailed)
+# How long the writer waits for another writer of the same collection to finish.
+LOCK_WAIT_SECONDS = 600.0
+
+
+class IndexingConfig(dg.Config):
+    """How much of the collection a run takes from the ledger."""
+
+    scope: Literal["pending", "everything"] = "pending"
+    max_jobs: int | None = None
+
+
+@contextmanager
+def retry_only_transient() -> Iterator[None]:
+    """Let RetryPolicy retry transient errors; fail permanent ones at once, with a reason."""
+    try:
+        yield
+    except (dg.Failure, *TRANSIENT_ERRORS):
+        raise
+    except Exception as exc:
+        raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from exc
+
+
+def run_family(context: dg.AssetExecutionContext) -> list[str]:
+    run = context.run
+    return [r for r in (run.run_id, run.parent_run_id, run.root_run_id) if r]
+
+
+def concurrent_runs(context: dg.AssetExecutionContext) -> int:
+    """The run queue's limit: the model request bound is shared between that many runs."""
+    try:
+        limit = context.instance.get_concurrency_config().run_queue_config.max_concurrent_runs
+    except Exception:  # no run queue (e.g. in-process execution): this run has it all
+        return 1
+    return limit if limit and limit > 0 else 1
+
+
+def record_failures(context: dg.AssetExecutionContext, ledger: JobLedger, kafka: KafkaResource,
+                    report: StepReport, max_retries: int) -> None:
+    if not report.outcomes:
+        return
+    collection_id = context.partition_key
+    recorded = ledger.finish_jobs(collection_id, report.outcomes, max_retries=max_retries)
+    with kafka.producer() as producer:
+        dead_letter_failures(producer, ledger, recorded, source_topic=kafka.topic,
+                             dlq_topic=kafka.dlq_topic, max_message_bytes=kafka.max_message_bytes)
+    for o in recorded:
+        context.log.warning(event_line("page_failed", job_id=o.job_id, request_id=o.request_id,
+                                       collection_id=collection_id, run_id=context.run_id,
+                                       reason=o.error_code, error=o.error_msg))
+
+
+@dg.asset(
+    partitions_def=collections_partitions,
+    retry_policy=RETRY_POLICY,
+    group_name="indexing",
+    kinds={"kafka", "postgres"},
+    description="The pages of a collection that a run takes from the ledger, decoded "
+    "(gzip+base64 -> HTML). Pages that cannot be decoded fail here.",
+)
+def raw_pages(context: dg.AssetExecutionContext, config: IndexingConfig,
+              ledger: LedgerResource, kafka: KafkaResource,
+              processing: ProcessingResource) -> dg.MaterializeResult:
+    collection_id = context.partition_key
+    with retry_only_transient():
+        jobs = ledger.ledger.claim_jobs(collection_id, context.run_id, run_family(context),
+                                        config.max_jobs or processing.jobs_per_run, config.scope)
+        report = decode_pages(ledger.ledger, jobs,
+                              max_payload_bytes=processing.max_payload_bytes,
+                              batch_bytes=processing.run_batch_bytes)
+        record_failures(context, ledger.ledger, kafka, report, processing.max_retries)
+    context.log.info(event_line("raw_pages", collection_id=collection_id, run_id=context.run_id,
+                                pages=report.pages, bytes=report.bytes, failed=report.failed))
+    return dg.MaterializeResult(metadata={
+        "pages": dg.MetadataValue.int(report.pages),
+        "html_bytes": dg.MetadataValue.int(report.bytes),
+        "pages_failed": dg.MetadataValue.int(report.failed),
+        "duration_s": dg.MetadataValue.float(round(report.seconds, 3)),
+    })
+
+
+@dg.asset(
+    deps=[raw_pages],
+    partitions_def=collections_partitions,
+    retry_policy=RETRY_POLICY,
+    group_name="indexing",
+    kinds={"python", "postgres"},
+    description="Each page's text for RAG: the crawler's text or a re-extraction from the "
+    "HTML (TEXT_SOURCE), boilerplate removed, stored in the ledger with its content hash.",
+)
+def clean_pages(context: dg.AssetExecutionContext, ledger: LedgerResource,
+                kafka: KafkaResource, processing: ProcessingResource) -> dg.MaterializeResult:
+    collection_id = context.partition_key
+    with retry_only_transient():
+        jobs = ledger.ledger.adopt_jobs(collection_id, context.run_id, run_family(context))
+        report = clean_run_pages(ledger.ledger, jobs,
+                                 max_payload_bytes=processing.max_payload_bytes,
+                                 text_source=processing.text_source,  # type: ignore[arg-type]
+                                 batch_bytes=processing.run_batch_bytes)
+        record_failures(context, ledger.ledger, kafka, report, processing.max_retries)
+    return dg.MaterializeResult(metadata={
+        "pages": dg.MetadataValue.int(report.pages - report.failed),
+        "html_bytes": dg.MetadataValue.int(report.bytes),
+        "pages_failed": dg.MetadataValue.int(report.failed),
+        "duration_s": dg.MetadataValue.float(round(report.seconds, 3)),
+    })
+
+
+@dg.asset(
+    deps=[clean_pages],
+    partitions_def=collections_partitions,
+    retry_policy=RETRY_POLICY,
+    group_name="indexing",
+    kinds={"lightrag", "postgres"},
+    check_specs=[
+        dg.AssetCheckSpec("completed_pages_in_lightrag", asset="lightrag_documents",
+                          description="Every page the ledger counts as indexed for this "
+                          "collection is a processed document of its LightRAG workspace."),
+        dg.AssetCheckSpec("no_job_left_running", asset="lightrag_documents",
+                          description="The run left none of its jobs in state running."),
+    ],
+    description="The collection's LightRAG workspace (workspace = collection_id) on "
+    "PostgreSQL: pages inserted in batches, changed pages replaced, unchanged ones skipped.",
+)
+def lightrag_documents(context: dg.AssetExecutionContext, ledger: LedgerResource,
+                       lightrag: LightRAGResource, kafka: KafkaResource,
+                       processing: ProcessingResource) -> dg.MaterializeResult:
+    collection_id = context.partition_key
+    jobs = ledger.ledger.adopt_jobs(collection_id, context.run_id, run_family(context))
+    pool = lightrag.pool(concurrent_runs(context))
+    batch_count = max(16, 4 * lightrag.max_parallel_insert)
+
+    def on_batch(outcomes: list[JobOutcome]) -> None:
+        with kafka.producer() as producer:
+            dead_letter_failures(producer, ledger.ledger, outcomes, source_topic=kafka.topic,
+                                 dlq_topic=kafka.dlq_topic,
+                                 max_message_bytes=kafka.max_message_bytes)
+        done = sum(1 for o in outcomes if o.state == "completed")
+        context.log.info(event_line("index_batch", collection_id=collection_id,
+                                    run_id=context.run_id, pages=len(outcomes), completed=done))
+
+    with retry_only_transient():
+        try:
+            with collection_lock(lightrag.conninfo, lightrag.pg_password, collection_id,
+                                 LOCK_WAIT_SECONDS):
+                report = index_pages(ledger.ledger, pool, collection_id, jobs,
+                                     batch_bytes=processing.run_batch_bytes,
+                                     batch_count=batch_count,
+                                     max_retries=processing.max_retries, on_batch=on_batch)
+        except CollectionBusy as exc:
+            raise dg.Failure(description=str(exc), allow_retries=True) from None
+        left_running = ledger.ledger.running_jobs_of(run_family(context))
+        missing = ledger.ledger.documents_missing_from_lightrag(collection_id)
+    usage = report.usage
+    pages = len(report.outcomes)
+    return dg.MaterializeResult(
+        metadata={
+            "pages": dg.MetadataValue.int(pages),
+            "pages_inserted": dg.MetadataValue.int(report.inserted),
+            "pages_replaced": dg.MetadataValue.int(report.replaced),
+            "pages_unchanged": dg.MetadataValue.int(report.unchanged),
+            "pages_duplicate": dg.MetadataValue.int(report.duplicates),
+            "pages_failed": dg.MetadataValue.int(report.failed),
+            "pages_retried": dg.MetadataValue.int(report.retried),
+            "chunks": dg.MetadataValue.int(report.chunks),
+            "entities": dg.MetadataValue.int(report.entities),
+            "relations": dg.MetadataValue.int(report.relations),
+            "llm_calls": dg.MetadataValue.int(usage.llm_calls),
+            "llm_retries": dg.MetadataValue.int(usage.llm_retries),
+            "llm_prompt_tokens": dg.MetadataValue.int(usage.prompt_tokens),
+            "llm_completion_tokens": dg.MetadataValue.int(usage.completion_tokens),
+            "llm_peak_in_flight": dg.MetadataValue.int(usage.llm_peak_in_flight),
+            "embedding_calls": dg.MetadataValue.int(usage.embedding_calls),
+            "embedding_tokens": dg.MetadataValue.int(usage.embedding_tokens),
+            "duration_s": dg.MetadataValue.float(round(report.seconds, 3)),
+            "pages_per_second": dg.MetadataValue.float(
+                round(pages / report.seconds, 3) if report.seconds else 0.0),
+        },
+        check_results=[
+            dg.AssetCheckResult(check_name="completed_pages_in_lightrag", passed=not missing,
+                                metadata={"missing_documents": len(missing),
+                                          "sample": ", ".join(missing[:5])}),
+            dg.AssetCheckResult(check_name="no_job_left_running", passed=left_running == 0,
+                                metadata={"jobs_running": left_running}),
+        ],
+    )
+
+
+indexing_assets = [raw_pages, clean_pages, lightrag_documents]
+
+index_collection_job = dg.define_asset_job(
+    "index_collection",
+    selection=dg.AssetSelection.assets(*indexing_assets),
+    description="Index a collection's queued pages (requested by indexing_jobs_sensor).",
+    executor_def=dg.in_process_executor,
+)
+
+reindex_collection_job = dg.define_asset_job(
+    "reindex_collection",
+    selection=dg.AssetSelection.assets(*indexing_assets),
+    config={"ops": {"raw_pages": {"config": {"scope": "everything"}}}},
+    description="Process a collection again from the ledger (the latest job of every url): "
+    "changed pages are replaced, unchanged ones skipped. Backfill it from the UI.",
+    executor_def=dg.in_process_executor,
+)

@@ -1,0 +1,394 @@
+"""What an indexing run does with its jobs, step by step, as plain functions.
+
+1. `decode_pages` (asset raw_pages): claim the run's jobs, decode every payload.
+2. `clean_pages` (asset clean_pages): HTML -> text, stored in the ledger with its hash.
+3. `index_pages` (asset lightrag_documents): insert into the collection's LightRAG
+   workspace in batches, holding the collection's advisory lock:
+   - unchanged page (same content hash as the indexed document): completed, no LLM call;
+   - changed page: the old document is deleted (`adelete_by_doc_id`), then inserted;
+   - identical text under another url of the collection: completed as a duplicate of it
+     (LightRAG refuses identical content; this is not a failure of the page);
+   - LightRAG marks a page FAILED: failed with LightRAG's reason, or retried in a later run
+     when the reason is transient (rate limits, timeouts), the other pages carry on.
+
+Each job ends completed or failed (or queued again, or dead) in the ledger, with its
+per-page metrics and an outbox row for the Go backend, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from rag_pipeline.cleaning import TextSource, page_text
+from rag_pipeline.contract import IndexingJob
+from rag_pipeline.decoding import DecodeError, decode_html
+from rag_pipeline.identity import content_hash, file_path
+from rag_pipeline.ledger import IndexedDocument, JobLedger, JobOutcome, PageText, RunJob
+from rag_pipeline.models import TRANSIENT_PREFIX, ModelUsage
+from rag_pipeline.workspaces import WorkspacePool
+
+log = logging.getLogger(__name__)
+
+LOCK_POLL_SECONDS = 1.0
+# LightRAG's words for failures worth another try (besides our transient model errors).
+TRANSIENT_WORDS = ("timeout", "timed out", "connection", "temporarily", "too many", "rate limit",
+                   "server closed", "terminat", "cannot connect", "reset by peer")
+
+
+class CollectionBusy(Exception):
+    """Another writer holds the collection's advisory lock."""
+
+
+def batches(items: Sequence[Any], size_of: Callable[[Any], int], max_bytes: int,
+            max_count: int) -> Iterator[list[Any]]:
+    """Consecutive groups of items bounded by total size and count (at least one item)."""
+    batch: list[Any] = []
+    total = 0
+    for item in items:
+        size = size_of(item)
+        if batch and (total + size > max_bytes or len(batch) >= max_count):
+            yield batch
+            batch, total = [], 0
+        batch.append(item)
+        total += size
+    if batch:
+        yield batch
+
+
+@dataclass
+class StepReport:
+    pages: int = 0
+    bytes: int = 0
+    failed: int = 0
+    outcomes: list[JobOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _failure(job: RunJob | PageText, code: str, message: str, collection_id: str) -> JobOutcome:
+    return JobOutcome(job_id=job.job_id, request_id=job.request_id, state="failed",
+                      error_code=code, error_msg=f"{code}: {message}",
+                      collection_id=collection_id)
+
+
+# --- raw_pages ---------------------------------------------------------------------------
+def decode_pages(ledger: JobLedger, jobs: Sequence[RunJob], *, max_payload_bytes: int,
+                 batch_bytes: int) -> StepReport:
+    """Decode every claimed page (bounded batches); pages that cannot be decoded fail."""
+    report = StepReport()
+    started = time.monotonic()
+    for batch in batches(jobs, lambda j: j.message_bytes, batch_bytes, 500):
+        messages = ledger.messages([j.job_id for j in batch])
+        for job in batch:
+            report.pages += 1
+            try:
+                parsed = IndexingJob.model_validate_json(messages[job.job_id])
+                if parsed.content.html:
+                    report.bytes += decode_html(parsed.content.html, parsed.content.encoding,
+                                                parsed.content.content_type,
+                                                max_payload_bytes).byte_size
+            except DecodeError as exc:
+                report.failed += 1
+                report.outcomes.append(_failure(job, exc.code, exc.message, job.collection_id))
+            except ValueError as exc:  # the stored message no longer validates
+                report.failed += 1
+                report.outcomes.append(_failure(job, "invalid_message", str(exc)[:300],
+                                                job.collection_id))
+        messages.clear()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+# --- clean_pages -------------------------------------------------------------------------
+def clean_pages(ledger: JobLedger, jobs: Sequence[RunJob], *, max_payload_bytes: int,
+                text_source: TextSource, batch_bytes: int) -> StepReport:
+    """Decode and clean each page; store its text and content hash in the ledger."""
+    report = StepReport()
+    started = time.monotonic()
+    for batch in batches(jobs, lambda j: j.message_bytes, batch_bytes, 500):
+        messages = ledger.messages([j.job_id for j in batch])
+        rows = []
+        for job in batch:
+            report.pages += 1
+            try:
+                parsed = IndexingJob.model_validate_json(messages.pop(job.job_id))
+                content = parsed.content
+                html = None
+                html_bytes = 0
+                if content.html and (text_source == "reextract" or not content.text.strip()):
+                    decoded = decode_html(content.html, content.encoding, content.content_type,
+                                          max_payload_bytes)
+                    html, html_bytes = decoded.html, decoded.byte_size
+                page = page_text(content.text, content.title, html, text_source)
+            except DecodeError as exc:
+                report.failed += 1
+                report.outcomes.append(_failure(job, exc.code, exc.message, job.collection_id))
+                continue
+            if not page.text.strip():
+                report.failed += 1
+                report.outcomes.append(_failure(
+                    job, "empty_content", "the page has no text once cleaned (content.text "
+                    "is empty and content.html holds no readable content)", job.collection_id))
+                continue
+            report.bytes += html_bytes
+            rows.append((job.job_id, page.title, page.text, page.source, content_hash(page.text),
+                         {"html_bytes": html_bytes, "text_length": len(page.text)}))
+        ledger.store_page_texts(rows)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+# --- lightrag_documents -----------------------------------------------------------------
+@contextmanager
+def collection_lock(conninfo: str, password: str, collection_id: str,
+                    wait_seconds: float) -> Iterator[None]:
+    """PostgreSQL advisory lock of one collection, held on its own connection while writing.
+
+    Two runs that escaped the run queue's one-per-collection limit still never write one
+    LightRAG workspace at once. A killed writer's connection drops, and with it the lock.
+    """
+    with psycopg.connect(conninfo, password=password, autocommit=True,
+                         application_name="rag-pipeline-writer") as conn:
+        deadline = time.monotonic() + wait_seconds
+        key = f"rag_pipeline:collection:{collection_id}"
+        while not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise CollectionBusy(
+                    f"collection {collection_id} is being written by another run "
+                    f"(advisory lock held for more than {wait_seconds:.0f} s)"
+                )
+            time.sleep(LOCK_POLL_SECONDS)
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
+
+@dataclass
+class IndexReport:
+    inserted: int = 0
+    replaced: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    retried: int = 0
+    chunks: int = 0
+    entities: int = 0
+    relations: int = 0
+    seconds: float = 0.0
+    usage: ModelUsage = field(default_factory=ModelUsage)
+    outcomes: list[JobOutcome] = field(default_factory=list)
+
+    def add(self, outcome: JobOutcome) -> None:
+        self.outcomes.append(outcome)
+        if outcome.state == "queued":
+            self.retried += 1
+        elif outcome.state in ("failed", "dead"):
+            self.failed += 1
+        else:
+            key = {"inserted": "inserted", "replaced": "replaced", "unchanged": "unchanged",
+                   "duplicate_content": "duplicates"}.get(outcome.outcome or "")
+            if key:
+                setattr(self, key, getattr(self, key) + 1)
+            self.chunks += outcome.metrics.get("chunks", 0)
+            self.entities += outcome.metrics.get("entities", 0)
+            self.relations += outcome.metrics.get("relations", 0)
+
+
+def is_transient_failure(error_msg: str) -> bool:
+    lowered = error_msg.lower()
+    return error_msg.startswith(TRANSIENT_PREFIX) or any(w in lowered for w in TRANSIENT_WORDS)
+
+
+def _status(doc: Any) -> str:
+    value = doc.get("status") if isinstance(doc, dict) else getattr(doc, "status", "")
+    return str(getattr(value, "value", value) or "").lower()
+
+
+def _field(doc: Any, name: str, default: Any = None) -> Any:
+    return doc.get(name, default) if isinstance(doc, dict) else getattr(doc, name, default)
+
+
+async def _counts(rag: Any, storage_name: str, ids: list[str]) -> dict[str, int]:
+    storage = getattr(rag, storage_name)
+    rows = await storage.get_by_ids(ids)
+    return {i: int((r or {}).get("count", 0)) for i, r in zip(ids, rows, strict=True)}
+
+
+@dataclass(frozen=True)
+class InsertResult:
+    """What LightRAG made of one page."""
+
+    page: PageText
+    status: str  # processed | duplicate | failed | adopted
+    chunks: int = 0
+    entities: int = 0
+    relations: int = 0
+    error: str = ""
+    original_doc_id: str | None = None
+
+
+async def insert_pages(rag: Any, pages: list[PageText], known_ids: set[str]
+                       ) -> list[InsertResult]:
+    """Insert a batch of new or changed pages with one `ainsert` call (on the pool's loop)."""
+    from lightrag.utils_pipeline import compute_text_content_hash
+
+    existing = await rag.doc_status.get_by_ids([p.doc_id for p in pages])
+    results: list[InsertResult] = []
+    to_insert: list[PageText] = []
+    for page, doc in zip(pages, existing, strict=True):
+        if doc is not None:
+            if (_status(doc) == "processed" and page.doc_id not in known_ids
+                    and _field(doc, "content_hash") == compute_text_content_hash(page.text)):
+                # Inserted by a run that died before recording it: adopt, no LLM calls.
+                chunks = int(_field(doc, "chunks_count", 0) or 0)
+                results.append(InsertResult(page, "adopted", chunks=chunks))
+                continue
+            # An older version (changed page) or a leftover of a killed run: replace it.
+            await rag.adelete_by_doc_id(page.doc_id)
+        to_insert.append(page)
+    if not to_insert:
+        return results
+    ids = [p.doc_id for p in to_insert]
+    paths = [file_path(p.normalized_url) for p in to_insert]
+    track_id = f"rag-pipeline-{int(time.time() * 1000)}-{to_insert[0].job_id}"
+    await rag.ainsert([p.text for p in to_insert], ids=ids, file_paths=paths, track_id=track_id)
+    statuses = await rag.doc_status.get_by_ids(ids)
+    duplicates: dict[str, str | None] = {}
+    for record in (await rag.aget_docs_by_track_id(track_id)).values():
+        metadata = _field(record, "metadata", {}) or {}
+        if metadata.get("is_duplicate"):
+            duplicates[_field(record, "file_path")] = metadata.get("original_doc_id")
+    entities = await _counts(rag, "full_entities", ids)
+    relations = await _counts(rag, "full_relations", ids)
+    for page, path, status in zip(to_insert, paths, statuses, strict=True):
+        state = _status(status) if status is not None else ""
+        if state == "processed":
+            results.append(InsertResult(page, "processed",
+                                        chunks=int(_field(status, "chunks_count", 0) or 0),
+                                        entities=entities.get(page.doc_id, 0),
+                                        relations=relations.get(page.doc_id, 0)))
+        elif status is None and path in duplicates:
+            results.append(InsertResult(page, "duplicate", original_doc_id=duplicates[path]))
+        else:
+            error = str(_field(status, "error_msg", "") or "") if status is not None else ""
+            results.append(InsertResult(
+                page, "failed",
+                error=error or f"LightRAG left the document in state {state or 'unknown'!r}"))
+    return results
+
+
+def outcome_of(result: InsertResult, replaced: bool, collection_id: str,
+               original_urls: dict[str, str]) -> JobOutcome:
+    page = result.page
+    if result.status in ("processed", "adopted"):
+        return _completed(page, "replaced" if replaced else "inserted", collection_id,
+                          chunks=result.chunks, entities=result.entities,
+                          relations=result.relations)
+    if result.status == "duplicate":
+        original = result.original_doc_id or ""
+        return JobOutcome(job_id=page.job_id, request_id=page.request_id, state="completed",
+                          outcome="duplicate_content",
+                          duplicate_of=original_urls.get(original, original),
+                          metrics={"text_length": len(page.text)}, collection_id=collection_id)
+    code = "transient_failure" if is_transient_failure(result.error) else "lightrag_failed"
+    return JobOutcome(job_id=page.job_id, request_id=page.request_id,
+                      state="queued" if code == "transient_failure" else "failed",
+                      error_code=code, error_msg=f"{code}: {result.error[:1500]}",
+                      collection_id=collection_id)
+
+
+def _completed(page: PageText, outcome: str, collection_id: str, chunks: int = 0,
+               entities: int = 0, relations: int = 0) -> JobOutcome:
+    return JobOutcome(
+        job_id=page.job_id, request_id=page.request_id, state="completed", outcome=outcome,
+        metrics={"text_length": len(page.text), "chunks": chunks, "entities": entities,
+                 "relations": relations},
+        document=IndexedDocument(page.doc_id, page.normalized_url, file_path(page.normalized_url),
+                                 page.content_hash),
+        collection_id=collection_id,
+    )
+
+
+def plan_pages(pages: Sequence[PageText], known: dict[str, IndexedDocument],
+               same_content: dict[str, IndexedDocument], collection_id: str
+               ) -> tuple[list[PageText], list[JobOutcome]]:
+    """Split a batch into pages to insert and outcomes decided without LightRAG."""
+    latest: dict[str, PageText] = {}
+    for page in pages:  # pages come in staging order: the last job of a url wins
+        latest[page.doc_id] = page
+    to_index: list[PageText] = []
+    decided: list[JobOutcome] = []
+    seen_content: dict[str, str] = {}
+    for page in pages:
+        if latest[page.doc_id] is not page:
+            decided.append(JobOutcome(
+                job_id=page.job_id, request_id=page.request_id, state="completed",
+                outcome="superseded", duplicate_of=page.normalized_url,
+                metrics={"superseded_by": latest[page.doc_id].job_id},
+                collection_id=collection_id))
+            continue
+        indexed = known.get(page.doc_id)
+        if indexed is not None and indexed.content_hash == page.content_hash:
+            decided.append(JobOutcome(
+                job_id=page.job_id, request_id=page.request_id, state="completed",
+                outcome="unchanged", metrics={"text_length": len(page.text)},
+                document=indexed, collection_id=collection_id))
+            continue
+        twin = same_content.get(page.content_hash)
+        twin_url = twin.url if twin is not None and twin.doc_id != page.doc_id else None
+        twin_url = twin_url or seen_content.get(page.content_hash)
+        if twin_url is not None and twin_url != page.normalized_url:
+            decided.append(JobOutcome(
+                job_id=page.job_id, request_id=page.request_id, state="completed",
+                outcome="duplicate_content", duplicate_of=twin_url,
+                metrics={"text_length": len(page.text)}, collection_id=collection_id))
+            continue
+        seen_content.setdefault(page.content_hash, page.normalized_url)
+        to_index.append(page)
+    return to_index, decided
+
+
+def index_pages(ledger: JobLedger, pool: WorkspacePool, collection_id: str,
+                jobs: Sequence[RunJob], *, batch_bytes: int, batch_count: int,
+                max_retries: int,
+                on_batch: Callable[[list[JobOutcome]], None] | None = None) -> IndexReport:
+    """Index the run's cleaned pages into the collection's workspace, batch by batch.
+
+    `on_batch` receives each batch's outcomes after they are recorded (the run delivers
+    their statuses right away, so the Go backend sees progress during a long run).
+    """
+    report = IndexReport()
+    started = time.monotonic()
+    usage_before = ModelUsage(**vars(pool.models.usage))
+    for batch in batches(jobs, lambda j: j.text_bytes, batch_bytes, batch_count):
+        pages = ledger.page_texts([j.job_id for j in batch])
+        known = ledger.indexed_documents(collection_id, [p.doc_id for p in pages])
+        same = ledger.documents_with_content(collection_id, [p.content_hash for p in pages])
+        to_index, outcomes = plan_pages(pages, known, same, collection_id)
+        if to_index:
+            results = pool.run(_insert_in_workspace(pool, collection_id, to_index, set(known)))
+            originals = ledger.document_urls(
+                collection_id, [r.original_doc_id for r in results if r.original_doc_id])
+            outcomes += [outcome_of(r, r.page.doc_id in known, collection_id, originals)
+                         for r in results]
+        recorded = ledger.finish_jobs(collection_id, outcomes, max_retries=max_retries)
+        for outcome in recorded:
+            report.add(outcome)
+        if on_batch is not None:
+            on_batch(recorded)
+    report.usage = pool.models.usage.minus(usage_before)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+async def _insert_in_workspace(pool: WorkspacePool, collection_id: str, pages: list[PageText],
+                               known_ids: set[str]) -> list[InsertResult]:
+    rag = await pool.workspace(collection_id)
+    return await insert_pages(rag, pages, known_ids)

@@ -1,0 +1,229 @@
+"""The LLM and embedding functions LightRAG calls, over the `openai` client.
+
+One `ModelClient` per process: a shared AsyncOpenAI client (connection reuse), a hard bound
+on requests in flight (LightRAG's own limits are per role and per instance; this one is
+the total), retries of transient errors (429, 5xx, timeouts, connection errors) with
+capped exponential backoff and jitter, and usage counters for run metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import openai
+
+log = logging.getLogger(__name__)
+
+# Arguments LightRAG passes that are not OpenAI request parameters.
+LIGHTRAG_ONLY_KWARGS = ("hashing_kv", "token_tracker", "keyword_extraction", "enable_cot",
+                        "stream", "timeout", "image_inputs")
+FORWARDED_KWARGS = ("response_format", "max_tokens", "max_completion_tokens", "temperature",
+                    "top_p", "seed")
+MAX_BACKOFF_S = 30.0
+TRANSIENT_PREFIX = "transient_model_error:"
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    base_url: str
+    api_key: str = field(repr=False)
+    llm_model: str
+    embedding_model: str
+    embedding_dim: int
+    llm_max_async: int
+    embedding_max_async: int
+    timeout_s: float = 120.0
+    max_retries: int = 3
+    retry_backoff: float = 1.0
+    stand_in: bool = False
+
+
+@dataclass
+class ModelUsage:
+    llm_calls: int = 0
+    llm_retries: int = 0
+    llm_failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    llm_seconds: float = 0.0
+    llm_peak_in_flight: int = 0
+    embedding_calls: int = 0
+    embedding_inputs: int = 0
+    embedding_tokens: int = 0
+    embedding_seconds: float = 0.0
+
+    def minus(self, earlier: ModelUsage) -> ModelUsage:
+        """Usage since `earlier` (peaks are not differences: the later peak is kept)."""
+        now, before = asdict(self), asdict(earlier)
+        delta = {k: now[k] - before[k] for k in now if k != "llm_peak_in_flight"}
+        return ModelUsage(**delta, llm_peak_in_flight=self.llm_peak_in_flight)
+
+
+class PermanentModelError(Exception):
+    """The model API refused the request for a reason retrying will not fix."""
+
+
+class TransientModelError(Exception):
+    """A transient model failure that outlasted our retries; the page is worth a new try.
+
+    Its message starts with TRANSIENT_PREFIX: LightRAG records only str(exception) as a
+    document's error, and the prefix is how indexing recognises a retryable page failure.
+    """
+
+
+class EmptyCompletion(Exception):
+    """The model answered without content; worth another try."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, openai.RateLimitError):
+        body = str(getattr(exc, "body", "") or exc)
+        return "insufficient_quota" not in body and "budget_exceeded" not in body
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError,
+                        openai.InternalServerError, asyncio.TimeoutError, EmptyCompletion)):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 409) or exc.status_code >= 500
+    return False
+
+
+def backoff_seconds(attempt: int, base: float, retry_after: str | None = None) -> float:
+    """Exponential backoff with +-50% jitter, capped; a server's Retry-After wins."""
+    if retry_after:
+        try:
+            return min(float(retry_after), MAX_BACKOFF_S)
+        except ValueError:
+            pass
+    delay = min(base * (2**attempt), MAX_BACKOFF_S)
+    return delay * random.uniform(0.5, 1.5)
+
+
+class ModelClient:
+    """LLM completion and embeddings for LightRAG; create and use it on one event loop."""
+
+    def __init__(self, options: ModelOptions) -> None:
+        self.options = options
+        self.usage = ModelUsage()
+        self._client: openai.AsyncOpenAI | None = None
+        self._llm_slots: asyncio.Semaphore | None = None
+        self._embed_slots: asyncio.Semaphore | None = None
+        self._in_flight = 0
+        if options.stand_in:
+            log.warning("Model: the local STAND-IN model at %s (deterministic, not a real LLM); "
+                        "set OPENAI_API_KEY to use a real one", options.base_url)
+
+    def _ensure(self) -> openai.AsyncOpenAI:
+        if self._client is None:
+            self._client = openai.AsyncOpenAI(
+                base_url=self.options.base_url, api_key=self.options.api_key,
+                timeout=self.options.timeout_s, max_retries=0,  # retries are ours
+            )
+            self._llm_slots = asyncio.Semaphore(self.options.llm_max_async)
+            self._embed_slots = asyncio.Semaphore(self.options.embedding_max_async)
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def _with_retries(self, call, kind: str):
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except Exception as exc:
+                if not is_transient(exc):
+                    if isinstance(exc, openai.APIStatusError):
+                        raise PermanentModelError(
+                            f"model_refused: {kind} request refused by {self.options.base_url}"
+                            f": HTTP {exc.status_code} {exc.message}"
+                        ) from None
+                    raise
+                if attempt >= self.options.max_retries:
+                    if kind == "llm":
+                        self.usage.llm_failures += 1
+                    raise TransientModelError(
+                        f"{TRANSIENT_PREFIX} {kind} request failed {attempt + 1} times "
+                        f"({type(exc).__name__}: {str(exc)[:200]})"
+                    ) from None
+                retry_after = None
+                response = getattr(exc, "response", None)
+                if response is not None:
+                    retry_after = response.headers.get("retry-after")
+                delay = backoff_seconds(attempt, self.options.retry_backoff, retry_after)
+                if kind == "llm":
+                    self.usage.llm_retries += 1
+                log.info("model %s request failed (%s), retry %d in %.1fs", kind,
+                         type(exc).__name__, attempt + 1, delay)
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    async def complete(self, prompt: str, system_prompt: str | None = None,
+                       history_messages: list[dict[str, Any]] | None = None,
+                       **kwargs: Any) -> str:
+        """LightRAG's `llm_model_func`."""
+        client = self._ensure()
+        messages: list[dict[str, Any]] = []
+        if system_prompt:
+            messages.append({"role": "system", "content": system_prompt})
+        messages.extend(history_messages or [])
+        messages.append({"role": "user", "content": prompt})
+        params = {k: kwargs[k] for k in FORWARDED_KWARGS if kwargs.get(k) is not None}
+        if kwargs.get("keyword_extraction") and "response_format" not in params:
+            params["response_format"] = {"type": "json_object"}
+
+        async def call() -> str:
+            assert self._llm_slots is not None
+            async with self._llm_slots:
+                self._in_flight += 1
+                self.usage.llm_peak_in_flight = max(self.usage.llm_peak_in_flight,
+                                                    self._in_flight)
+                started = time.monotonic()
+                try:
+                    response = await client.chat.completions.create(
+                        model=self.options.llm_model, messages=messages, **params)
+                finally:
+                    self._in_flight -= 1
+                    self.usage.llm_seconds += time.monotonic() - started
+            self.usage.llm_calls += 1
+            if response.usage is not None:
+                self.usage.prompt_tokens += response.usage.prompt_tokens or 0
+                self.usage.completion_tokens += response.usage.completion_tokens or 0
+            content = response.choices[0].message.content if response.choices else None
+            if content is None:
+                raise EmptyCompletion(f"{self.options.llm_model} returned no content")
+            return content
+
+        return await self._with_retries(call, "llm")
+
+    async def embed(self, texts: list[str], **_: Any) -> np.ndarray:
+        """LightRAG's embedding function."""
+        client = self._ensure()
+        extra = {}
+        if self.options.embedding_model.startswith("text-embedding-3") or self.options.stand_in:
+            extra["dimensions"] = self.options.embedding_dim
+
+        async def call() -> np.ndarray:
+            assert self._embed_slots is not None
+            async with self._embed_slots:
+                started = time.monotonic()
+                try:
+                    response = await client.embeddings.create(
+                        model=self.options.embedding_model, input=texts,
+                        encoding_format="float", **extra)
+                finally:
+                    self.usage.embedding_seconds += time.monotonic() - started
+            self.usage.embedding_calls += 1
+            self.usage.embedding_inputs += len(texts)
+            if response.usage is not None:
+                self.usage.embedding_tokens += response.usage.prompt_tokens or 0
+            return np.array([item.embedding for item in response.data], dtype=np.float32)
+
+        return await self._with_retries(call, "embedding")

@@ -1,0 +1,176 @@
+"""Dagster resources: the systems the pipeline talks to, configured from the settings.
+
+Each resource only holds configuration and hands out the plain clients that the
+logic modules use (`JobLedger`, Kafka clients, ...). Secrets are `EnvVar`s in
+`definitions.py`, so their values never appear in run config or the UI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dagster as dg
+from psycopg.conninfo import make_conninfo
+from pydantic import PrivateAttr
+
+from rag_pipeline.kafka_io import KafkaOptions, consumer_config, producer_config
+from rag_pipeline.ledger import JobLedger
+from rag_pipeline.models import ModelOptions
+from rag_pipeline.staging import StagingConfig, TickBudget
+from rag_pipeline.workspaces import LightRAGOptions, PostgresOptions, WorkspacePool, shared_pool
+
+
+class KafkaResource(dg.ConfigurableResource):
+    """The Kafka cluster: topics, client limits, and the sensor's per-tick budget."""
+
+    bootstrap_servers: str
+    group_id: str = "rag-processor"
+    topic: str = "indexing_jobs"
+    dlq_topic: str = "indexing_jobs_dlq"
+    results_topic: str = "indexing_job_results"
+    auto_offset_reset: str = "earliest"
+    max_message_bytes: int = 20 * 1024 * 1024
+    publish_results: bool = False
+    tick_max_messages: int = 2000
+    tick_max_bytes: int = 64 * 1024 * 1024
+    tick_seconds: float = 20.0
+
+    @property
+    def options(self) -> KafkaOptions:
+        return KafkaOptions(
+            bootstrap_servers=self.bootstrap_servers, group_id=self.group_id,
+            auto_offset_reset=self.auto_offset_reset, max_message_bytes=self.max_message_bytes,
+            queued_kbytes=max(1024, self.tick_max_bytes // 2048),
+        )
+
+    @property
+    def budget(self) -> TickBudget:
+        return TickBudget(self.tick_max_messages, self.tick_max_bytes, self.tick_seconds)
+
+    @contextmanager
+    def consumer(self) -> Iterator[Any]:
+        from confluent_kafka import Consumer
+
+        consumer = Consumer(consumer_config(self.options))
+        try:
+            yield consumer
+        finally:
+            consumer.close()
+
+    @contextmanager
+    def producer(self) -> Iterator[Any]:
+        from confluent_kafka import Producer
+
+        producer = Producer(producer_config(self.options))
+        try:
+            yield producer
+        finally:
+            producer.flush(30)
+
+
+class ProcessingResource(dg.ConfigurableResource):
+    """How pages are processed: limits, which text is indexed, run sizes, retries."""
+
+    max_payload_bytes: int = 50 * 1024 * 1024
+    text_source: str = "prefer_extracted"
+    jobs_per_run: int = 200
+    run_batch_bytes: int = 32 * 1024 * 1024
+    max_retries: int = 3
+    retry_backoff: float = 1.0
+
+    def staging_config(self, kafka: KafkaResource) -> StagingConfig:
+        return StagingConfig(
+            topic=kafka.topic, dlq_topic=kafka.dlq_topic,
+            auto_offset_reset=kafka.auto_offset_reset,
+            max_message_bytes=kafka.max_message_bytes, max_payload_bytes=self.max_payload_bytes,
+        )
+
+
+class LedgerResource(dg.ConfigurableResource):
+    """The ledger in PostgreSQL (schema rag_pipeline); migrated when first opened."""
+
+    host: str
+    port: int = 5432
+    user: str = "postgres"
+    password: str
+    dbname: str = "mcpdocs"
+    pool_size: int = 4
+
+    _ledger: JobLedger | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        conninfo = make_conninfo(host=self.host, port=self.port, user=self.user,
+                                 dbname=self.dbname)
+        self._ledger = JobLedger(conninfo, self.password, max_size=self.pool_size).open()
+        self._ledger.migrate()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+    @property
+    def ledger(self) -> JobLedger:
+        if self._ledger is None:
+            raise RuntimeError("LedgerResource used outside of a Dagster execution")
+        return self._ledger
+
+
+class LightRAGResource(dg.ConfigurableResource):
+    """LightRAG on PostgreSQL: one workspace per collection, and the models it calls.
+
+    The model request bound LLM_MAX_CONCURRENCY is the total across concurrent runs: each
+    run gets LLM_MAX_CONCURRENCY // max_concurrent_runs of the Dagster instance's run queue
+    (README, "Concurrency").
+    """
+
+    pg_host: str
+    pg_port: int = 5432
+    pg_user: str = "postgres"
+    pg_password: str
+    pg_dbname: str = "mcpdocs"
+    graph_storage: str = "PGTableGraphStorage"
+    max_instances: int = 10
+    instance_ttl_seconds: int = 300
+    max_parallel_insert: int = 8
+    model_base_url: str
+    model_api_key: str = "not-needed"
+    stand_in_model: bool = False
+    llm_model: str = "gpt-4o-mini"
+    embedding_model: str = "text-embedding-3-small"
+    embedding_dim: int = 1536
+    llm_max_concurrency: int = 8
+    embedding_max_concurrency: int = 8
+    model_timeout_seconds: float = 120.0
+    max_retries: int = 3
+    retry_backoff: float = 1.0
+
+    def options(self, concurrent_runs: int = 1) -> LightRAGOptions:
+        share = max(1, concurrent_runs)
+        return LightRAGOptions(
+            postgres=PostgresOptions(self.pg_host, self.pg_port, self.pg_user, self.pg_password,
+                                     self.pg_dbname),
+            models=ModelOptions(
+                base_url=self.model_base_url, api_key=self.model_api_key,
+                llm_model=self.llm_model, embedding_model=self.embedding_model,
+                embedding_dim=self.embedding_dim,
+                llm_max_async=max(1, self.llm_max_concurrency // share),
+                embedding_max_async=max(1, self.embedding_max_concurrency // share),
+                timeout_s=self.model_timeout_seconds, max_retries=self.max_retries,
+                retry_backoff=self.retry_backoff, stand_in=self.stand_in_model,
+            ),
+            graph_storage=self.graph_storage,
+            max_parallel_insert=self.max_parallel_insert,
+            max_instances=self.max_instances,
+            ttl_seconds=self.instance_ttl_seconds,
+        )
+
+    def pool(self, concurrent_runs: int = 1) -> WorkspacePool:
+        return shared_pool(self.options(concurrent_runs))
+
+    @property
+    def conninfo(self) -> str:
+        return make_conninfo(host=self.pg_host, port=self.pg_port, user=self.pg_user,
+                             dbname=self.pg_dbname)

