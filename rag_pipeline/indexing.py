@@ -215,6 +215,12 @@ def _field(doc: Any, name: str, default: Any = None) -> Any:
     return doc.get(name, default) if isinstance(doc, dict) else getattr(doc, name, default)
 
 
+async def _doc_statuses(rag: Any, ids: list[str]) -> list[Any]:
+    """Doc status per id, aligned with `ids` (LightRAG answers [] when none exists)."""
+    rows = await rag.doc_status.get_by_ids(ids)
+    return rows if len(rows) == len(ids) else [None] * len(ids)
+
+
 async def _counts(rag: Any, storage_name: str, ids: list[str]) -> dict[str, int]:
     storage = getattr(rag, storage_name)
     rows = await storage.get_by_ids(ids)
@@ -239,7 +245,7 @@ async def insert_pages(rag: Any, pages: list[PageText], known_ids: set[str]
     """Insert a batch of new or changed pages with one `ainsert` call (on the pool's loop)."""
     from lightrag.utils_pipeline import compute_text_content_hash
 
-    existing = await rag.doc_status.get_by_ids([p.doc_id for p in pages])
+    existing = await _doc_statuses(rag, [p.doc_id for p in pages])
     results: list[InsertResult] = []
     to_insert: list[PageText] = []
     for page, doc in zip(pages, existing, strict=True):
@@ -259,7 +265,7 @@ async def insert_pages(rag: Any, pages: list[PageText], known_ids: set[str]
     paths = [file_path(p.normalized_url) for p in to_insert]
     track_id = f"rag-pipeline-{int(time.time() * 1000)}-{to_insert[0].job_id}"
     await rag.ainsert([p.text for p in to_insert], ids=ids, file_paths=paths, track_id=track_id)
-    statuses = await rag.doc_status.get_by_ids(ids)
+    statuses = await _doc_statuses(rag, ids)
     duplicates: dict[str, str | None] = {}
     for record in (await rag.aget_docs_by_track_id(track_id)).values():
         metadata = _field(record, "metadata", {}) or {}
@@ -355,6 +361,26 @@ def plan_pages(pages: Sequence[PageText], known: dict[str, IndexedDocument],
     return to_index, decided
 
 
+def apportion_times(outcomes: list[JobOutcome], usage: ModelUsage, wall_seconds: float) -> None:
+    """Per-page embedding and storage time: the batch's totals shared out by chunk count.
+
+    LightRAG processes a batch's pages in parallel, so per-page times are apportioned:
+    embedding_time_ms is the page's share of the embedding requests' time; storage_time_ms
+    its share of the batch's wall time when no model request was in flight (LightRAG's own
+    work and its PostgreSQL writes).
+    """
+    chunks = {id(o): o.metrics.get("chunks", 0) for o in outcomes if o.document is not None}
+    total = sum(chunks.values())
+    if not total:
+        return
+    other = max(0.0, wall_seconds - usage.llm_busy_seconds - usage.embedding_busy_seconds)
+    for outcome in outcomes:
+        share = chunks.get(id(outcome), 0) / total
+        if share:
+            outcome.metrics["embedding_time_ms"] = round(usage.embedding_seconds * share * 1000, 1)
+            outcome.metrics["storage_time_ms"] = round(other * share * 1000, 1)
+
+
 def index_pages(ledger: JobLedger, pool: WorkspacePool, collection_id: str,
                 jobs: Sequence[RunJob], *, batch_bytes: int, batch_count: int,
                 max_retries: int,
@@ -373,11 +399,16 @@ def index_pages(ledger: JobLedger, pool: WorkspacePool, collection_id: str,
         same = ledger.documents_with_content(collection_id, [p.content_hash for p in pages])
         to_index, outcomes = plan_pages(pages, known, same, collection_id)
         if to_index:
+            batch_started = time.monotonic()
+            usage_at_start = ModelUsage(**vars(pool.models.usage))
             results = pool.run(_insert_in_workspace(pool, collection_id, to_index, set(known)))
             originals = ledger.document_urls(
                 collection_id, [r.original_doc_id for r in results if r.original_doc_id])
-            outcomes += [outcome_of(r, r.page.doc_id in known, collection_id, originals)
-                         for r in results]
+            inserted = [outcome_of(r, r.page.doc_id in known, collection_id, originals)
+                        for r in results]
+            apportion_times(inserted, pool.models.usage.minus(usage_at_start),
+                            time.monotonic() - batch_started)
+            outcomes += inserted
         recorded = ledger.finish_jobs(collection_id, outcomes, max_retries=max_retries)
         for outcome in recorded:
             report.add(outcome)

@@ -116,6 +116,27 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX callbacks_job ON rag_pipeline.callbacks (job_id);
         """,
     ),
+    (
+        2,
+        """
+        -- Model request slots shared by every process (see model_slots.py).
+        CREATE TABLE rag_pipeline.model_slots (
+            kind text NOT NULL,
+            slot integer NOT NULL,
+            holder text,
+            expires_at timestamptz,
+            PRIMARY KEY (kind, slot)
+        );
+        CREATE FUNCTION rag_pipeline.release_model_slot(p_kind text, p_slot integer,
+                                                        p_holder text)
+        RETURNS void LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE rag_pipeline.model_slots SET holder = NULL, expires_at = NULL
+            WHERE kind = p_kind AND slot = p_slot AND holder = p_holder;
+            PERFORM pg_notify('rag_pipeline_model_slots', p_kind);
+        END $$;
+        """,
+    ),
 ]
 
 
@@ -631,6 +652,24 @@ class JobLedger:
             )
             rows = conn.execute(query, (collection_id,)).fetchall()
         return [r[0] for r in rows]
+
+    def requeue_jobs_of_runs(self, run_ids: Sequence[str], error_code: str, reason: str,
+                             max_retries: int) -> list[JobOutcome]:
+        """Jobs left running by runs that died: queued again (attempts+1), or dead."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT job_id, request_id, collection_id FROM rag_pipeline.jobs "
+                "WHERE state = 'running' AND run_id = ANY(%s) ORDER BY seq", (list(run_ids),),
+            ).fetchall()
+        by_collection: dict[str, list[JobOutcome]] = {}
+        for job_id, request_id, collection_id in rows:
+            by_collection.setdefault(collection_id, []).append(JobOutcome(
+                job_id=job_id, request_id=request_id, state="queued", error_code=error_code,
+                error_msg=f"{error_code}: {reason}", collection_id=collection_id))
+        recorded: list[JobOutcome] = []
+        for collection_id, outcomes in by_collection.items():
+            recorded += self.finish_jobs(collection_id, outcomes, max_retries=max_retries)
+        return recorded
 
     def running_jobs_of(self, run_ids: Sequence[str]) -> int:
         with self.pool.connection() as conn:

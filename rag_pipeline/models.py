@@ -9,11 +9,13 @@ capped exponential backoff and jitter, and usage counters for run metadata.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import openai
@@ -57,6 +59,9 @@ class ModelUsage:
     embedding_inputs: int = 0
     embedding_tokens: int = 0
     embedding_seconds: float = 0.0
+    # Wall time with at least one request of the kind in flight.
+    llm_busy_seconds: float = 0.0
+    embedding_busy_seconds: float = 0.0
 
     def minus(self, earlier: ModelUsage) -> ModelUsage:
         """Usage since `earlier` (peaks are not differences: the later peak is kept)."""
@@ -104,19 +109,66 @@ def backoff_seconds(attempt: int, base: float, retry_after: str | None = None) -
     return delay * random.uniform(0.5, 1.5)
 
 
-class ModelClient:
-    """LLM completion and embeddings for LightRAG; create and use it on one event loop."""
+class Slots(Protocol):
+    """Where a request waits for its turn: a local semaphore or slots shared between
+    processes (`model_slots.SharedSlots`)."""
 
-    def __init__(self, options: ModelOptions) -> None:
+    def slot(self) -> contextlib.AbstractAsyncContextManager[Any]: ...
+
+
+class LocalSlots:
+    def __init__(self, capacity: int) -> None:
+        self._semaphore = asyncio.Semaphore(capacity)
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        async with self._semaphore:
+            yield
+
+
+class BusyClock:
+    """Accumulates the wall time during which at least one request is in flight."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self._since = 0.0
+        self.total = 0.0
+
+    def enter(self) -> None:
+        if self.in_flight == 0:
+            self._since = time.monotonic()
+        self.in_flight += 1
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.total += time.monotonic() - self._since
+
+
+class ModelClient:
+    """LLM completion and embeddings for LightRAG; create and use it on one event loop.
+
+    `llm_slots`/`embedding_slots` bound the requests in flight; without them each client
+    has local semaphores of options.llm_max_async / embedding_max_async.
+    """
+
+    def __init__(self, options: ModelOptions, llm_slots: Slots | None = None,
+                 embedding_slots: Slots | None = None) -> None:
         self.options = options
         self.usage = ModelUsage()
         self._client: openai.AsyncOpenAI | None = None
-        self._llm_slots: asyncio.Semaphore | None = None
-        self._embed_slots: asyncio.Semaphore | None = None
-        self._in_flight = 0
+        self._llm_slots = llm_slots
+        self._embed_slots = embedding_slots
+        self._llm_clock = BusyClock()
+        self._embed_clock = BusyClock()
         if options.stand_in:
             log.warning("Model: the local STAND-IN model at %s (deterministic, not a real LLM); "
                         "set OPENAI_API_KEY to use a real one", options.base_url)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ModelClient:
+        # LightRAG deep-copies its configuration, our bound methods included; the client,
+        # its connections and counters must stay shared.
+        return self
 
     def _ensure(self) -> openai.AsyncOpenAI:
         if self._client is None:
@@ -124,8 +176,8 @@ class ModelClient:
                 base_url=self.options.base_url, api_key=self.options.api_key,
                 timeout=self.options.timeout_s, max_retries=0,  # retries are ours
             )
-            self._llm_slots = asyncio.Semaphore(self.options.llm_max_async)
-            self._embed_slots = asyncio.Semaphore(self.options.embedding_max_async)
+            self._llm_slots = self._llm_slots or LocalSlots(self.options.llm_max_async)
+            self._embed_slots = self._embed_slots or LocalSlots(self.options.embedding_max_async)
         return self._client
 
     async def close(self) -> None:
@@ -181,17 +233,19 @@ class ModelClient:
 
         async def call() -> str:
             assert self._llm_slots is not None
-            async with self._llm_slots:
-                self._in_flight += 1
+            async with self._llm_slots.slot():
+                clock = self._llm_clock
+                clock.enter()
                 self.usage.llm_peak_in_flight = max(self.usage.llm_peak_in_flight,
-                                                    self._in_flight)
+                                                    clock.in_flight)
                 started = time.monotonic()
                 try:
                     response = await client.chat.completions.create(
                         model=self.options.llm_model, messages=messages, **params)
                 finally:
-                    self._in_flight -= 1
+                    clock.leave()
                     self.usage.llm_seconds += time.monotonic() - started
+                    self.usage.llm_busy_seconds = clock.total
             self.usage.llm_calls += 1
             if response.usage is not None:
                 self.usage.prompt_tokens += response.usage.prompt_tokens or 0
@@ -212,14 +266,17 @@ class ModelClient:
 
         async def call() -> np.ndarray:
             assert self._embed_slots is not None
-            async with self._embed_slots:
+            async with self._embed_slots.slot():
+                self._embed_clock.enter()
                 started = time.monotonic()
                 try:
                     response = await client.embeddings.create(
                         model=self.options.embedding_model, input=texts,
                         encoding_format="float", **extra)
                 finally:
+                    self._embed_clock.leave()
                     self.usage.embedding_seconds += time.monotonic() - started
+                    self.usage.embedding_busy_seconds = self._embed_clock.total
             self.usage.embedding_calls += 1
             self.usage.embedding_inputs += len(texts)
             if response.usage is not None:

@@ -24,7 +24,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from psycopg.conninfo import make_conninfo
+
+from rag_pipeline.model_slots import SharedSlots
 from rag_pipeline.models import ModelClient, ModelOptions
+from rag_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,6 +47,10 @@ class PostgresOptions:
     dbname: str
     max_connections: int = 12
 
+    @property
+    def conninfo(self) -> str:
+        return make_conninfo(host=self.host, port=self.port, user=self.user, dbname=self.dbname)
+
 
 @dataclass(frozen=True)
 class LightRAGOptions:
@@ -53,6 +61,33 @@ class LightRAGOptions:
     max_instances: int = 10
     ttl_seconds: float = 300.0
     working_dir: str = "/tmp/rag-pipeline-lightrag"
+    # Bound model requests across every process through PostgreSQL (model_slots.py);
+    # otherwise each process bounds its own.
+    shared_slots: bool = False
+
+
+def lightrag_options(settings: Settings, shared_slots: bool = True) -> LightRAGOptions:
+    """LightRAG options straight from the settings (CLI, tests and benchmarks; Dagster runs
+    get theirs from LightRAGResource)."""
+    return LightRAGOptions(
+        postgres=PostgresOptions(settings.postgres_host, settings.postgres_port,
+                                 settings.postgres_user,
+                                 settings.postgres_password.get_secret_value(),
+                                 settings.postgres_db),
+        models=ModelOptions(
+            base_url=settings.model_base_url, api_key=settings.model_api_key,
+            llm_model=settings.openai_llm_model, embedding_model=settings.openai_embedding_model,
+            embedding_dim=settings.embedding_dim, llm_max_async=settings.llm_max_concurrency,
+            embedding_max_async=settings.embedding_max_concurrency,
+            timeout_s=settings.model_timeout_seconds, max_retries=settings.max_retries,
+            retry_backoff=settings.retry_backoff, stand_in=settings.uses_stand_in_model,
+        ),
+        graph_storage=settings.lightrag_graph_storage,
+        max_parallel_insert=settings.max_workers,
+        max_instances=settings.max_rag_instances,
+        ttl_seconds=settings.rag_instance_ttl_seconds,
+        shared_slots=shared_slots,
+    )
 
 
 def offline_tokenizer():
@@ -86,7 +121,16 @@ class _Entry:
 class WorkspacePool:
     def __init__(self, options: LightRAGOptions) -> None:
         self.options = options
-        self.models = ModelClient(options.models)
+        self._slots: list[SharedSlots] = []
+        if options.shared_slots:
+            pg, m = options.postgres, options.models
+            self._slots = [SharedSlots(pg.conninfo, pg.password, "llm", m.llm_max_async),
+                           SharedSlots(pg.conninfo, pg.password, "embedding",
+                                       m.embedding_max_async)]
+            self.models = ModelClient(m, *self._slots)
+        else:
+            self.models = ModelClient(options.models)
+        self._slots_started = False
         self._instances: OrderedDict[str, _Entry] = OrderedDict()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever,
@@ -105,6 +149,10 @@ class WorkspacePool:
     # --- instances ---------------------------------------------------------------------------
     async def workspace(self, collection_id: str) -> Any:
         """The initialised LightRAG instance of a collection (created on first use)."""
+        if not self._slots_started:
+            for slots in self._slots:
+                await slots.start()
+            self._slots_started = True
         await self._evict(time.monotonic())
         entry = self._instances.get(collection_id)
         if entry is None:
@@ -168,6 +216,9 @@ class WorkspacePool:
                 key, entry = self._instances.popitem(last=False)
                 await self._finalize(key, entry.rag)
             await self.models.close()
+            if self._slots_started:
+                for slots in self._slots:
+                    await slots.close()
 
         try:
             self.run(shutdown(), timeout=60)

@@ -73,15 +73,6 @@ def run_family(context: dg.AssetExecutionContext) -> list[str]:
     return [r for r in (run.run_id, run.parent_run_id, run.root_run_id) if r]
 
 
-def concurrent_runs(context: dg.AssetExecutionContext) -> int:
-    """The run queue's limit: the model request bound is shared between that many runs."""
-    try:
-        limit = context.instance.get_concurrency_config().run_queue_config.max_concurrent_runs
-    except Exception:  # no run queue (e.g. in-process execution): this run has it all
-        return 1
-    return limit if limit and limit > 0 else 1
-
-
 def record_failures(context: dg.AssetExecutionContext, ledger: JobLedger, kafka: KafkaResource,
                     report: StepReport, max_retries: int) -> None:
     if not report.outcomes:
@@ -93,7 +84,7 @@ def record_failures(context: dg.AssetExecutionContext, ledger: JobLedger, kafka:
                              dlq_topic=kafka.dlq_topic, max_message_bytes=kafka.max_message_bytes)
     for o in recorded:
         context.log.warning(event_line("page_failed", job_id=o.job_id, request_id=o.request_id,
-                                       collection_id=collection_id, run_id=context.run_id,
+                                       collection_id=collection_id, run_id=context.run.run_id,
                                        reason=o.error_code, error=o.error_msg))
 
 
@@ -110,13 +101,13 @@ def raw_pages(context: dg.AssetExecutionContext, config: IndexingConfig,
               processing: ProcessingResource) -> dg.MaterializeResult:
     collection_id = context.partition_key
     with retry_only_transient():
-        jobs = ledger.ledger.claim_jobs(collection_id, context.run_id, run_family(context),
+        jobs = ledger.ledger.claim_jobs(collection_id, context.run.run_id, run_family(context),
                                         config.max_jobs or processing.jobs_per_run, config.scope)
         report = decode_pages(ledger.ledger, jobs,
                               max_payload_bytes=processing.max_payload_bytes,
                               batch_bytes=processing.run_batch_bytes)
         record_failures(context, ledger.ledger, kafka, report, processing.max_retries)
-    context.log.info(event_line("raw_pages", collection_id=collection_id, run_id=context.run_id,
+    context.log.info(event_line("raw_pages", collection_id=collection_id, run_id=context.run.run_id,
                                 pages=report.pages, bytes=report.bytes, failed=report.failed))
     return dg.MaterializeResult(metadata={
         "pages": dg.MetadataValue.int(report.pages),
@@ -139,7 +130,7 @@ def clean_pages(context: dg.AssetExecutionContext, ledger: LedgerResource,
                 kafka: KafkaResource, processing: ProcessingResource) -> dg.MaterializeResult:
     collection_id = context.partition_key
     with retry_only_transient():
-        jobs = ledger.ledger.adopt_jobs(collection_id, context.run_id, run_family(context))
+        jobs = ledger.ledger.adopt_jobs(collection_id, context.run.run_id, run_family(context))
         report = clean_run_pages(ledger.ledger, jobs,
                                  max_payload_bytes=processing.max_payload_bytes,
                                  text_source=processing.text_source,  # type: ignore[arg-type]
@@ -173,8 +164,8 @@ def lightrag_documents(context: dg.AssetExecutionContext, ledger: LedgerResource
                        lightrag: LightRAGResource, kafka: KafkaResource,
                        processing: ProcessingResource) -> dg.MaterializeResult:
     collection_id = context.partition_key
-    jobs = ledger.ledger.adopt_jobs(collection_id, context.run_id, run_family(context))
-    pool = lightrag.pool(concurrent_runs(context))
+    jobs = ledger.ledger.adopt_jobs(collection_id, context.run.run_id, run_family(context))
+    pool = lightrag.pool()
     batch_count = max(16, 4 * lightrag.max_parallel_insert)
 
     def on_batch(outcomes: list[JobOutcome]) -> None:
@@ -184,7 +175,7 @@ def lightrag_documents(context: dg.AssetExecutionContext, ledger: LedgerResource
                                  max_message_bytes=kafka.max_message_bytes)
         done = sum(1 for o in outcomes if o.state == "completed")
         context.log.info(event_line("index_batch", collection_id=collection_id,
-                                    run_id=context.run_id, pages=len(outcomes), completed=done))
+                                    run_id=context.run.run_id, pages=len(outcomes), completed=done))
 
     with retry_only_transient():
         try:

@@ -62,6 +62,8 @@ class Knobs:
     spike_rate: float = 0.0
     spike_ms: float = 0.0
     embed_latency_ms: float = 0.0
+    # Requests whose prompt contains this text get HTTP 400: a permanent model error.
+    refuse_text: str = ""
 
 
 @dataclass
@@ -144,6 +146,10 @@ class StandInModel:
         s.chat_peak_in_flight = max(s.chat_peak_in_flight, s.chat_in_flight)
         try:
             await self.wait(self.knobs.latency_ms)
+            if self.knobs.refuse_text and self.knobs.refuse_text in user:
+                self.stats.injected_failures += 1
+                return 400, {"error": {"message": "the stand-in refuses this input",
+                                       "type": "invalid_request_error"}}
             failure = self.injected_failure()
             if failure:
                 return failure, {"error": {"message": "injected failure (stand-in model)",
@@ -207,8 +213,14 @@ class StandInModel:
                      "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
+# Real embedding spaces are anisotropic: unrelated texts still have cosine similarity
+# ~0.2-0.4. A shared component gives the stand-in the same range, so LightRAG's default
+# cosine threshold (0.2) behaves as it does with a real model.
+SHARED_COMPONENT = 0.7
+
+
 def hashed_embeddings(texts: list[str], dim: int) -> np.ndarray:
-    """Feature hashing of lower-cased words and word pairs, L2-normalised."""
+    """Feature hashing of lower-cased words and word pairs, plus a shared component."""
     out = np.zeros((len(texts), dim), dtype=np.float32)
     for row, text in enumerate(texts):
         words = [w.lower() for w in WORD.findall(text)]
@@ -219,7 +231,8 @@ def hashed_embeddings(texts: list[str], dim: int) -> np.ndarray:
             out[row, value % dim] += 1.0 if (value >> 40) & 1 else -1.0
         norm = float(np.linalg.norm(out[row]))
         out[row] = out[row] / norm if norm else 1.0 / np.sqrt(dim)
-    return out
+    out[:, 0] += SHARED_COMPONENT
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 def _section(text: str, start: str, end: str | None = None) -> str:

@@ -121,9 +121,9 @@ class LedgerResource(dg.ConfigurableResource):
 class LightRAGResource(dg.ConfigurableResource):
     """LightRAG on PostgreSQL: one workspace per collection, and the models it calls.
 
-    The model request bound LLM_MAX_CONCURRENCY is the total across concurrent runs: each
-    run gets LLM_MAX_CONCURRENCY // max_concurrent_runs of the Dagster instance's run queue
-    (README, "Concurrency").
+    LLM_MAX_CONCURRENCY and EMBEDDING_MAX_CONCURRENCY are totals across every concurrent
+    run: requests take slots shared through PostgreSQL (model_slots.py), so one run alone
+    may use them all and several runs share them (README, "Concurrency").
     """
 
     pg_host: str
@@ -147,8 +147,7 @@ class LightRAGResource(dg.ConfigurableResource):
     max_retries: int = 3
     retry_backoff: float = 1.0
 
-    def options(self, concurrent_runs: int = 1) -> LightRAGOptions:
-        share = max(1, concurrent_runs)
+    def options(self) -> LightRAGOptions:
         return LightRAGOptions(
             postgres=PostgresOptions(self.pg_host, self.pg_port, self.pg_user, self.pg_password,
                                      self.pg_dbname),
@@ -156,8 +155,8 @@ class LightRAGResource(dg.ConfigurableResource):
                 base_url=self.model_base_url, api_key=self.model_api_key,
                 llm_model=self.llm_model, embedding_model=self.embedding_model,
                 embedding_dim=self.embedding_dim,
-                llm_max_async=max(1, self.llm_max_concurrency // share),
-                embedding_max_async=max(1, self.embedding_max_concurrency // share),
+                llm_max_async=self.llm_max_concurrency,
+                embedding_max_async=self.embedding_max_concurrency,
                 timeout_s=self.model_timeout_seconds, max_retries=self.max_retries,
                 retry_backoff=self.retry_backoff, stand_in=self.stand_in_model,
             ),
@@ -165,10 +164,11 @@ class LightRAGResource(dg.ConfigurableResource):
             max_parallel_insert=self.max_parallel_insert,
             max_instances=self.max_instances,
             ttl_seconds=self.instance_ttl_seconds,
+            shared_slots=True,
         )
 
-    def pool(self, concurrent_runs: int = 1) -> WorkspacePool:
-        return shared_pool(self.options(concurrent_runs))
+    def pool(self) -> WorkspacePool:
+        return shared_pool(self.options())
 
     @property
     def conninfo(self) -> str:
