@@ -16,13 +16,20 @@ from rag_pipeline.assets.indexing import (
     indexing_assets,
     reindex_collection_job,
 )
+from rag_pipeline.assets.operations import (
+    build_reconcile_schedule,
+    crawl_requests,
+    reconcile_stuck_jobs_job,
+)
 from rag_pipeline.resources import (
     KafkaResource,
     LedgerResource,
     LightRAGResource,
     ProcessingResource,
+    StatusApiResource,
 )
 from rag_pipeline.sensors.indexing_jobs import build_indexing_jobs_sensor
+from rag_pipeline.sensors.run_failures import build_run_failure_sensors
 from rag_pipeline.settings import Settings, load_settings
 
 
@@ -64,15 +71,26 @@ def build_resources(s: Settings) -> dict[str, dg.ConfigurableResource]:
             model_timeout_seconds=s.model_timeout_seconds, max_retries=s.max_retries,
             retry_backoff=s.retry_backoff,
         ),
+        "status_api": StatusApiResource(
+            base_url=s.go_backend_url, timeout_seconds=s.callback_timeout_seconds,
+            retry_backoff=s.retry_backoff, max_backoff_seconds=s.callback_max_backoff_seconds,
+        ),
     }
 
 
-def build_definitions(s: Settings) -> dg.Definitions:
+def build_definitions(s: Settings,
+                      resources: dict[str, dg.ConfigurableResource] | None = None
+                      ) -> dg.Definitions:
+    """The code location for these settings; `resources` replaces some (tests inject faults)."""
+    indexing_jobs = [index_collection_job, reindex_collection_job]
     return dg.Definitions(
-        assets=indexing_assets,
-        jobs=[index_collection_job, reindex_collection_job],
-        sensors=[build_indexing_jobs_sensor(index_collection_job, s.sensor_interval_seconds)],
-        resources=build_resources(s),
+        assets=[*indexing_assets, crawl_requests],
+        jobs=[*indexing_jobs, reconcile_stuck_jobs_job],
+        sensors=[build_indexing_jobs_sensor(index_collection_job, s.sensor_interval_seconds),
+                 *build_run_failure_sensors(indexing_jobs)],
+        schedules=[build_reconcile_schedule(s.reconcile_cron, s.stuck_run_timeout_seconds,
+                                            s.queued_job_grace_seconds)],
+        resources={**build_resources(s), **(resources or {})},
     )
 
 

@@ -137,7 +137,34 @@ MIGRATIONS: list[tuple[int, str]] = [
         END $$;
         """,
     ),
+    (
+        3,
+        """
+        -- Result events for topic indexing_job_results (PUBLISH_RESULTS), from the outbox.
+        ALTER TABLE rag_pipeline.callbacks ADD COLUMN result_published boolean
+            NOT NULL DEFAULT false;
+        -- Indexing runs: a heartbeat while they work (reconciliation reads it) and the
+        -- run-level outcome recorded by the run's hooks.
+        CREATE TABLE rag_pipeline.runs (
+            run_id text PRIMARY KEY,
+            collection_id text NOT NULL,
+            beat_at timestamptz NOT NULL DEFAULT now(),
+            outcome text,
+            finished_at timestamptz
+        );
+        -- Bumped by reconciliation for a collection whose queued jobs no run takes; part of
+        -- the sensor's run_key, so that a new run is requested.
+        CREATE TABLE rag_pipeline.collection_nudges (
+            collection_id text PRIMARY KEY,
+            nudge integer NOT NULL DEFAULT 0
+        );
+        """,
+    ),
 ]
+
+
+class LedgerUnavailable(Exception):
+    """The ledger's database cannot be used; the message says what to check."""
 
 
 class ConcurrentStaging(Exception):
@@ -196,12 +223,15 @@ class PendingCollection:
     last_seq: int
     queued: int
     attempts: int
+    nudge: int = 0
 
     @property
     def run_key(self) -> str:
-        # Changes whenever the set of waiting jobs changes (new jobs, or jobs requeued with
-        # attempts+1), and only then: a repeated evaluation requests nothing new.
-        return f"{self.collection_id}:{self.first_seq}-{self.last_seq}:{self.attempts}"
+        # Changes whenever the set of waiting jobs changes (new jobs, jobs requeued with
+        # attempts+1, a nudge from reconciliation), and only then: a repeated evaluation
+        # requests nothing new.
+        return (f"{self.collection_id}:{self.first_seq}-{self.last_seq}:{self.attempts}"
+                f":{self.nudge}")
 
 
 @dataclass(frozen=True)
@@ -264,6 +294,40 @@ class JobOutcome:
         return None
 
 
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    job_id: int
+    request_id: int | None
+    status: str
+    error_msg: str | None
+    idempotency_key: str
+    attempts: int
+    metrics: dict[str, Any] | None = None
+    created_at: Any = None
+
+
+@dataclass(frozen=True)
+class RequestSummary:
+    request_id: int | None
+    total: int
+    completed: int
+    failed: int
+    dead: int
+    pending: int
+    oldest_pending: Any
+
+
+PERMANENT_CONNECTION_ERRORS = ("password authentication failed", "does not exist",
+                               "no pg_hba.conf entry", "role", "permission denied")
+
+
+def is_permanent_connection_error(exc: BaseException) -> bool:
+    """A connection error that waiting will not fix (credentials, names, permissions)."""
+    message = str(exc).lower()
+    return any(marker in message for marker in PERMANENT_CONNECTION_ERRORS)
+
+
 def _callback_key(job_id: int, status: str) -> str:
     return f"job-{job_id}-{status}"
 
@@ -273,6 +337,8 @@ class JobLedger:
 
     def __init__(self, conninfo: str, password: str, *, max_size: int = 4,
                  application_name: str = "rag-pipeline") -> None:
+        self.conninfo = conninfo
+        self._password = password
         self.pool = ConnectionPool(
             conninfo,
             kwargs={"password": password, "application_name": application_name,
@@ -284,6 +350,16 @@ class JobLedger:
         )
 
     def open(self, wait_timeout: float = 30.0) -> JobLedger:
+        # One direct connection first: a wrong password or database fails at once, with a
+        # message, instead of after the pool's retries.
+        try:
+            psycopg.connect(self.conninfo, password=self._password, connect_timeout=10).close()
+        except psycopg.OperationalError as exc:
+            if is_permanent_connection_error(exc):
+                raise LedgerUnavailable(
+                    f"PostgreSQL refused the ledger connection ({self.conninfo}): "
+                    f"{str(exc).strip().splitlines()[-1]}. Check POSTGRES_USER, "
+                    "POSTGRES_PASSWORD and POSTGRES_DB.") from None
         self.pool.open(wait=True, timeout=wait_timeout)
         return self
 
@@ -443,11 +519,12 @@ class JobLedger:
         """Collections with queued jobs that no run has claimed."""
         with self.pool.connection() as conn:
             rows = conn.execute(
-                "SELECT collection_id, min(seq), max(seq), count(*), sum(attempts) "
-                "FROM rag_pipeline.jobs WHERE state = 'queued' "
-                "GROUP BY collection_id ORDER BY min(seq)"
+                "SELECT j.collection_id, min(j.seq), max(j.seq), count(*), sum(j.attempts), "
+                "coalesce(max(n.nudge), 0) FROM rag_pipeline.jobs j "
+                "LEFT JOIN rag_pipeline.collection_nudges n USING (collection_id) "
+                "WHERE j.state = 'queued' GROUP BY j.collection_id ORDER BY min(j.seq)"
             ).fetchall()
-        return [PendingCollection(r[0], r[1], r[2], r[3], int(r[4])) for r in rows]
+        return [PendingCollection(r[0], r[1], r[2], r[3], int(r[4]), r[5]) for r in rows]
 
     # --- runs --------------------------------------------------------------------------------
     def claim_jobs(self, collection_id: str, run_id: str, run_family: Sequence[str],
@@ -629,8 +706,10 @@ class JobLedger:
                     )
                 report = o.status_report()
                 if report is not None:
+                    metrics = conn.execute("SELECT metrics FROM rag_pipeline.jobs WHERE job_id "
+                                           "= %s", (o.job_id,)).fetchone()[0]
                     self._enqueue_callback(conn, o.job_id, o.request_id, report[0], report[1],
-                                           o.metrics)
+                                           metrics)
                 recorded.append(o)
         return recorded
 
@@ -689,6 +768,145 @@ class JobLedger:
             (job_id, request_id, status, error_msg, _callback_key(job_id, status),
              json.dumps(result_event) if result_event else None),
         )
+
+    def lease_callbacks(self, limit: int, lease_seconds: float,
+                        job_ids: Sequence[int] | None = None) -> list[OutboxRow]:
+        """Due pending rows (or those of `job_ids`), leased so no other deliverer sends them."""
+        with self.transaction() as conn:
+            rows = conn.execute(
+                "UPDATE rag_pipeline.callbacks c SET next_attempt_at = now() + "
+                "make_interval(secs => %(lease)s) FROM (SELECT id FROM rag_pipeline.callbacks "
+                "WHERE state = 'pending' AND next_attempt_at <= now() "
+                "AND (%(jobs)s::bigint[] IS NULL OR job_id = ANY(%(jobs)s)) ORDER BY id "
+                "LIMIT %(limit)s FOR UPDATE SKIP LOCKED) due WHERE c.id = due.id "
+                "RETURNING c.id, c.job_id, c.request_id, c.status, c.error_msg, "
+                "c.idempotency_key, c.attempts",
+                {"lease": lease_seconds, "limit": limit,
+                 "jobs": list(job_ids) if job_ids is not None else None},
+            ).fetchall()
+        return sorted((OutboxRow(*r) for r in rows), key=lambda r: r.id)
+
+    def release_callbacks(self, ids: Sequence[int]) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE rag_pipeline.callbacks SET next_attempt_at = now() "
+                         "WHERE id = ANY(%s) AND state = 'pending'", (list(ids),))
+
+    def mark_callback_delivered(self, callback_id: int, status_code: int) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE rag_pipeline.callbacks SET state = 'delivered', attempts = attempts + 1, "
+                "response_code = %s, delivered_at = now(), last_error = NULL WHERE id = %s",
+                (status_code, callback_id))
+
+    def mark_callback_rejected(self, callback_id: int, status_code: int, body: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE rag_pipeline.callbacks SET state = 'rejected', attempts = attempts + 1, "
+                "response_code = %s, response_body = %s, last_error = %s WHERE id = %s",
+                (status_code, body, f"HTTP {status_code}", callback_id))
+
+    def mark_callback_retry(self, callback_id: int, error: str, status_code: int | None,
+                            delay_seconds: float) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE rag_pipeline.callbacks SET attempts = attempts + 1, last_error = %s, "
+                "response_code = %s, next_attempt_at = now() + make_interval(secs => %s) "
+                "WHERE id = %s", (error[:1000], status_code, delay_seconds, callback_id))
+
+    def unpublished_results(self, limit: int) -> list[OutboxRow]:
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT id, job_id, request_id, status, error_msg, idempotency_key, attempts, "
+                "result_event, created_at FROM rag_pipeline.callbacks "
+                "WHERE NOT result_published ORDER BY id LIMIT %s", (limit,),
+            ).fetchall()
+        return [OutboxRow(*r) for r in rows]
+
+    def mark_results_published(self, ids: Sequence[int]) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE rag_pipeline.callbacks SET result_published = true "
+                         "WHERE id = ANY(%s)", (list(ids),))
+
+    def rejected_callbacks(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(
+                "SELECT job_id, status, response_code, response_body, attempts "
+                "FROM rag_pipeline.callbacks WHERE state = 'rejected' ORDER BY id DESC "
+                "LIMIT %s", (limit,),
+            ).fetchall()
+
+    def outbox_counts(self) -> dict[str, int]:
+        with self.pool.connection() as conn:
+            rows = conn.execute("SELECT state, count(*) FROM rag_pipeline.callbacks "
+                                "GROUP BY state").fetchall()
+        return dict(rows)
+
+    # --- liveness and reconciliation ---------------------------------------------------------
+    def heartbeat(self, run_id: str, collection_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO rag_pipeline.runs (run_id, collection_id) VALUES (%s, %s) "
+                "ON CONFLICT (run_id) DO UPDATE SET beat_at = now()", (run_id, collection_id))
+
+    def finish_run(self, run_id: str, collection_id: str, outcome: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO rag_pipeline.runs (run_id, collection_id, outcome, finished_at) "
+                "VALUES (%s, %s, %s, now()) ON CONFLICT (run_id) DO UPDATE SET "
+                "outcome = EXCLUDED.outcome, finished_at = now()",
+                (run_id, collection_id, outcome))
+
+    def run_outcome(self, run_id: str) -> str | None:
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT outcome FROM rag_pipeline.runs WHERE run_id = %s",
+                               (run_id,)).fetchone()
+        return row[0] if row else None
+
+    def running_runs(self) -> list[tuple[str, str, Any]]:
+        """(run_id, collection_id, last sign of life) of every run that owns running jobs."""
+        with self.pool.connection() as conn:
+            return conn.execute(
+                "SELECT j.run_id, min(j.collection_id), "
+                "greatest(max(r.beat_at), max(j.updated_at)) "
+                "FROM rag_pipeline.jobs j LEFT JOIN rag_pipeline.runs r USING (run_id) "
+                "WHERE j.state = 'running' GROUP BY j.run_id"
+            ).fetchall()
+
+    def stale_queued_collections(self, older_than_seconds: float) -> list[str]:
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT collection_id FROM rag_pipeline.jobs WHERE state = 'queued' "
+                "AND updated_at < now() - make_interval(secs => %s) ORDER BY 1",
+                (older_than_seconds,),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def nudge(self, collection_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO rag_pipeline.collection_nudges (collection_id, nudge) VALUES (%s, 1) "
+                "ON CONFLICT (collection_id) DO UPDATE SET nudge = "
+                "rag_pipeline.collection_nudges.nudge + 1", (collection_id,))
+            conn.execute("UPDATE rag_pipeline.jobs SET updated_at = now() "
+                         "WHERE collection_id = %s AND state = 'queued'", (collection_id,))
+
+    def request_summaries(self, only_open: bool = False, limit: int = 200
+                          ) -> list[RequestSummary]:
+        """Per crawl request: total, completed, failed, dead, pending (queued + running)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT request_id, count(*), "
+                "count(*) FILTER (WHERE state = 'completed'), "
+                "count(*) FILTER (WHERE state = 'failed'), "
+                "count(*) FILTER (WHERE state = 'dead'), "
+                "count(*) FILTER (WHERE state IN ('queued', 'running')), "
+                "min(created_at) FILTER (WHERE state IN ('queued', 'running')) "
+                "FROM rag_pipeline.jobs GROUP BY request_id "
+                "HAVING NOT %s OR count(*) FILTER (WHERE state IN ('queued', 'running')) > 0 "
+                "ORDER BY min(created_at) FILTER (WHERE state IN ('queued', 'running')) "
+                "NULLS LAST, request_id LIMIT %s", (only_open, limit),
+            ).fetchall()
+        return [RequestSummary(*r) for r in rows]
 
     # --- inspection --------------------------------------------------------------------------
     def job_states(self, collection_id: str | None = None) -> dict[str, int]:

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +46,7 @@ if not EXTERNAL:
         }
     )
 
+from rag_pipeline.ledger import JobLedger  # noqa: E402
 from rag_pipeline.settings import Settings, load_settings  # noqa: E402
 from rag_pipeline.stack import LocalStack  # noqa: E402
 
@@ -73,3 +75,40 @@ def stack(settings: Settings) -> Iterator[LocalStack]:
 def unique() -> str:
     """A short unique suffix for topics, collections and jobs of one test."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def topics(stack, settings: Settings, unique: str) -> Iterator[Settings]:
+    """Settings pointing at a fresh indexing topic (3 partitions) and DLQ of this test."""
+    from tests.helpers import create_topic, delete_topic
+
+    topic, dlq = f"indexing_jobs_{unique}", f"indexing_jobs_dlq_{unique}"
+    create_topic(settings, topic, partitions=3)
+    create_topic(settings, dlq, partitions=1)
+    yield settings.model_copy(update={"kafka_topic": topic, "kafka_dlq_topic": dlq})
+    delete_topic(settings, topic)
+    delete_topic(settings, dlq)
+
+
+@pytest.fixture
+def ledger(stack, settings: Settings) -> Iterator[JobLedger]:
+    from tests.helpers import open_ledger
+
+    with open_ledger(settings) as opened:
+        yield opened
+
+
+@pytest.fixture
+def model(stack, settings: Settings) -> Iterator[str]:
+    """The stand-in model's base URL; its knobs are reset after the test."""
+    base = settings.dev_llm_url.removesuffix("/v1")
+    yield base
+    httpx.post(f"{base}/control", json={"fail_rate": 0.0, "refuse_text": "", "latency_ms": 0})
+
+
+@pytest.fixture
+def go_api(stack, settings: Settings) -> Iterator[str]:
+    """The Go API stand-in's base URL; told to behave again after the test."""
+    base = settings.go_backend_url
+    yield base
+    httpx.post(f"{base}/control", json={"fail_status": None, "delay_ms": 0})

@@ -8,18 +8,24 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+import dagster as dg
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from psycopg.conninfo import make_conninfo
 
-from rag_pipeline.kafka_io import KafkaOptions, consumer_config
+from rag_pipeline.assets.indexing import indexing_assets
+from rag_pipeline.definitions import build_definitions
+from rag_pipeline.kafka_io import KafkaOptions, consumer_config, producer_config
 from rag_pipeline.ledger import JobLedger
 from rag_pipeline.publishing import OutgoingMessage, build_message, message_for, publish
 from rag_pipeline.settings import Settings
+from rag_pipeline.staging import StagingConfig, TickBudget, TickReport, stage_messages
 
 MIB = 1024 * 1024
+BIG_BUDGET = TickBudget(max_messages=10_000, max_bytes=256 * MIB, seconds=20)
 
 
 def create_topic(settings: Settings, name: str, partitions: int = 3) -> None:
@@ -112,3 +118,73 @@ def open_ledger(settings: Settings) -> Iterator[JobLedger]:
     with JobLedger(conninfo, settings.postgres_password.get_secret_value()) as ledger:
         ledger.migrate()
         yield ledger
+
+
+def config_of(s: Settings) -> StagingConfig:
+    return StagingConfig(topic=s.kafka_topic, dlq_topic=s.kafka_dlq_topic,
+                         auto_offset_reset=s.kafka_auto_offset_reset,
+                         max_message_bytes=s.kafka_max_message_bytes,
+                         max_payload_bytes=s.max_payload_bytes)
+
+
+def tick(s: Settings, ledger: JobLedger, budget: TickBudget = BIG_BUDGET) -> TickReport:
+    options = KafkaOptions.from_settings(s)
+    consumer = Consumer(consumer_config(options))
+    producer = Producer(producer_config(options))
+    try:
+        return stage_messages(consumer=consumer, producer=producer, ledger=ledger,
+                              config=config_of(s), budget=budget)
+    finally:
+        consumer.close()
+
+
+def high_watermarks(s: Settings) -> dict[int, int]:
+    consumer = Consumer(consumer_config(KafkaOptions.from_settings(s)))
+    try:
+        return {p: consumer.get_watermark_offsets(TopicPartition(s.kafka_topic, p), timeout=10)[1]
+                for p in range(3)}
+    finally:
+        consumer.close()
+
+
+def staged_rows(ledger: JobLedger, topic: str) -> list[tuple]:
+    with ledger.pool.connection() as conn:
+        return conn.execute(
+            "SELECT job_id, collection_id, state, kafka_partition, kafka_offset "
+            "FROM rag_pipeline.jobs WHERE kafka_topic = %s ORDER BY job_id", (topic,),
+        ).fetchall()
+
+
+def collections_of(unique: str, n: int = 3) -> list[str]:
+    return [f"col-{unique}-{i}" for i in range(n)]
+
+
+def produce_pages(s: Settings, unique: str, per_collection: int = 20) -> list[int]:
+    """Pages of three collections, one collection per partition (so all partitions serve)."""
+    base = job_id_base()
+    producer = Producer(producer_config(KafkaOptions.from_settings(s)))
+    job_ids = []
+    for i, collection in enumerate(collections_of(unique)):
+        for message in page_messages(collection, base + i * 1000, per_collection):
+            producer.produce(s.kafka_topic, key=collection.encode(), partition=i % 3,
+                             value=json.dumps(message).encode())
+            job_ids.append(message["job_id"])
+    assert producer.flush(30) == 0
+    return job_ids
+
+
+def page_message(job_id: int, collection: str, host: str, path: Path, html: bytes | None = None,
+                 name: str | None = None) -> dict:
+    return build_message(job_id=job_id, collection_id=collection,
+                         url=f"https://{host}/docs/{name or path.name}",
+                         html=html if html is not None else path.read_bytes(), request_id=42)
+
+
+def index(s: Settings, instance: dg.DagsterInstance, collection: str,
+          scope: str = "pending") -> dg.ExecuteInProcessResult:
+    instance.add_dynamic_partitions("collections", [collection])
+    return dg.materialize(
+        indexing_assets, partition_key=collection, instance=instance,
+        resources=build_definitions(s).resources,
+        run_config={"ops": {"raw_pages": {"config": {"scope": scope}}}},
+    )

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -17,17 +16,13 @@ import httpx
 import pytest
 from lightrag import QueryParam
 
-from rag_pipeline.assets.indexing import indexing_assets
 from rag_pipeline.corpus import pages as corpus_pages
 from rag_pipeline.corpus import postgres_docs
-from rag_pipeline.definitions import build_definitions
 from rag_pipeline.identity import file_path, normalize_url
 from rag_pipeline.ledger import JobLedger
 from rag_pipeline.publishing import build_message
-from rag_pipeline.settings import Settings
 from rag_pipeline.workspaces import lightrag_options, shared_pool
-from tests.helpers import dead_letters, job_id_base, produce
-from tests.test_staging import ledger, tick, topics  # noqa: F401
+from tests.helpers import dead_letters, index, job_id_base, page_message, produce, tick
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,33 +32,8 @@ def docs() -> Path:
     return postgres_docs()
 
 
-@pytest.fixture
-def model(settings: Settings) -> Iterator[str]:
-    """The stand-in model's base URL; its knobs are reset after the test."""
-    base = settings.dev_llm_url.removesuffix("/v1")
-    yield base
-    httpx.post(f"{base}/control", json={"fail_rate": 0.0, "refuse_text": "", "latency_ms": 0})
-
-
 def model_stats(base: str) -> dict:
     return httpx.get(f"{base}/stats").json()
-
-
-def page_message(job_id: int, collection: str, host: str, path: Path, html: bytes | None = None,
-                 name: str | None = None) -> dict:
-    return build_message(job_id=job_id, collection_id=collection,
-                         url=f"https://{host}/docs/{name or path.name}",
-                         html=html if html is not None else path.read_bytes(), request_id=42)
-
-
-def index(s: Settings, instance: dg.DagsterInstance, collection: str,
-          scope: str = "pending") -> dg.ExecuteInProcessResult:
-    instance.add_dynamic_partitions("collections", [collection])
-    return dg.materialize(
-        indexing_assets, partition_key=collection, instance=instance,
-        resources=build_definitions(s).resources,
-        run_config={"ops": {"raw_pages": {"config": {"scope": scope}}}},
-    )
 
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str = "lightrag_documents") -> dict:
@@ -72,24 +42,24 @@ def metadata(result: dg.ExecuteInProcessResult, asset: str = "lightrag_documents
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
-def job_rows(ledger: JobLedger, job_ids: list[int]) -> dict[int, dict]:  # noqa: F811
+def job_rows(ledger: JobLedger, job_ids: list[int]) -> dict[int, dict]:
     return {row["job_id"]: row for row in ledger.jobs(job_ids)}
 
 
-def lightrag_docs(ledger: JobLedger, workspace: str) -> dict[str, str]:  # noqa: F811
+def lightrag_docs(ledger: JobLedger, workspace: str) -> dict[str, str]:
     with ledger.pool.connection() as conn:
         rows = conn.execute("SELECT id, status FROM lightrag_doc_status WHERE workspace = %s",
                             (workspace,)).fetchall()
     return dict(rows)
 
 
-def stage_and_index(s, ledger, instance, collection, messages):  # noqa: F811
+def stage_and_index(s, ledger, instance, collection, messages):
     produce(s, s.kafka_topic, messages)
     assert tick(s, ledger).staged == len(messages)
     return index(s, instance, collection)
 
 
-def test_three_collections_each_hold_exactly_their_pages(topics, ledger, unique, docs):  # noqa: F811
+def test_three_collections_each_hold_exactly_their_pages(topics, ledger, unique, docs):
     files = corpus_pages(docs, limit=18, offset=200)
     base = job_id_base()
     collections = {f"c{i}-{unique}": (f"site{i}.example.com", files[i * 6:(i + 1) * 6])
@@ -140,7 +110,7 @@ async def _query_data(pool, collection: str, question: str, mode: str) -> dict:
 
 
 def test_unchanged_pages_are_skipped_without_model_calls_and_changed_ones_replaced(
-        topics, ledger, unique, docs, model):  # noqa: F811
+        topics, ledger, unique, docs, model):
     collection = f"c-{unique}"
     paths = corpus_pages(docs, limit=4, offset=300)
     base = job_id_base()
@@ -174,7 +144,7 @@ def test_unchanged_pages_are_skipped_without_model_calls_and_changed_ones_replac
 
 
 def test_identical_text_under_two_urls_completes_both_one_as_duplicate(
-        topics, ledger, unique, docs):  # noqa: F811
+        topics, ledger, unique, docs):
     collection = f"c-{unique}"
     [path] = corpus_pages(docs, limit=1, offset=400)
     base = job_id_base()
@@ -191,7 +161,7 @@ def test_identical_text_under_two_urls_completes_both_one_as_duplicate(
 
 
 def test_a_page_the_model_refuses_fails_alone_with_its_reason(
-        topics, ledger, unique, docs, model):  # noqa: F811
+        topics, ledger, unique, docs, model):
     collection = f"c-{unique}"
     paths = corpus_pages(docs, limit=3, offset=500)
     poison = f"POISON-PILL-{unique}"
@@ -215,7 +185,7 @@ def test_a_page_the_model_refuses_fails_alone_with_its_reason(
     assert letter["error_class"] == "lightrag_failed"
 
 
-def test_a_burst_of_rate_limits_is_survived(topics, ledger, unique, docs, model):  # noqa: F811
+def test_a_burst_of_rate_limits_is_survived(topics, ledger, unique, docs, model):
     collection = f"c-{unique}"
     paths = corpus_pages(docs, limit=6, offset=600)
     base = job_id_base()
@@ -235,7 +205,7 @@ def test_a_burst_of_rate_limits_is_survived(topics, ledger, unique, docs, model)
 
 
 def test_a_killed_run_converges_after_its_jobs_are_requeued(
-        topics, ledger, unique, docs, model):  # noqa: F811
+        topics, ledger, unique, docs, model):
     collection = f"c-{unique}"
     paths = corpus_pages(docs, limit=16, offset=700)
     base = job_id_base()
@@ -278,7 +248,7 @@ def test_a_killed_run_converges_after_its_jobs_are_requeued(
     assert documents == 16
 
 
-def test_file_paths_in_lightrag_are_the_readable_unique_ones(topics, ledger, unique, docs):  # noqa: F811
+def test_file_paths_in_lightrag_are_the_readable_unique_ones(topics, ledger, unique, docs):
     collection = f"c-{unique}"
     [path] = corpus_pages(docs, limit=1, offset=800)
     base = job_id_base()

@@ -11,7 +11,7 @@ from rag_pipeline.ledger import PendingCollection
 from rag_pipeline.partitions import COLLECTION_TAG
 from rag_pipeline.sensors import indexing_jobs
 from rag_pipeline.sensors.indexing_jobs import run_requests, waiting_collections
-from tests.test_staging import collections_of, ledger, produce_pages, topics  # noqa: F401
+from tests.helpers import collections_of, produce_pages
 
 
 def evaluate(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.SensorResult:
@@ -28,7 +28,7 @@ def ours(result: dg.SensorResult, unique: str) -> dict[str, dg.RunRequest]:
 
 
 def test_sensor_stages_adds_partitions_and_requests_one_run_per_collection(
-        topics, ledger, unique):  # noqa: F811
+        topics, ledger, unique):
     produce_pages(topics, unique, per_collection=4)
     defs = build_definitions(topics)
     with dg.instance_for_test() as instance:
@@ -51,7 +51,7 @@ def test_sensor_stages_adds_partitions_and_requests_one_run_per_collection(
 
 
 def test_a_crash_after_the_ledger_commit_requests_the_runs_on_the_next_tick(
-        topics, ledger, unique, monkeypatch):  # noqa: F811
+        topics, ledger, unique, monkeypatch):
     produce_pages(topics, unique, per_collection=3)
     defs = build_definitions(topics)
 

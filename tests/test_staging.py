@@ -8,100 +8,30 @@ from __future__ import annotations
 import base64
 import json
 import tracemalloc
-from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from rag_pipeline.contract import DeadLetter
-from rag_pipeline.kafka_io import KafkaOptions, consumer_config, producer_config
+from rag_pipeline.kafka_io import KafkaOptions, consumer_config
 from rag_pipeline.ledger import JobLedger
-from rag_pipeline.settings import Settings
 from rag_pipeline.staging import (
-    StagingConfig,
     StagingError,
     TickBudget,
-    TickReport,
-    stage_messages,
 )
 from tests.helpers import (
     MIB,
-    create_topic,
+    collections_of,
     dead_letters,
-    delete_topic,
+    high_watermarks,
     job_id_base,
-    open_ledger,
     page_messages,
     produce,
+    produce_pages,
     raw,
+    staged_rows,
+    tick,
 )
-
-BIG_BUDGET = TickBudget(max_messages=10_000, max_bytes=256 * MIB, seconds=20)
-
-
-@pytest.fixture
-def topics(stack, settings: Settings, unique: str) -> Iterator[Settings]:
-    """Settings pointing at a fresh indexing topic (3 partitions) and DLQ of this test."""
-    topic, dlq = f"indexing_jobs_{unique}", f"indexing_jobs_dlq_{unique}"
-    create_topic(settings, topic, partitions=3)
-    create_topic(settings, dlq, partitions=1)
-    yield settings.model_copy(update={"kafka_topic": topic, "kafka_dlq_topic": dlq})
-    delete_topic(settings, topic)
-    delete_topic(settings, dlq)
-
-
-@pytest.fixture
-def ledger(stack, settings: Settings) -> Iterator[JobLedger]:
-    with open_ledger(settings) as opened:
-        yield opened
-
-
-def config_of(s: Settings) -> StagingConfig:
-    return StagingConfig(topic=s.kafka_topic, dlq_topic=s.kafka_dlq_topic,
-                         auto_offset_reset=s.kafka_auto_offset_reset,
-                         max_message_bytes=s.kafka_max_message_bytes,
-                         max_payload_bytes=s.max_payload_bytes)
-
-
-def tick(s: Settings, ledger: JobLedger, budget: TickBudget = BIG_BUDGET) -> TickReport:
-    options = KafkaOptions.from_settings(s)
-    consumer = Consumer(consumer_config(options))
-    producer = Producer(producer_config(options))
-    try:
-        return stage_messages(consumer=consumer, producer=producer, ledger=ledger,
-                              config=config_of(s), budget=budget)
-    finally:
-        consumer.close()
-
-
-def high_watermarks(s: Settings) -> dict[int, int]:
-    consumer = Consumer(consumer_config(KafkaOptions.from_settings(s)))
-    try:
-        return {p: consumer.get_watermark_offsets(TopicPartition(s.kafka_topic, p), timeout=10)[1]
-                for p in range(3)}
-    finally:
-        consumer.close()
-
-
-def staged_rows(ledger: JobLedger, topic: str) -> list[tuple]:
-    with ledger.pool.connection() as conn:
-        return conn.execute(
-            "SELECT job_id, collection_id, state, kafka_partition, kafka_offset "
-            "FROM rag_pipeline.jobs WHERE kafka_topic = %s ORDER BY job_id", (topic,),
-        ).fetchall()
-
-
-def collections_of(unique: str, n: int = 3) -> list[str]:
-    return [f"col-{unique}-{i}" for i in range(n)]
-
-
-def produce_pages(s: Settings, unique: str, per_collection: int = 20) -> list[int]:
-    base = job_id_base()
-    messages = []
-    for i, collection in enumerate(collections_of(unique)):
-        messages += page_messages(collection, base + i * 1000, per_collection)
-    produce(s, s.kafka_topic, messages)
-    return [m["job_id"] for m in messages]
 
 
 def test_messages_are_staged_exactly_once_with_offsets_at_the_high_watermarks(

@@ -6,6 +6,8 @@ retried step carries on where it stopped, and a re-executed run adopts its paren
 """
 
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -15,6 +17,7 @@ import dagster as dg
 import psycopg
 from confluent_kafka import KafkaException
 
+from rag_pipeline.callbacks import deliver_callbacks
 from rag_pipeline.events import event_line
 from rag_pipeline.indexing import (
     CollectionBusy,
@@ -27,14 +30,15 @@ from rag_pipeline.indexing import (
     clean_pages as clean_run_pages,
 )
 from rag_pipeline.kafka_io import DeliveryFailed
-from rag_pipeline.ledger import JobLedger, JobOutcome
+from rag_pipeline.ledger import JobLedger, JobOutcome, is_permanent_connection_error
 from rag_pipeline.partitions import collections_partitions
-from rag_pipeline.reporting import dead_letter_failures
 from rag_pipeline.resources import (
     KafkaResource,
     LedgerResource,
     LightRAGResource,
     ProcessingResource,
+    StatusApiResource,
+    report_outcomes,
 )
 
 # Transient errors (timeouts, connection resets, PostgreSQL restarts) retry the step;
@@ -48,6 +52,11 @@ TRANSIENT_ERRORS = (psycopg.OperationalError, asyncpg.PostgresConnectionError,
                     KafkaException, DeliveryFailed)
 # How long the writer waits for another writer of the same collection to finish.
 LOCK_WAIT_SECONDS = 600.0
+# A working run beats this often; reconcile_stuck_jobs declares a silent one dead.
+HEARTBEAT_SECONDS = 15.0
+# Statuses a finishing run delivers at most, and for how long (the outbox keeps the rest).
+FINAL_DELIVERY_LIMIT = 1000
+FINAL_DELIVERY_SECONDS = 60.0
 
 
 class IndexingConfig(dg.Config):
@@ -62,7 +71,12 @@ def retry_only_transient() -> Iterator[None]:
     """Let RetryPolicy retry transient errors; fail permanent ones at once, with a reason."""
     try:
         yield
-    except (dg.Failure, *TRANSIENT_ERRORS):
+    except dg.Failure:
+        raise
+    except TRANSIENT_ERRORS as exc:
+        if is_permanent_connection_error(exc):
+            raise dg.Failure(description=f"{type(exc).__name__}: {exc}",
+                             allow_retries=False) from exc
         raise
     except Exception as exc:
         raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from exc
@@ -73,15 +87,37 @@ def run_family(context: dg.AssetExecutionContext) -> list[str]:
     return [r for r in (run.run_id, run.parent_run_id, run.root_run_id) if r]
 
 
-def record_failures(context: dg.AssetExecutionContext, ledger: JobLedger, kafka: KafkaResource,
-                    report: StepReport, max_retries: int) -> None:
+@contextmanager
+def heartbeat(ledger: JobLedger, run_id: str, collection_id: str) -> Iterator[None]:
+    """Beat while the step works, so that reconciliation can tell a silent (dead) run."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a missed beat is fine
+                ledger.heartbeat(run_id, collection_id)
+            if stop.wait(HEARTBEAT_SECONDS):
+                return
+
+    thread = threading.Thread(target=beat, name="rag-pipeline-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def record_failures(context: dg.AssetExecutionContext, ledger: LedgerResource,
+                    kafka: KafkaResource, status_api: StatusApiResource, report: StepReport,
+                    max_retries: int) -> None:
+    """Pages that failed in this step: recorded, dead-lettered, reported to the Go API."""
     if not report.outcomes:
         return
     collection_id = context.partition_key
-    recorded = ledger.finish_jobs(collection_id, report.outcomes, max_retries=max_retries)
-    with kafka.producer() as producer:
-        dead_letter_failures(producer, ledger, recorded, source_topic=kafka.topic,
-                             dlq_topic=kafka.dlq_topic, max_message_bytes=kafka.max_message_bytes)
+    recorded = ledger.ledger.finish_jobs(collection_id, report.outcomes,
+                                         max_retries=max_retries)
+    report_outcomes(ledger, kafka, status_api, recorded, context.log.warning)
     for o in recorded:
         context.log.warning(event_line("page_failed", job_id=o.job_id, request_id=o.request_id,
                                        collection_id=collection_id, run_id=context.run.run_id,
@@ -97,16 +133,16 @@ def record_failures(context: dg.AssetExecutionContext, ledger: JobLedger, kafka:
     "(gzip+base64 -> HTML). Pages that cannot be decoded fail here.",
 )
 def raw_pages(context: dg.AssetExecutionContext, config: IndexingConfig,
-              ledger: LedgerResource, kafka: KafkaResource,
+              ledger: LedgerResource, kafka: KafkaResource, status_api: StatusApiResource,
               processing: ProcessingResource) -> dg.MaterializeResult:
     collection_id = context.partition_key
-    with retry_only_transient():
+    with retry_only_transient(), heartbeat(ledger.ledger, context.run.run_id, collection_id):
         jobs = ledger.ledger.claim_jobs(collection_id, context.run.run_id, run_family(context),
                                         config.max_jobs or processing.jobs_per_run, config.scope)
         report = decode_pages(ledger.ledger, jobs,
                               max_payload_bytes=processing.max_payload_bytes,
                               batch_bytes=processing.run_batch_bytes)
-        record_failures(context, ledger.ledger, kafka, report, processing.max_retries)
+        record_failures(context, ledger, kafka, status_api, report, processing.max_retries)
     context.log.info(event_line("raw_pages", collection_id=collection_id, run_id=context.run.run_id,
                                 pages=report.pages, bytes=report.bytes, failed=report.failed))
     return dg.MaterializeResult(metadata={
@@ -127,15 +163,16 @@ def raw_pages(context: dg.AssetExecutionContext, config: IndexingConfig,
     "HTML (TEXT_SOURCE), boilerplate removed, stored in the ledger with its content hash.",
 )
 def clean_pages(context: dg.AssetExecutionContext, ledger: LedgerResource,
-                kafka: KafkaResource, processing: ProcessingResource) -> dg.MaterializeResult:
+                kafka: KafkaResource, status_api: StatusApiResource,
+                processing: ProcessingResource) -> dg.MaterializeResult:
     collection_id = context.partition_key
-    with retry_only_transient():
+    with retry_only_transient(), heartbeat(ledger.ledger, context.run.run_id, collection_id):
         jobs = ledger.ledger.adopt_jobs(collection_id, context.run.run_id, run_family(context))
         report = clean_run_pages(ledger.ledger, jobs,
                                  max_payload_bytes=processing.max_payload_bytes,
                                  text_source=processing.text_source,  # type: ignore[arg-type]
                                  batch_bytes=processing.run_batch_bytes)
-        record_failures(context, ledger.ledger, kafka, report, processing.max_retries)
+        record_failures(context, ledger, kafka, status_api, report, processing.max_retries)
     return dg.MaterializeResult(metadata={
         "pages": dg.MetadataValue.int(report.pages - report.failed),
         "html_bytes": dg.MetadataValue.int(report.bytes),
@@ -162,6 +199,7 @@ def clean_pages(context: dg.AssetExecutionContext, ledger: LedgerResource,
 )
 def lightrag_documents(context: dg.AssetExecutionContext, ledger: LedgerResource,
                        lightrag: LightRAGResource, kafka: KafkaResource,
+                       status_api: StatusApiResource,
                        processing: ProcessingResource) -> dg.MaterializeResult:
     collection_id = context.partition_key
     jobs = ledger.ledger.adopt_jobs(collection_id, context.run.run_id, run_family(context))
@@ -169,15 +207,15 @@ def lightrag_documents(context: dg.AssetExecutionContext, ledger: LedgerResource
     batch_count = max(16, 4 * lightrag.max_parallel_insert)
 
     def on_batch(outcomes: list[JobOutcome]) -> None:
-        with kafka.producer() as producer:
-            dead_letter_failures(producer, ledger.ledger, outcomes, source_topic=kafka.topic,
-                                 dlq_topic=kafka.dlq_topic,
-                                 max_message_bytes=kafka.max_message_bytes)
+        # The Go backend sees progress batch by batch during a long run.
+        delivery = report_outcomes(ledger, kafka, status_api, outcomes, context.log.warning)
         done = sum(1 for o in outcomes if o.state == "completed")
         context.log.info(event_line("index_batch", collection_id=collection_id,
-                                    run_id=context.run.run_id, pages=len(outcomes), completed=done))
+                                    run_id=context.run.run_id, pages=len(outcomes),
+                                    completed=done, statuses_delivered=delivery.delivered,
+                                    statuses_retrying=delivery.retried))
 
-    with retry_only_transient():
+    with retry_only_transient(), heartbeat(ledger.ledger, context.run.run_id, collection_id):
         try:
             with collection_lock(lightrag.conninfo, lightrag.pg_password, collection_id,
                                  LOCK_WAIT_SECONDS):
@@ -226,11 +264,46 @@ def lightrag_documents(context: dg.AssetExecutionContext, ledger: LedgerResource
 
 indexing_assets = [raw_pages, clean_pages, lightrag_documents]
 
+
+def _finish_run(context: dg.HookContext, outcome: str) -> None:
+    run = context.instance.get_run_by_id(context.run_id)
+    collection_id = run.tags.get("dagster/partition", "") if run else ""
+    ledger: JobLedger = context.resources.ledger.ledger
+    ledger.finish_run(context.run_id, collection_id, outcome)
+    status_api: StatusApiResource = context.resources.status_api
+    with status_api.client() as client:
+        delivery = deliver_callbacks(ledger, client, status_api.policy,
+                                     limit=FINAL_DELIVERY_LIMIT,
+                                     deadline_seconds=FINAL_DELIVERY_SECONDS,
+                                     log_event=context.log.warning)
+    context.log.info(event_line("run_outcome", run_id=context.run_id,
+                                collection_id=collection_id, outcome=outcome,
+                                statuses_delivered=delivery.delivered,
+                                statuses_retrying=delivery.retried))
+
+
+@dg.success_hook(required_resource_keys={"ledger", "status_api"})
+def record_run_success(context: dg.HookContext) -> None:
+    """The run indexed its pages: record it, deliver the statuses still waiting."""
+    if context.op.name == "lightrag_documents":
+        _finish_run(context, "success")
+
+
+@dg.failure_hook(required_resource_keys={"ledger", "status_api"})
+def record_run_failure(context: dg.HookContext) -> None:
+    """A step failed for good: record it; the pages done so far get their statuses now.
+    Its unfinished jobs are requeued by run_failure_sensor (or reconcile_stuck_jobs)."""
+    _finish_run(context, f"failure in {context.op.name}")
+
+
+RUN_HOOKS = {record_run_success, record_run_failure}
+
 index_collection_job = dg.define_asset_job(
     "index_collection",
     selection=dg.AssetSelection.assets(*indexing_assets),
     description="Index a collection's queued pages (requested by indexing_jobs_sensor).",
     executor_def=dg.in_process_executor,
+    hooks=RUN_HOOKS,
 )
 
 reindex_collection_job = dg.define_asset_job(
@@ -240,4 +313,5 @@ reindex_collection_job = dg.define_asset_job(
     description="Process a collection again from the ledger (the latest job of every url): "
     "changed pages are replaced, unchanged ones skipped. Backfill it from the UI.",
     executor_def=dg.in_process_executor,
+    hooks=RUN_HOOKS,
 )

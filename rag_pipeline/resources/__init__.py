@@ -7,7 +7,7 @@ logic modules use (`JobLedger`, Kafka clients, ...). Secrets are `EnvVar`s in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -15,9 +15,17 @@ import dagster as dg
 from psycopg.conninfo import make_conninfo
 from pydantic import PrivateAttr
 
+from rag_pipeline.callbacks import (
+    DeliveryPolicy,
+    DeliveryReport,
+    StatusClient,
+    deliver_callbacks,
+    publish_results,
+)
 from rag_pipeline.kafka_io import KafkaOptions, consumer_config, producer_config
-from rag_pipeline.ledger import JobLedger
+from rag_pipeline.ledger import JobLedger, JobOutcome
 from rag_pipeline.models import ModelOptions
+from rag_pipeline.reporting import dead_letter_failures
 from rag_pipeline.staging import StagingConfig, TickBudget
 from rag_pipeline.workspaces import LightRAGOptions, PostgresOptions, WorkspacePool, shared_pool
 
@@ -174,3 +182,48 @@ class LightRAGResource(dg.ConfigurableResource):
     def conninfo(self) -> str:
         return make_conninfo(host=self.pg_host, port=self.pg_port, user=self.pg_user,
                              dbname=self.pg_dbname)
+
+
+class StatusApiResource(dg.ConfigurableResource):
+    """The Go backend's job status endpoint (PATCH .../jobs/{job_id}/status)."""
+
+    base_url: str
+    timeout_seconds: float = 10.0
+    retry_backoff: float = 1.0
+    max_backoff_seconds: float = 300.0
+
+    @property
+    def policy(self) -> DeliveryPolicy:
+        return DeliveryPolicy(timeout_seconds=self.timeout_seconds,
+                              base_backoff_seconds=self.retry_backoff,
+                              max_backoff_seconds=self.max_backoff_seconds)
+
+    @contextmanager
+    def client(self) -> Iterator[StatusClient]:
+        client = StatusClient(self.base_url, self.timeout_seconds)
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+def report_outcomes(ledger: LedgerResource, kafka: KafkaResource, status_api: StatusApiResource,
+                    outcomes: list[JobOutcome], log: Callable[[str], None]) -> DeliveryReport:
+    """After jobs reach a terminal state: dead letters for failed and dead ones (confirmed),
+    then their statuses to the Go backend right away (the outbox keeps what fails)."""
+    if any(o.state in ("failed", "dead") for o in outcomes):
+        with kafka.producer() as producer:
+            dead_letter_failures(producer, ledger.ledger, outcomes, source_topic=kafka.topic,
+                                 dlq_topic=kafka.dlq_topic,
+                                 max_message_bytes=kafka.max_message_bytes)
+    terminal = [o.job_id for o in outcomes if o.state in ("completed", "failed", "dead")]
+    report = DeliveryReport()
+    if terminal:
+        with status_api.client() as client:
+            report = deliver_callbacks(ledger.ledger, client, status_api.policy,
+                                       job_ids=terminal, log_event=log)
+    if kafka.publish_results:
+        with kafka.producer() as producer:
+            report.results_published += publish_results(ledger.ledger, producer,
+                                                         kafka.results_topic)
+    return report

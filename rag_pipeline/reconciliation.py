@@ -1,0 +1,116 @@
+"""Repairing whatever went wrong on the way (the `reconcile_stuck_jobs` job), and what a
+run that died leaves behind (run-failure sensors).
+
+- `running` jobs whose run is no longer alive (failed, canceled, gone, or silent for
+  STUCK_RUN_TIMEOUT_SECONDS) are queued again with attempts+1, or declared dead once
+  attempts exceed MAX_RETRIES (dead letter + failed status);
+- collections whose `queued` jobs have waited QUEUED_JOB_GRACE_SECONDS with no run are
+  nudged, so that the sensor requests a new run;
+- undelivered statuses are sent again; rejected ones are listed;
+- per crawl request, a summary (total, completed, failed, dead, pending).
+
+The Dagster instance is reached through the `RunLookup` callables so that the logic is
+plain code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from rag_pipeline.events import event_line
+from rag_pipeline.ledger import JobLedger, JobOutcome, RequestSummary
+
+# What the Dagster instance says of a run: None when it does not know the run.
+RunLookup = Callable[[str], str | None]
+DEAD_RUN_STATUSES = ("FAILURE", "CANCELED", "SUCCESS")
+LIVE_RUN_STATUSES = ("STARTED", "STARTING", "CANCELING", "QUEUED", "NOT_STARTED")
+
+
+@dataclass
+class ReconcileReport:
+    runs_declared_dead: list[str] = field(default_factory=list)
+    jobs_requeued: int = 0
+    jobs_dead: int = 0
+    collections_nudged: list[str] = field(default_factory=list)
+    outcomes: list[JobOutcome] = field(default_factory=list)
+    summaries: list[RequestSummary] = field(default_factory=list)
+
+
+def release_jobs_of_run(ledger: JobLedger, run_ids: list[str], reason: str, max_retries: int,
+                        log: Callable[[str], None]) -> list[JobOutcome]:
+    """A run died: its running jobs go back to the queue, or to dead after MAX_RETRIES."""
+    outcomes = ledger.requeue_jobs_of_runs(run_ids, "run_failed", reason, max_retries)
+    for o in outcomes:
+        log(event_line("job_released", job_id=o.job_id, request_id=o.request_id,
+                       collection_id=o.collection_id, run_id=run_ids[0], state=o.state,
+                       reason=o.error_code, error=o.error_msg))
+    return outcomes
+
+
+def reconcile_runs(ledger: JobLedger, run_status: RunLookup, *, stuck_after_seconds: float,
+                   max_retries: int, log: Callable[[str], None],
+                   now: datetime | None = None) -> ReconcileReport:
+    """Requeue or kill the jobs of runs that are no longer alive."""
+    report = ReconcileReport()
+    now = now or datetime.now(UTC)
+    for run_id, collection_id, last_sign in ledger.running_runs():
+        status = run_status(run_id)
+        silent = (now - last_sign).total_seconds() if last_sign is not None else None
+        if status is None:
+            reason = f"run {run_id} is unknown to Dagster"
+        elif status in DEAD_RUN_STATUSES:
+            reason = f"run {run_id} ended ({status}) with jobs still running"
+        elif silent is not None and silent > stuck_after_seconds:
+            reason = f"run {run_id} ({status}) showed no sign of life for {silent:.0f} s"
+        else:
+            continue
+        log(event_line("run_declared_dead", run_id=run_id, collection_id=collection_id,
+                       reason=reason))
+        report.runs_declared_dead.append(run_id)
+        outcomes = release_jobs_of_run(ledger, [run_id], reason, max_retries, log)
+        report.outcomes += outcomes
+        report.jobs_requeued += sum(1 for o in outcomes if o.state == "queued")
+        report.jobs_dead += sum(1 for o in outcomes if o.state == "dead")
+    return report
+
+
+def nudge_stale_collections(ledger: JobLedger, has_run: Callable[[str], bool], *,
+                            grace_seconds: float, log: Callable[[str], None]) -> list[str]:
+    """Collections whose queued jobs wait with no run: a new run_key for the sensor."""
+    nudged = []
+    for collection_id in ledger.stale_queued_collections(grace_seconds):
+        if has_run(collection_id):
+            continue
+        ledger.nudge(collection_id)
+        nudged.append(collection_id)
+        log(event_line("collection_nudged", collection_id=collection_id,
+                       reason=f"queued jobs waited more than {grace_seconds:.0f} s with no run"))
+    return nudged
+
+
+def summary_table(summaries: list[RequestSummary], limit: int = 30) -> str:
+    """A markdown table of crawl requests for the UI."""
+    lines = ["| request_id | total | completed | failed | dead | pending | waiting since |",
+             "|---:|---:|---:|---:|---:|---:|---|"]
+    for s in summaries[:limit]:
+        since = s.oldest_pending.isoformat(timespec="seconds") if s.oldest_pending else ""
+        lines.append(f"| {s.request_id} | {s.total} | {s.completed} | {s.failed} | {s.dead} "
+                     f"| {s.pending} | {since} |")
+    if len(summaries) > limit:
+        lines.append(f"| ... {len(summaries) - limit} more | | | | | | |")
+    return "\n".join(lines)
+
+
+def totals(summaries: list[RequestSummary]) -> dict[str, Any]:
+    return {
+        "requests": len(summaries),
+        "requests_open": sum(1 for s in summaries if s.pending),
+        "jobs_total": sum(s.total for s in summaries),
+        "jobs_completed": sum(s.completed for s in summaries),
+        "jobs_failed": sum(s.failed for s in summaries),
+        "jobs_dead": sum(s.dead for s in summaries),
+        "jobs_pending": sum(s.pending for s in summaries),
+    }
