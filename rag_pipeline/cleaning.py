@@ -485,10 +485,21 @@ def clean_html(html: str) -> CleanedPage:
                                     include_comments=False, fast=True)
         if story and story.strip():
             return CleanedPage(title=title, text=normalise_whitespace(story), source="html")
+    text = _main_text(root, drop_links=True)
+    if not text:
+        # A page that is only a list of links (a chapter's table of contents) keeps them.
+        text = _main_text(parse_html(html), drop_links=False)
+    return CleanedPage(title=title, text=text, source="html")
+
+
+def _main_text(root: etree._Element | None, drop_links: bool) -> str:
+    if root is None:
+        return ""
     drop_boilerplate(root)
     main = find_main(root)
-    drop_link_lists(main)
-    return CleanedPage(title=title, text=_Renderer().render(main), source="html")
+    if drop_links:
+        drop_link_lists(main)
+    return _Renderer().render(main)
 
 
 def normalise_text(text: str) -> str:

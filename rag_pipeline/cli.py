@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -185,9 +188,13 @@ def dagster_env(settings: Settings) -> dict[str, str]:
 @main.command("dev")
 @click.option("--no-stack", is_flag=True,
               help="Do not start the local stack (use existing services).")
+@click.option("--no-demo", is_flag=True, help="Do not publish the demo crawl.")
 @user_errors
-def dev(no_stack: bool) -> None:
-    """Bring up the stack, then the Dagster UI and daemon (`dagster dev`) in the foreground."""
+def dev(no_stack: bool, no_demo: bool) -> None:
+    """The whole thing: the stack, the Dagster UI and daemon (`dagster dev`), the demo crawl.
+
+    Runs in the foreground; Ctrl-C stops Dagster (`rag-pipeline stack down` stops the stack).
+    """
     settings = _settings()
     if not no_stack:
         click.echo("Starting the local stack:")
@@ -199,10 +206,132 @@ def dev(no_stack: bool) -> None:
     dagster = str(Path(sys.executable).parent / "dagster")
     argv = [dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
             "-h", "127.0.0.1", "-p", str(settings.dagster_port)]
-    click.echo(f"Dagster UI: http://127.0.0.1:{settings.dagster_port}  (Ctrl-C stops Dagster; "
-               "`rag-pipeline stack down` stops the stack)")
-    os.chdir(PROJECT_ROOT)
-    os.execvpe(argv[0], argv, environment)
+    ui = f"http://127.0.0.1:{settings.dagster_port}"
+    log_file = settings.stack_path / "logs" / "dagster.log"
+    click.echo(f"Starting Dagster (UI and daemon); its log: {log_file}")
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(argv, env=environment, cwd=PROJECT_ROOT, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        if not _wait_for_ui(ui, process):
+            raise UserError(f"Dagster did not start; see {log_file}")
+        click.echo(f"Dagster UI: {ui}  (Ctrl-C stops Dagster; `rag-pipeline stack down` "
+                   "stops the stack)")
+        if not no_demo:
+            _run_demo(settings)
+        process.wait()
+    except KeyboardInterrupt:
+        click.echo("Stopping Dagster ...")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def _wait_for_ui(ui: str, process: subprocess.Popen, timeout: float = 180.0) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{ui}/server_info", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    return False
+
+
+def _run_demo(settings: Settings) -> None:
+    from rag_pipeline.demo import COLLECTIONS, follow, publish_demo
+
+    click.echo("Publishing the demo crawl (2 collections of PostgreSQL docs + 4 broken "
+               "messages) to Kafka ...")
+    jobs = publish_demo(settings)
+    with _ledger(settings) as ledger:
+        if follow(ledger, jobs, click.echo):
+            click.echo("Demo crawl processed. Query it:")
+            for collection in COLLECTIONS:
+                click.echo(f"  rag-pipeline query --collection {collection.collection_id} "
+                           f"\"{collection.question}\"")
+            click.echo(f"Go API stand-in's record of statuses: {settings.go_backend_url}/jobs")
+
+
+@contextmanager
+def _ledger(settings: Settings) -> Iterator[Any]:
+    from psycopg.conninfo import make_conninfo
+
+    from rag_pipeline.ledger import JobLedger, LedgerUnavailable
+
+    conninfo = make_conninfo(host=settings.postgres_host, port=settings.postgres_port,
+                             user=settings.postgres_user, dbname=settings.postgres_db)
+    try:
+        ledger = JobLedger(conninfo, settings.postgres_password.get_secret_value()).open()
+    except LedgerUnavailable as exc:
+        raise UserError(str(exc)) from None
+    except Exception as exc:
+        raise UserError(f"PostgreSQL at {settings.postgres_host}:{settings.postgres_port} is "
+                        f"unreachable ({type(exc).__name__}); is the stack up?") from None
+    try:
+        ledger.migrate()
+        yield ledger
+    finally:
+        ledger.close()
+
+
+# --- inspection ------------------------------------------------------------------------------
+@main.command("inspect")
+@click.option("--collection", "collection_id", default=None, help="One collection only.")
+@user_errors
+def inspect_jobs(collection_id: str | None) -> None:
+    """Jobs per state (one collection or all), crawl requests and the status outbox."""
+    with _ledger(_settings()) as ledger:
+        states = ledger.job_states(collection_id)
+        click.echo(f"jobs{f' of {collection_id}' if collection_id else ''}: "
+                   + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"))
+        outbox = ledger.outbox_counts()
+        click.echo("statuses for the Go API: "
+                   + (", ".join(f"{n} {s}" for s, n in sorted(outbox.items())) or "none"))
+        from rag_pipeline.reconciliation import summary_table
+
+        summaries = ledger.request_summaries(limit=20)
+        if summaries:
+            click.echo(summary_table(summaries, limit=20))
+
+
+@main.command("query")
+@click.option("--collection", "collection_id", required=True, help="The collection to ask.")
+@click.option("--mode", type=click.Choice(["naive", "local", "global", "hybrid", "mix"]),
+              default="hybrid", show_default=True)
+@click.option("--top-k", type=int, default=5, show_default=True,
+              help="Chunks to print.")
+@click.argument("question")
+@user_errors
+def query(collection_id: str, mode: str, top_k: int, question: str) -> None:
+    """Ask a collection: the answer and the chunks it was built from."""
+    from rag_pipeline.contract import COLLECTION_ID
+    from rag_pipeline.querying import ask
+
+    if not COLLECTION_ID.fullmatch(collection_id):
+        raise UserError(f"--collection {collection_id!r}: use a UUID or 1-64 of the characters "
+                        "A-Z a-z 0-9 _ -")
+    settings = _settings()
+    with _ledger(settings) as ledger:
+        if not ledger.job_states(collection_id):
+            raise UserError(f"collection {collection_id!r} has no jobs in the ledger; "
+                            "`rag-pipeline inspect` lists what there is")
+    result = ask(settings, collection_id, question, mode)
+    if settings.uses_stand_in_model:
+        click.echo("(stand-in model: the answer is not a real LLM answer; the retrieved chunks "
+                   "are real)")
+    click.echo(f"\nAnswer ({mode}):\n{result.answer}\n")
+    click.echo(f"Retrieved chunks ({len(result.chunks)}):")
+    for chunk in result.chunks[:top_k]:
+        snippet = " ".join(chunk["content"].split())[:200]
+        click.echo(f"- [{chunk['file_path']}] {snippet}")
 
 
 if __name__ == "__main__":

@@ -856,6 +856,15 @@ class JobLedger:
                 "outcome = EXCLUDED.outcome, finished_at = now()",
                 (run_id, collection_id, outcome))
 
+    def recent_failed_runs(self, collection_id: str, window_seconds: float) -> int:
+        with self.pool.connection() as conn:
+            return conn.execute(
+                "SELECT count(*) FROM rag_pipeline.runs WHERE collection_id = %s "
+                "AND outcome LIKE 'failure%%' "
+                "AND finished_at > now() - make_interval(secs => %s)",
+                (collection_id, window_seconds),
+            ).fetchone()[0]
+
     def run_outcome(self, run_id: str) -> str | None:
         with self.pool.connection() as conn:
             row = conn.execute("SELECT outcome FROM rag_pipeline.runs WHERE run_id = %s",

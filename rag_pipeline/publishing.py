@@ -40,6 +40,7 @@ def build_message(
     parent_url: str | None = None,
     base_url: str | None = None,
     crawl_session_id: str = "local",
+    discovered_at: str | None = None,
 ) -> dict[str, Any]:
     return {
         "job_id": job_id,
@@ -50,7 +51,7 @@ def build_message(
         "url": url,
         "depth": depth,
         "parent_url": parent_url,
-        "discovered_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "discovered_at": discovered_at or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "content": {
             "html": encode_html(html),
             "text": text,

@@ -91,6 +91,25 @@ def nudge_stale_collections(ledger: JobLedger, has_run: Callable[[str], bool], *
     return nudged
 
 
+FAILED_RUN_WINDOW_SECONDS = 600
+
+
+def retry_if_failing_runs_below(ledger: JobLedger, collection_id: str, limit: int,
+                                log: Callable[[str], None]) -> bool:
+    """Nudge a collection whose run failed before claiming jobs, unless its runs failed
+    `limit` times in the last FAILED_RUN_WINDOW_SECONDS (then reconciliation retries later,
+    at the pace of its schedule)."""
+    failures = ledger.recent_failed_runs(collection_id, FAILED_RUN_WINDOW_SECONDS)
+    if failures > limit:
+        log(event_line("collection_not_retried", collection_id=collection_id,
+                       reason=f"{failures} runs failed in {FAILED_RUN_WINDOW_SECONDS} s"))
+        return False
+    ledger.nudge(collection_id)
+    log(event_line("collection_nudged", collection_id=collection_id,
+                   reason="its run failed before claiming any job"))
+    return True
+
+
 def summary_table(summaries: list[RequestSummary], limit: int = 30) -> str:
     """A markdown table of crawl requests for the UI."""
     lines = ["| request_id | total | completed | failed | dead | pending | waiting since |",

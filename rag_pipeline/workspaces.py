@@ -219,12 +219,20 @@ class WorkspacePool:
             if self._slots_started:
                 for slots in self._slots:
                     await slots.close()
+            # LightRAG leaves worker tasks behind (its rate-limit queues): end them here,
+            # on their loop, rather than have them die with it.
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
 
         try:
             self.run(shutdown(), timeout=60)
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
+            if not self._thread.is_alive():
+                self._loop.close()
 
 
 _shared: WorkspacePool | None = None

@@ -113,3 +113,10 @@ def test_empty_crawler_text_falls_back_to_html():
     html = "<html><body><p>" + "words from the page " * 10 + "</p></body></html>"
     page = page_text("", "", html, "prefer_extracted")
     assert page.source == "html" and "words from the page" in page.text
+
+
+def test_a_table_of_contents_page_keeps_its_links_rather_than_nothing():
+    html = (SAMPLES.parent.parent / "rag_pipeline" / "samples" / "tutorial-sql.html").read_text()
+    text = clean_html(html).text
+    assert text.startswith("## Chapter 2. The SQL Language")
+    assert "2.6. Joins Between Tables" in text

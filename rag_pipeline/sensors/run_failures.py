@@ -8,7 +8,8 @@ from typing import Any
 
 import dagster as dg
 
-from rag_pipeline.reconciliation import release_jobs_of_run
+from rag_pipeline.partitions import COLLECTION_TAG
+from rag_pipeline.reconciliation import release_jobs_of_run, retry_if_failing_runs_below
 from rag_pipeline.resources import (
     KafkaResource,
     LedgerResource,
@@ -25,6 +26,12 @@ def _release(context: Any, run: dg.DagsterRun, reason: str, ledger: LedgerResour
     outcomes = release_jobs_of_run(ledger.ledger, family, reason, processing.max_retries,
                                    context.log.warning)
     report_outcomes(ledger, kafka, status_api, outcomes, context.log.warning)
+    collection_id = run.tags.get(COLLECTION_TAG)
+    if not outcomes and collection_id:
+        # The run died before it claimed anything; its run_key is spent. A new one, unless
+        # the collection's runs keep dying (reconcile_stuck_jobs retries those later).
+        retry_if_failing_runs_below(ledger.ledger, collection_id, processing.max_retries,
+                                    context.log.warning)
 
 
 def build_run_failure_sensors(jobs: list[Any]) -> list[dg.SensorDefinition]:
