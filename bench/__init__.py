@@ -1,0 +1,1 @@
+"""Benchmarks of rag-pipeline: programs that print figures and write JSON (never tests)."""

@@ -1,0 +1,358 @@
+"""End to end, the way a deployment runs it: dagster-daemon and dagster-webserver as
+subprocesses on a PostgreSQL-backed DAGSTER_HOME, the real stack, real pages.
+
+One crawl of three collections plus malformed messages, then the same crawl again, then a
+crawl with changed pages, then a burst during which the daemon is SIGKILLed and restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from rag_pipeline.corpus import pages as corpus_pages
+from rag_pipeline.corpus import postgres_docs
+from rag_pipeline.ledger import JobLedger
+from rag_pipeline.publishing import OutgoingMessage, build_message, message_for
+from rag_pipeline.settings import Settings
+from tests.helpers import (
+    create_topic,
+    dead_letters,
+    delete_topic,
+    job_id_base,
+    open_ledger,
+    produce,
+    raw,
+)
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parent.parent
+PAGES_PER_COLLECTION = 80
+TERMINAL = ("completed", "failed", "dead")
+
+
+@dataclass
+class Deployment:
+    settings: Settings
+    env: dict[str, str]
+    home: Path
+    graphql: str
+    daemon: subprocess.Popen
+    webserver: subprocess.Popen
+
+    def start_daemon(self) -> None:
+        self.daemon = _spawn(["dagster-daemon", "run", "-m", "rag_pipeline.definitions"],
+                             self.env, self.home / "daemon.log")
+
+    def kill_daemon(self) -> None:
+        """SIGKILL the daemon process alone, as a crash or an OOM kill would."""
+        os.kill(self.daemon.pid, signal.SIGKILL)
+        self.daemon.wait(30)
+
+
+def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    binary = str(Path(sys.executable).parent / argv[0])
+    with log.open("ab") as out:
+        return subprocess.Popen([binary, *argv[1:]], env=env, cwd=log.parent, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _graphql(url: str, query: str) -> dict:
+    response = httpx.post(url, json={"query": query}, timeout=30)
+    assert response.status_code == 200 and "errors" not in response.json(), response.text[:2000]
+    return response.json()["data"]
+
+
+def _wait(what: str, check, timeout: float, every: float = 2.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def deployment(stack, settings: Settings, tmp_path_factory) -> Iterator[Deployment]:
+    unique = os.urandom(4).hex()
+    home = tmp_path_factory.mktemp("dagster_home")
+    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    # A database of its own: the ledger of the other tests holds queued jobs that this
+    # deployment's sensor would otherwise take on.
+    dagster_db, pipeline_db = f"dagster_e2e_{unique}", f"pipeline_e2e_{unique}"
+    with psycopg.connect(settings.postgres_conninfo("postgres"), **settings.postgres_kwargs(),
+                         autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {dagster_db}")
+        conn.execute(f"CREATE DATABASE {pipeline_db}")
+    with psycopg.connect(settings.postgres_conninfo(pipeline_db), **settings.postgres_kwargs(),
+                         autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION vector")
+    topic, dlq = f"e2e_jobs_{unique}", f"e2e_dlq_{unique}"
+    create_topic(settings, topic, partitions=12)
+    create_topic(settings, dlq, partitions=1)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_POSTGRES_DB": dagster_db,
+        "POSTGRES_DB": pipeline_db,
+        "KAFKA_TOPIC": topic,
+        "KAFKA_DLQ_TOPIC": dlq,
+        "SENSOR_INTERVAL_SECONDS": "3",
+        # Repairs within the test's patience: reconcile every minute, a silent run is dead
+        # after 60 s (runs beat every 15 s).
+        "RECONCILE_CRON": "* * * * *",
+        "STUCK_RUN_TIMEOUT_SECONDS": "60",
+        "QUEUED_JOB_GRACE_SECONDS": "30",
+    }
+    e2e = settings.model_copy(update={"kafka_topic": topic, "kafka_dlq_topic": dlq,
+                                      "postgres_db": pipeline_db})
+    port = settings.dagster_port
+    webserver = _spawn(["dagster-webserver", "-m", "rag_pipeline.definitions", "-h",
+                        "127.0.0.1", "-p", str(port)], env, home / "webserver.log")
+    daemon = _spawn(["dagster-daemon", "run", "-m", "rag_pipeline.definitions"], env,
+                    home / "daemon.log")
+    deployed = Deployment(e2e, env, home, f"http://127.0.0.1:{port}/graphql", daemon,
+                          webserver)
+    try:
+        _wait("the webserver", lambda: _up(f"http://127.0.0.1:{port}/server_info"), 180)
+        _wait("healthy daemons", lambda: _daemons_healthy(deployed.graphql), 240)
+        yield deployed
+    finally:
+        for process in (deployed.daemon, webserver):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+        delete_topic(settings, topic)
+        delete_topic(settings, dlq)
+        with psycopg.connect(settings.postgres_conninfo("postgres"),
+                             **settings.postgres_kwargs(), autocommit=True) as conn:
+            for db in (dagster_db, pipeline_db):
+                conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
+def _daemons_healthy(graphql: str) -> bool:
+    statuses = _graphql(graphql, "{ instance { daemonHealth { allDaemonStatuses { daemonType "
+                        "required healthy } } } }")["instance"]["daemonHealth"]
+    required = [d for d in statuses["allDaemonStatuses"] if d["required"]]
+    return bool(required) and all(d["healthy"] for d in required)
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def ledger_e2e(deployment) -> Iterator[JobLedger]:
+    with open_ledger(deployment.settings) as opened:
+        yield opened
+
+
+def crawl(collections: dict[str, list[Path]], first_job_id: int, request_id: int,
+          edit: dict[str, bytes] | None = None) -> tuple[list[OutgoingMessage], dict[int, str]]:
+    messages, owner = [], {}
+    job_id = first_job_id
+    for collection, paths in collections.items():
+        for path in paths:
+            html = (edit or {}).get(path.name) or path.read_bytes()
+            message = build_message(job_id=job_id, collection_id=collection,
+                                    url=f"https://{collection}.docs.test/{path.name}",
+                                    html=html, request_id=request_id,
+                                    discovered_at="2025-12-24T10:30:00Z")
+            messages.append(message_for(message))
+            owner[job_id] = collection
+            job_id += 1
+    return messages, owner
+
+
+def wait_terminal(ledger: JobLedger, job_ids: list[int], timeout: float = 900) -> list[dict]:
+    def done():
+        rows = ledger.jobs(job_ids)
+        return rows if len(rows) == len(job_ids) and all(
+            r["state"] in TERMINAL for r in rows) else None
+
+    return _wait(f"{len(job_ids)} jobs to finish", done, timeout, every=3)
+
+
+def accepted_statuses(settings: Settings, job_ids: set[int]) -> dict[int, list[dict]]:
+    calls: dict[int, list[dict]] = defaultdict(list)
+    for call in httpx.get(f"{settings.go_backend_url}/calls", timeout=30).json():
+        if call["job_id"] in job_ids and call["answered"] == 200:
+            calls[call["job_id"]].append(call)
+    return calls
+
+
+def workspace_docs(ledger: JobLedger, workspaces: list[str]) -> dict[str, set[str]]:
+    with ledger.pool.connection() as conn:
+        rows = conn.execute("SELECT workspace, id FROM lightrag_doc_status WHERE status = "
+                            "'processed' AND workspace = ANY(%s)", (workspaces,)).fetchall()
+    docs: dict[str, set[str]] = defaultdict(set)
+    for workspace, doc_id in rows:
+        docs[workspace].add(doc_id)
+    return docs
+
+
+def run_intervals(env: dict[str, str]) -> dict[str, list[tuple[float, float]]]:
+    """(start, end) of every indexing run per collection, from Dagster's run records."""
+    script = (
+        "import json, dagster as dg\n"
+        "from rag_pipeline.partitions import COLLECTION_TAG\n"
+        "with dg.DagsterInstance.get() as instance:\n"
+        "    records = instance.get_run_records(dg.RunsFilter(job_name='index_collection'))\n"
+        "    print(json.dumps([(r.dagster_run.tags.get(COLLECTION_TAG), r.start_time,"
+        " r.end_time, r.dagster_run.status.value) for r in records]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    intervals: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for collection, start, end, _status in json.loads(out.strip().splitlines()[-1]):
+        if start is not None:
+            intervals[collection].append((start, end or time.time()))
+    return intervals
+
+
+def test_crawls_flow_end_to_end_through_the_daemon(deployment, ledger_e2e):
+    s = deployment.settings
+    ledger = ledger_e2e
+    docs = postgres_docs()
+    unique = os.urandom(3).hex()
+    names = [f"e2e{i}-{unique}" for i in range(3)]
+    files = corpus_pages(docs, limit=3 * PAGES_PER_COLLECTION, offset=100)
+    collections = {name: files[i * PAGES_PER_COLLECTION:(i + 1) * PAGES_PER_COLLECTION]
+                   for i, name in enumerate(names)}
+    base = job_id_base()
+
+    # 1. A crawl of three collections and five malformed messages.
+    messages, owner = crawl(collections, base, request_id=1)
+    bad_base = base + 10_000
+    good_json = json.loads(messages[0].value)
+    bad = {
+        bad_base: ("invalid_json", raw(b"x", b'{"job_id": %d, "url": ' % bad_base)),
+        bad_base + 1: ("invalid_collection_id", message_for(
+            {**good_json, "job_id": bad_base + 1, "collection_id": "x'; DROP TABLE jobs;--"})),
+        bad_base + 2: ("unsupported_encoding", message_for(
+            {**good_json, "job_id": bad_base + 2,
+             "content": {**good_json["content"], "encoding": "zstd"}})),
+        bad_base + 3: ("bad_base64", message_for(
+            {**good_json, "job_id": bad_base + 3,
+             "content": {**good_json["content"], "html": "%%%"}})),
+    }
+    produce(s, s.kafka_topic, [*messages, *(m for _, m in bad.values()),
+                               raw(b"tombstone", None)])
+    good_ids = list(owner)
+    rows = wait_terminal(ledger, good_ids + list(bad))
+    states = {r["job_id"]: r["state"] for r in rows}
+    assert all(states[j] == "completed" for j in good_ids), {
+        j: s for j, s in states.items() if j in owner and s != "completed"}
+    assert all(states[j] == "failed" for j in bad)
+
+    # Every good page is in its collection's workspace exactly once, and in no other.
+    expected: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        if row["job_id"] in owner:
+            expected[owner[row["job_id"]]].add(ledger.job(row["job_id"])["doc_id"])
+    in_lightrag = workspace_docs(ledger, names)
+    assert {n: in_lightrag[n] for n in names} == dict(expected)
+    assert sum(len(v) for v in in_lightrag.values()) == len(good_ids)
+
+    # Every job has exactly one terminal status at the Go API (identical replays aside).
+    statuses = accepted_statuses(s, set(good_ids) | set(bad))
+    for job_id in good_ids:
+        first = [c for c in statuses[job_id] if not c.get("replay")]
+        assert [c["status"] for c in first] == ["completed"], (job_id, statuses[job_id])
+    for job_id, (code, _) in bad.items():
+        first = [c for c in statuses[job_id] if not c.get("replay")]
+        assert len(first) == 1 and first[0]["status"] == "failed"
+        assert first[0]["error_msg"].startswith(code)
+
+    # Every bad message is in the DLQ with its reason (the tombstone too).
+    letters = dead_letters(s, s.kafka_dlq_topic)
+    by_job = {d["job_id"]: d["error_class"] for d in letters if d["job_id"]}
+    assert {j: by_job.get(j) for j in bad} == {j: code for j, (code, _) in bad.items()}
+    assert any(d["error_class"] == "empty_message" for d in letters)
+
+    # At most one run per collection at a time, from Dagster's run records.
+    for collection, spans in run_intervals(deployment.env).items():
+        spans.sort()
+        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+            assert start >= end - 0.5, f"overlapping runs for {collection}"
+
+    # The UI's GraphQL API lists the partitions and the materializations.
+    nodes = _graphql(deployment.graphql, "{ assetNodes { assetKey { path } partitionKeys } }")
+    partitions = {tuple(n["assetKey"]["path"]): set(n["partitionKeys"])
+                  for n in nodes["assetNodes"]}
+    assert set(names) <= partitions[("lightrag_documents",)]
+    materializations = _graphql(deployment.graphql, """{ assetOrError(assetKey: {path:
+        ["lightrag_documents"]}) { ... on Asset { assetMaterializations(limit: 100) {
+        partition } } } }""")["assetOrError"]["assetMaterializations"]
+    assert set(names) <= {m["partition"] for m in materializations}
+
+    # 2. The same crawl again: nothing new is inserted, every job still completes.
+    again, owner_again = crawl(collections, base + 20_000, request_id=2)
+    produce(s, s.kafka_topic, again)
+    rows = wait_terminal(ledger, list(owner_again))
+    assert {r["state"] for r in rows} == {"completed"}
+    outcomes = {ledger.job(r["job_id"])["outcome"] for r in rows}
+    assert outcomes == {"unchanged"}
+    assert workspace_docs(ledger, names) == in_lightrag
+
+    # 3. A crawl with a few changed pages: exactly those are replaced.
+    changed_names = [p.name for p in collections[names[0]][:3]]
+    edits = {name: (docs / name).read_bytes().replace(
+        b"</p>", f"</p><p>Revised paragraph {unique} {name}.</p>".encode(), 1)
+        for name in changed_names}
+    third, owner_third = crawl({names[0]: collections[names[0]]}, base + 30_000,
+                               request_id=3, edit=edits)
+    produce(s, s.kafka_topic, third)
+    rows = wait_terminal(ledger, list(owner_third))
+    outcome_of = {ledger.job(r["job_id"])["url"].rsplit("/", 1)[1]: ledger.job(r["job_id"])[
+        "outcome"] for r in rows}
+    assert {n for n, o in outcome_of.items() if o == "replaced"} == set(changed_names)
+    assert {o for n, o in outcome_of.items() if n not in changed_names} == {"unchanged"}
+    assert workspace_docs(ledger, names) == in_lightrag  # same ids, new content
+
+
+def test_daemon_killed_mid_burst_ends_in_the_same_state(deployment, ledger_e2e):
+    s = deployment.settings
+    ledger = ledger_e2e
+    docs = postgres_docs()
+    unique = os.urandom(3).hex()
+    files = corpus_pages(docs, limit=90, offset=500)
+    collections = {f"kill{i}-{unique}": files[i * 30:(i + 1) * 30] for i in range(3)}
+    messages, owner = crawl(collections, job_id_base(), request_id=4)
+    produce(s, s.kafka_topic, messages[:45])
+    # Kill as soon as the burst is being worked on: some staged, runs started.
+    _wait("the first runs", lambda: ledger.job_states(next(iter(collections))).get("running")
+          or ledger.job_states(next(iter(collections))).get("completed"), 300, every=1)
+    deployment.kill_daemon()
+    produce(s, s.kafka_topic, messages[45:])
+    time.sleep(5)
+    deployment.start_daemon()
+    rows = wait_terminal(ledger, list(owner))
+    assert {r["state"] for r in rows} == {"completed"}
+    expected: dict[str, set[str]] = defaultdict(set)
+    for job_id, collection in owner.items():
+        expected[collection].add(ledger.job(job_id)["doc_id"])
+    assert workspace_docs(ledger, list(collections)) == dict(expected)
+    statuses = accepted_statuses(s, set(owner))
+    assert all([c["status"] for c in statuses[j] if not c.get("replay")] == ["completed"]
+               for j in owner)
