@@ -65,8 +65,8 @@ def shingles(text: str) -> Counter:
 def article_scores(folder: Path) -> dict[str, dict[str, float]]:
     """The benchmark's metric: per page (TP, FP, FN) normalised to sum 1, summed."""
     truth = json.loads((folder / "ground-truth.json").read_text())
-    pages = {pid: gzip.open(folder / "html" / f"{pid}.html.gz").read().decode("utf-8", "replace")
-             for pid in truth}
+    pages = {pid: gzip.decompress((folder / "html" / f"{pid}.html.gz").read_bytes())
+             .decode("utf-8", "replace") for pid in truth}
     results = {}
     for name, extract in EXTRACTORS.items():
         tp = fp = fn = 0.0

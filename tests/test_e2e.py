@@ -17,6 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import httpx
@@ -293,7 +294,7 @@ def test_crawls_flow_end_to_end_through_the_daemon(deployment, ledger_e2e):
     # At most one run per collection at a time, from Dagster's run records.
     for collection, spans in run_intervals(deployment.env).items():
         spans.sort()
-        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        for (_, end), (start, _) in pairwise(spans):
             assert start >= end - 0.5, f"overlapping runs for {collection}"
 
     # The UI's GraphQL API lists the partitions and the materializations.
