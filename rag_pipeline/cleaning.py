@@ -34,7 +34,6 @@ from typing import Literal
 
 import trafilatura
 from lxml import etree
-from lxml import html as lxml_html
 
 # trafilatura logs every page it finds little in; our caller decides what is empty.
 logging.getLogger("trafilatura").setLevel(logging.ERROR)
@@ -73,24 +72,14 @@ POSITIVE_PARTS = frozenset(
     """article content main body entry post story text prose markdown document documentation
     docs rst page""".split()
 )
-# Containers that generators of documentation and articles use for the main text.
-MAIN_CONTAINER_XPATH = (
-    "//*[@itemprop='articleBody']",
-    "//main",
-    "//*[@role='main']",
-    "//article",
-    "//*[@id='content' or @id='main-content' or @id='maincontent' or @id='main' "
-    "or @id='article' or @id='docs-content' or @id='page-content']",
-    "//*[contains(concat(' ', normalize-space(@class), ' '), ' markdown-body ') "
-    "or contains(concat(' ', normalize-space(@class), ' '), ' rst-content ') "
-    "or contains(concat(' ', normalize-space(@class), ' '), ' md-content ') "
-    "or contains(concat(' ', normalize-space(@class), ' '), ' theme-doc-markdown ') "
-    "or contains(concat(' ', normalize-space(@class), ' '), ' document ') "
-    "or contains(concat(' ', normalize-space(@class), ' '), ' post-content ') "
-    "or contains(concat(' ', normalize-space(@class), ' '), ' entry-content ') "
-    "or contains(concat(' ', normalize-space(@class), ' '), ' article-body ') "
-    "or contains(concat(' ', normalize-space(@class), ' '), ' article-content ')]",
-)
+# Containers that generators of documentation and articles use for the main text, by
+# priority: schema.org articleBody, <main>, role=main, <article>, then usual ids and classes.
+MAIN_IDS = frozenset({"content", "main-content", "maincontent", "main", "article",
+                      "docs-content", "page-content"})
+MAIN_CLASSES = frozenset({"markdown-body", "rst-content", "md-content", "theme-doc-markdown",
+                          "document", "post-content", "entry-content", "article-body",
+                          "article-content"})
+MAIN_LEVELS = 6
 HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 BLOCK_TAGS = frozenset(
     """p div section article main header footer blockquote ul ol li dl dt dd table thead tbody
@@ -120,10 +109,11 @@ def parse_html(html: str) -> etree._Element | None:
     if not html.strip():
         return None
     # Bytes with an explicit encoding: lxml refuses a str that starts with an XML declaration.
-    parser = lxml_html.HTMLParser(remove_comments=True, remove_pis=True, recover=True,
-                                  huge_tree=True, encoding="utf-8")
+    # Plain etree elements: lxml.html's element classes cost a lookup per node visited.
+    parser = etree.HTMLParser(remove_comments=True, remove_pis=True, recover=True,
+                              huge_tree=True, encoding="utf-8")
     try:
-        root = lxml_html.document_fromstring(html.encode("utf-8", "replace"), parser=parser)
+        root = etree.fromstring(html.encode("utf-8", "replace"), parser=parser)
     except (etree.ParserError, ValueError):
         return None
     if any(e.type_name == "ERR_RESOURCE_LIMIT" for e in parser.error_log):
@@ -216,15 +206,40 @@ def _link_text_len(el: etree._Element) -> int:
     return sum(len(t.strip()) for a in el.iter("a") for t in a.itertext())
 
 
+def _main_candidates(root: etree._Element) -> list[list[etree._Element]]:
+    """Semantic main-content containers, one list per priority level, in one pass."""
+    levels: list[list[etree._Element]] = [[] for _ in range(MAIN_LEVELS)]
+    for el in root.iter():
+        tag = el.tag
+        if not isinstance(tag, str):
+            continue
+        if el.get("itemprop") == "articleBody":
+            levels[0].append(el)
+        if tag == "main":
+            levels[1].append(el)
+        if el.get("role") == "main":
+            levels[2].append(el)
+        if tag == "article":
+            levels[3].append(el)
+        if el.get("id") in MAIN_IDS:
+            levels[4].append(el)
+        classes = el.get("class")
+        if classes and MAIN_CLASSES.intersection(classes.split()):
+            levels[5].append(el)
+    return levels
+
+
 def find_main(root: etree._Element) -> etree._Element:
     body = root.find("body")
     body = body if body is not None else root
-    for xpath in MAIN_CONTAINER_XPATH:
-        found = [el for el in root.xpath(xpath) if _text_len(el) >= MIN_MAIN_TEXT]
+    body_len = None
+    for level in _main_candidates(root):
+        found = [(n, el) for el in level if (n := _text_len(el)) >= MIN_MAIN_TEXT]
         if found:
-            best = max(found, key=_text_len)
+            best_len, best = max(found, key=lambda pair: pair[0])
+            body_len = _text_len(body) if body_len is None else body_len
             # A container holding only a sliver of the page is a teaser, not the page.
-            if _text_len(best) >= 0.25 * _text_len(body):
+            if best_len >= 0.25 * body_len:
                 return best
     return _densest_block(body)
 
