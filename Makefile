@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install up down status test test-fast lint bench clean
+.PHONY: install up down status test lint bench screenshots clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,10 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench.run_all
+
+# Pictures of the running UI for the README (needs `make up` running).
+screenshots: install
+	$(BIN)/python scripts/screenshots.py
 
 clean:
 	rm -rf $(VENV) .stack-test

@@ -202,8 +202,9 @@ class IndexReport:
 
 
 def is_transient_failure(error_msg: str) -> bool:
+    """LightRAG's error for a page (it prefixes ours with the chunk: "C[2/2]: ...: ...")."""
     lowered = error_msg.lower()
-    return error_msg.startswith(TRANSIENT_PREFIX) or any(w in lowered for w in TRANSIENT_WORDS)
+    return TRANSIENT_PREFIX in error_msg or any(w in lowered for w in TRANSIENT_WORDS)
 
 
 def _status(doc: Any) -> str:

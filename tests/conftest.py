@@ -2,8 +2,10 @@
 
 The suite talks to a real Kafka broker and a real PostgreSQL with pgvector. By default it
 starts them itself (under .stack-test/, ports 15432, 19092, 18080, 18081) and removes them
-at the end. With RAG_TEST_EXTERNAL=1 it uses already-running services named by the usual
-environment variables instead (README, "Running against existing services").
+at the end. With RAG_TEST_EXTERNAL=1 it uses an already-running Kafka and PostgreSQL named
+by the usual environment variables (KAFKA_BOOTSTRAP_SERVERS, POSTGRES_*), as a production
+user would, and starts only the stand-ins of the services outside the system (the Go API
+and the model) on ports 18080 and 18081 (README, "Running against existing services").
 """
 
 from __future__ import annotations
@@ -23,12 +25,19 @@ EXTERNAL = os.environ.get("RAG_TEST_EXTERNAL") == "1"
 # Hermetic: the developer's .env and model keys must not leak into tests.
 os.environ["RAG_PIPELINE_ENV_FILE"] = ""
 os.environ.pop("POSTGRES_WORKSPACE", None)
+for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+    os.environ.pop(name, None)
+# The stand-ins of the outside services (tests steer them), and their data folder.
+os.environ.update({
+    "STACK_DIR": str(ROOT / ".stack-test"),
+    "GO_BACKEND_URL": "http://127.0.0.1:18080",
+    "DEV_LLM_URL": "http://127.0.0.1:18081/v1",
+    "EMBEDDING_DIM": "256",
+    "DAGSTER_PORT": "13000",
+})
 if not EXTERNAL:
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
-        os.environ.pop(name, None)
     os.environ.update(
         {
-            "STACK_DIR": str(ROOT / ".stack-test"),
             "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:19092",
             "KAFKA_CONTROLLER_PORT": "19093",
             "POSTGRES_HOST": "127.0.0.1",
@@ -39,10 +48,6 @@ if not EXTERNAL:
             if os.environ.get("RAG_TEST_KEEP_STACK") == "1"
             else "test-" + secrets.token_hex(12),
             "POSTGRES_DB": "mcpdocs",
-            "GO_BACKEND_URL": "http://127.0.0.1:18080",
-            "DEV_LLM_URL": "http://127.0.0.1:18081/v1",
-            "EMBEDDING_DIM": "256",
-            "DAGSTER_PORT": "13000",
         }
     )
 
@@ -59,13 +64,11 @@ def settings() -> Settings:
 @pytest.fixture(scope="session")
 def stack(settings: Settings) -> Iterator[LocalStack]:
     local = LocalStack(settings)
-    if EXTERNAL:
-        yield local
-        return
     keep = os.environ.get("RAG_TEST_KEEP_STACK") == "1"
     if not keep:
         local.down(purge=True)
-    local.up(progress=lambda msg: print(f"[stack] {msg}"))
+    only = {"go-api", "model"} if EXTERNAL else None
+    local.up(progress=lambda msg: print(f"[stack] {msg}"), only=only)
     yield local
     if not keep:
         local.down(purge=True)

@@ -19,6 +19,7 @@ from lightrag import QueryParam
 from rag_pipeline.corpus import pages as corpus_pages
 from rag_pipeline.corpus import postgres_docs
 from rag_pipeline.identity import file_path, normalize_url
+from rag_pipeline.indexing import is_transient_failure
 from rag_pipeline.ledger import JobLedger
 from rag_pipeline.publishing import build_message
 from rag_pipeline.workspaces import lightrag_options, shared_pool
@@ -263,3 +264,12 @@ def test_file_paths_in_lightrag_are_the_readable_unique_ones(topics, ledger, uni
                                             "WHERE workspace = %s", (collection,))}
     assert paths == {file_path(normalize_url(m["url"])) for m in messages}
     assert json.dumps(sorted(paths)) == '["f.test|x|index.html", "f.test|y|index.html"]'
+
+
+@pytest.mark.parametrize(("error", "transient"), [
+    ("C[2/2]: page-x-chunk-000: transient_model_error: llm request failed 4 times", True),
+    ("connection was closed in the middle of operation", True),
+    ("C[1/1]: page-x-chunk-000: model_refused: HTTP 400", False),
+])
+def test_lightrag_errors_are_classified_as_transient_or_not(error, transient):
+    assert is_transient_failure(error) is transient

@@ -100,13 +100,18 @@ class LocalStack:
             ["--dim", str(settings.embedding_dim)],
         )
 
-    def up(self, progress=print) -> None:
+    def up(self, progress=print, only: set[str] | None = None) -> None:
+        """Start the services (all, or those named in `only`) and wait until each is healthy."""
         self.settings.stack_path.mkdir(parents=True, exist_ok=True)
-        progress(f"PostgreSQL 18 + pgvector on 127.0.0.1:{self.settings.postgres_port} ...")
-        self.postgres.start()
-        progress(f"Kafka (KRaft) on {self.kafka.address} ...")
-        self.kafka.start()
+        if only is None or "postgres" in only:
+            progress(f"PostgreSQL 18 + pgvector on 127.0.0.1:{self.settings.postgres_port} ...")
+            self.postgres.start()
+        if only is None or "kafka" in only:
+            progress(f"Kafka (KRaft) on {self.kafka.address} ...")
+            self.kafka.start()
         for service in (self.go_api, self.model):
+            if only is not None and service.name not in only:
+                continue
             if service.local:
                 progress(f"{service.name} stand-in on {service.address} ...")
                 service.start()
@@ -125,18 +130,22 @@ class LocalStack:
         pg = self.postgres
         pg_pid = pg.pid
         try:
-            pg_ok = pg_pid is not None and pg.healthy()
+            pg_ok = pg.healthy()
         except StackError:
             pg_ok = False
-        rows.append(ServiceStatus("postgres", f"127.0.0.1:{self.settings.postgres_port}",
-                                  pg_pid is not None, pg_ok, pg_pid, rss_bytes(pg_pid)))
+        external = "external: not managed by the local stack"
+        rows.append(ServiceStatus("postgres",
+                                  f"{self.settings.postgres_host}:{self.settings.postgres_port}",
+                                  pg_pid is not None, pg_ok, pg_pid, rss_bytes(pg_pid),
+                                  "" if pg_pid or not pg_ok else external))
         kafka_pid = self.kafka.process.pid
+        kafka_ok = self.kafka.healthy()
         rows.append(ServiceStatus("kafka", self.kafka.address, kafka_pid is not None,
-                                  kafka_pid is not None and self.kafka.healthy(), kafka_pid,
-                                  rss_bytes(kafka_pid)))
+                                  kafka_ok, kafka_pid, rss_bytes(kafka_pid),
+                                  "" if kafka_pid or not kafka_ok else external))
         for svc in (self.go_api, self.model):
             pid = svc.pid
-            note = "" if svc.local else "external: not managed by the local stack"
+            note = "" if svc.local else external
             rows.append(ServiceStatus(svc.name, svc.address, pid is not None, svc.healthy(),
                                       pid, rss_bytes(pid), note))
         return rows

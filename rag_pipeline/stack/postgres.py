@@ -100,6 +100,7 @@ class PostgresService:
         return pid if pid_alive(pid) else None
 
     def connect(self, dbname: str = "postgres", timeout: int = 3) -> psycopg.Connection:
+        """To the server the settings name (the local one, or an external one)."""
         s = self.settings
         return psycopg.connect(
             s.postgres_conninfo(dbname), **s.postgres_kwargs(), connect_timeout=timeout,
