@@ -9,6 +9,7 @@ capped exponential backoff and jitter, and usage counters for run metadata.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import random
@@ -145,6 +146,13 @@ class BusyClock:
             self.total += time.monotonic() - self._since
 
 
+def _vector(embedding: str | list[float]) -> np.ndarray:
+    """One embedding from a base64 answer (or a float list from servers that ignore it)."""
+    if isinstance(embedding, str):
+        return np.frombuffer(base64.b64decode(embedding), dtype="<f4").astype(np.float32)
+    return np.asarray(embedding, dtype=np.float32)
+
+
 class ModelClient:
     """LLM completion and embeddings for LightRAG; create and use it on one event loop.
 
@@ -270,9 +278,10 @@ class ModelClient:
                 self._embed_clock.enter()
                 started = time.monotonic()
                 try:
+                    # base64: parsing a JSON list of floats costs a Python object per float.
                     response = await client.embeddings.create(
                         model=self.options.embedding_model, input=texts,
-                        encoding_format="float", **extra)
+                        encoding_format="base64", **extra)
                 finally:
                     self._embed_clock.leave()
                     self.usage.embedding_seconds += time.monotonic() - started
@@ -281,6 +290,6 @@ class ModelClient:
             self.usage.embedding_inputs += len(texts)
             if response.usage is not None:
                 self.usage.embedding_tokens += response.usage.prompt_tokens or 0
-            return np.array([item.embedding for item in response.data], dtype=np.float32)
+            return np.stack([_vector(item.embedding) for item in response.data])
 
         return await self._with_retries(call, "embedding")

@@ -90,3 +90,9 @@ def test_env_example_lists_every_setting():
     example = (ROOT / ".env.example").read_text()
     names = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", example, flags=re.M))
     assert names == {name.upper() for name in Settings.model_fields}
+
+
+def test_readme_documents_every_setting():
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", readme, flags=re.M))
+    assert documented == {name.upper() for name in Settings.model_fields}
