@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +19,6 @@ from itertools import pairwise
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 
 from rag_pipeline.corpus import pages as corpus_pages
@@ -29,6 +26,7 @@ from rag_pipeline.corpus import postgres_docs
 from rag_pipeline.ledger import JobLedger
 from rag_pipeline.publishing import OutgoingMessage, build_message, message_for
 from rag_pipeline.settings import Settings
+from rag_pipeline.stack.deployment import DagsterDeployment, create_databases, drop_databases
 from tests.helpers import (
     create_topic,
     dead_letters,
@@ -40,35 +38,8 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parent.parent
 PAGES_PER_COLLECTION = 80
 TERMINAL = ("completed", "failed", "dead")
-
-
-@dataclass
-class Deployment:
-    settings: Settings
-    env: dict[str, str]
-    home: Path
-    graphql: str
-    daemon: subprocess.Popen
-    webserver: subprocess.Popen
-
-    def start_daemon(self) -> None:
-        self.daemon = _spawn(["dagster-daemon", "run", "-m", "rag_pipeline.definitions"],
-                             self.env, self.home / "daemon.log")
-
-    def kill_daemon(self) -> None:
-        """SIGKILL the daemon process alone, as a crash or an OOM kill would."""
-        os.kill(self.daemon.pid, signal.SIGKILL)
-        self.daemon.wait(30)
-
-
-def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    binary = str(Path(sys.executable).parent / argv[0])
-    with log.open("ab") as out:
-        return subprocess.Popen([binary, *argv[1:]], env=env, cwd=log.parent, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _graphql(url: str, query: str) -> dict:
@@ -87,27 +58,28 @@ def _wait(what: str, check, timeout: float, every: float = 2.0):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+@dataclass
+class Deployment:
+    settings: Settings
+    dagster: DagsterDeployment
+    graphql: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.dagster.env
+
+
 @pytest.fixture(scope="module")
 def deployment(stack, settings: Settings, tmp_path_factory) -> Iterator[Deployment]:
     unique = os.urandom(4).hex()
-    home = tmp_path_factory.mktemp("dagster_home")
-    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
     # A database of its own: the ledger of the other tests holds queued jobs that this
     # deployment's sensor would otherwise take on.
     dagster_db, pipeline_db = f"dagster_e2e_{unique}", f"pipeline_e2e_{unique}"
-    with psycopg.connect(settings.postgres_conninfo("postgres"), **settings.postgres_kwargs(),
-                         autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {dagster_db}")
-        conn.execute(f"CREATE DATABASE {pipeline_db}")
-    with psycopg.connect(settings.postgres_conninfo(pipeline_db), **settings.postgres_kwargs(),
-                         autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION vector")
+    create_databases(settings, pipeline_db, dagster_db)
     topic, dlq = f"e2e_jobs_{unique}", f"e2e_dlq_{unique}"
     create_topic(settings, topic, partitions=12)
     create_topic(settings, dlq, partitions=1)
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
+    dagster = DagsterDeployment.prepare(settings, tmp_path_factory.mktemp("dagster_home"), {
         "DAGSTER_POSTGRES_DB": dagster_db,
         "POSTGRES_DB": pipeline_db,
         "KAFKA_TOPIC": topic,
@@ -118,34 +90,20 @@ def deployment(stack, settings: Settings, tmp_path_factory) -> Iterator[Deployme
         "RECONCILE_CRON": "* * * * *",
         "STUCK_RUN_TIMEOUT_SECONDS": "60",
         "QUEUED_JOB_GRACE_SECONDS": "30",
-    }
+    })
     e2e = settings.model_copy(update={"kafka_topic": topic, "kafka_dlq_topic": dlq,
                                       "postgres_db": pipeline_db})
-    port = settings.dagster_port
-    webserver = _spawn(["dagster-webserver", "-m", "rag_pipeline.definitions", "-h",
-                        "127.0.0.1", "-p", str(port)], env, home / "webserver.log")
-    daemon = _spawn(["dagster-daemon", "run", "-m", "rag_pipeline.definitions"], env,
-                    home / "daemon.log")
-    deployed = Deployment(e2e, env, home, f"http://127.0.0.1:{port}/graphql", daemon,
-                          webserver)
     try:
-        _wait("the webserver", lambda: _up(f"http://127.0.0.1:{port}/server_info"), 180)
+        ui = dagster.start_webserver(settings.dagster_port)
+        dagster.start_daemon()
+        deployed = Deployment(e2e, dagster, f"{ui}/graphql")
         _wait("healthy daemons", lambda: _daemons_healthy(deployed.graphql), 240)
         yield deployed
     finally:
-        for process in (deployed.daemon, webserver):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
+        dagster.cleanup()
         delete_topic(settings, topic)
         delete_topic(settings, dlq)
-        with psycopg.connect(settings.postgres_conninfo("postgres"),
-                             **settings.postgres_kwargs(), autocommit=True) as conn:
-            for db in (dagster_db, pipeline_db):
-                conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        drop_databases(settings, dagster_db, pipeline_db)
 
 
 def _daemons_healthy(graphql: str) -> bool:
@@ -153,13 +111,6 @@ def _daemons_healthy(graphql: str) -> bool:
                         "required healthy } } } }")["instance"]["daemonHealth"]
     required = [d for d in statuses["allDaemonStatuses"] if d["required"]]
     return bool(required) and all(d["healthy"] for d in required)
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -344,10 +295,10 @@ def test_daemon_killed_mid_burst_ends_in_the_same_state(deployment, ledger_e2e):
     # Kill as soon as the burst is being worked on: some staged, runs started.
     _wait("the first runs", lambda: ledger.job_states(next(iter(collections))).get("running")
           or ledger.job_states(next(iter(collections))).get("completed"), 300, every=1)
-    deployment.kill_daemon()
+    deployment.dagster.kill("daemon")  # SIGKILL, the daemon alone, as a crash would
     produce(s, s.kafka_topic, messages[45:])
     time.sleep(5)
-    deployment.start_daemon()
+    deployment.dagster.start_daemon()
     rows = wait_terminal(ledger, list(owner))
     assert {r["state"] for r in rows} == {"completed"}
     expected: dict[str, set[str]] = defaultdict(set)
