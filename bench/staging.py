@@ -77,7 +77,7 @@ def worker(topic: str) -> None:
     budget = TickBudget(settings.sensor_max_messages, settings.sensor_max_bytes,
                         settings.sensor_time_budget_seconds)
     config = StagingConfig(topic, settings.kafka_dlq_topic, settings.kafka_auto_offset_reset,
-                           settings.kafka_max_message_bytes, settings.max_payload_bytes)
+                           settings.content_limits)
     idle = rss_now()
     staged = ticks = 0
     started = time.monotonic()

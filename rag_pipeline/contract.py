@@ -136,6 +136,16 @@ class IndexingJob(BaseModel):
 
 
 @dataclass(frozen=True)
+class ContentLimits:
+    """How much a message may carry (KAFKA_MAX_MESSAGE_BYTES, MAX_PAYLOAD_BYTES,
+    MAX_TEXT_BYTES)."""
+
+    max_message_bytes: int
+    max_payload_bytes: int
+    max_text_bytes: int
+
+
+@dataclass(frozen=True)
 class Rejection:
     """A message that cannot be processed: its reason code, a sentence, what could be read."""
 
@@ -191,15 +201,14 @@ def _reason(error: dict[str, Any]) -> tuple[str, str]:
     return f"invalid_field:{field}", f"field {field}: {message}"
 
 
-def parse_message(value: bytes | None, max_message_bytes: int,
-                  max_payload_bytes: int) -> IndexingJob | Rejection:
+def parse_message(value: bytes | None, limits: ContentLimits) -> IndexingJob | Rejection:
     """Validate one Kafka message value of topic indexing_jobs; never raises."""
     if value is None or not value.strip():
         return Rejection("empty_message", "the message has no value (tombstone or empty)")
-    if len(value) > max_message_bytes:
+    if len(value) > limits.max_message_bytes:
         job_id, collection_id = _sniff(value)
         return Rejection("too_large", f"the message is {len(value)} bytes, above the "
-                         f"{max_message_bytes} byte limit", job_id, collection_id)
+                         f"{limits.max_message_bytes} byte limit", job_id, collection_id)
     try:
         job = IndexingJob.model_validate_json(value)
     except ValidationError as exc:
@@ -212,11 +221,12 @@ def parse_message(value: bytes | None, max_message_bytes: int,
         job_id, collection_id = _readable_ids(data)
         code, message = _reason(exc.errors(include_url=False)[0])
         return Rejection(code, message, job_id, collection_id)
-    return check_content(job, max_payload_bytes)
+    return check_content(job, limits)
 
 
-def check_content(job: IndexingJob, max_payload_bytes: int) -> IndexingJob | Rejection:
-    """The content rules: a supported encoding, HTML, something to index, decodable."""
+def check_content(job: IndexingJob, limits: ContentLimits) -> IndexingJob | Rejection:
+    """The content rules: a supported encoding, HTML, something to index, in bounds,
+    decodable."""
     content = job.content
 
     def reject(code: str, message: str) -> Rejection:
@@ -231,9 +241,13 @@ def check_content(job: IndexingJob, max_payload_bytes: int) -> IndexingJob | Rej
                       f"HTML ({' or '.join(HTML_TYPES)})")
     if not content.html.strip() and not content.text.strip():
         return reject("empty_content", "content.html and content.text are both empty")
+    text_bytes = len(content.text.encode("utf-8", "surrogatepass"))
+    if text_bytes > limits.max_text_bytes:
+        return reject("too_large", f"content.text is {text_bytes} bytes, above the "
+                      f"{limits.max_text_bytes} byte limit (MAX_TEXT_BYTES)")
     if content.html:
         try:
-            check_decodable(content.html, content.encoding, max_payload_bytes)
+            check_decodable(content.html, content.encoding, limits.max_payload_bytes)
         except DecodeError as exc:
             return reject(exc.code, exc.message)
     return job

@@ -54,7 +54,8 @@ def build_resources(s: Settings) -> dict[str, dg.ConfigurableResource]:
         "ledger": LedgerResource(host=s.postgres_host, port=s.postgres_port,
                                  user=s.postgres_user, password=password, dbname=s.postgres_db),
         "processing": ProcessingResource(
-            max_payload_bytes=s.max_payload_bytes, text_source=s.text_source,
+            max_payload_bytes=s.max_payload_bytes, max_text_bytes=s.max_text_bytes,
+            text_source=s.text_source,
             jobs_per_run=s.jobs_per_run, run_batch_bytes=s.run_batch_bytes,
             max_retries=s.max_retries, retry_backoff=s.retry_backoff,
         ),

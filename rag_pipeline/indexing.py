@@ -107,7 +107,7 @@ def decode_pages(ledger: JobLedger, jobs: Sequence[RunJob], *, max_payload_bytes
 
 # --- clean_pages -------------------------------------------------------------------------
 def clean_pages(ledger: JobLedger, jobs: Sequence[RunJob], *, max_payload_bytes: int,
-                text_source: TextSource, batch_bytes: int) -> StepReport:
+                max_text_bytes: int, text_source: TextSource, batch_bytes: int) -> StepReport:
     """Decode and clean each page; store its text and content hash in the ledger."""
     report = StepReport()
     started = time.monotonic()
@@ -135,6 +135,13 @@ def clean_pages(ledger: JobLedger, jobs: Sequence[RunJob], *, max_payload_bytes:
                 report.outcomes.append(_failure(
                     job, "empty_content", "the page has no text once cleaned (content.text "
                     "is empty and content.html holds no readable content)", job.collection_id))
+                continue
+            text_bytes = len(page.text.encode("utf-8", "surrogatepass"))
+            if text_bytes > max_text_bytes:
+                report.failed += 1
+                report.outcomes.append(_failure(
+                    job, "too_large", f"the page's text is {text_bytes} bytes once cleaned, "
+                    f"above the {max_text_bytes} byte limit (MAX_TEXT_BYTES)", job.collection_id))
                 continue
             report.bytes += html_bytes
             rows.append((job.job_id, page.title, page.text, page.source, content_hash(page.text),

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rag_pipeline.contract import ContentLimits
+
 MIB = 1024 * 1024
 
 # Kafka's own ceiling for one message must stay at or above this (DESIGN.md section 2).
@@ -76,6 +78,9 @@ class Settings(BaseSettings):
     # --- Processing --------------------------------------------------------------------------
     max_payload_bytes: int = Field(
         50 * MIB, ge=1024, description="cap on a page's decompressed HTML (gzip bomb guard)"
+    )
+    max_text_bytes: int = Field(
+        8 * MIB, ge=1024, description="cap on the text indexed for one page (model cost guard)"
     )
     text_source: Literal["prefer_extracted", "reextract"] = Field(
         "prefer_extracted",
@@ -146,6 +151,10 @@ class Settings(BaseSettings):
     # --- Local stack -------------------------------------------------------------------------
     stack_dir: Path = Field(Path(".stack"), description="folder of the local stack's data")
     kafka_controller_port: int = Field(9093, ge=1, le=65535, description="KRaft controller port")
+    kafka_advertised_port: int | None = Field(
+        None, ge=1, le=65535,
+        description="port the local Kafka tells clients to use (a TCP proxy in front of it)",
+    )
     dagster_port: int = Field(3000, ge=1, le=65535, description="port of the Dagster UI")
 
     @field_validator("kafka_max_message_bytes")
@@ -200,6 +209,11 @@ class Settings(BaseSettings):
     def model_api_key(self) -> str:
         # The stand-in and most self-hosted servers ignore the key, but the client needs one.
         return self.openai_api_key.get_secret_value() if self.openai_api_key else "not-needed"
+
+    @property
+    def content_limits(self) -> ContentLimits:
+        return ContentLimits(self.kafka_max_message_bytes, self.max_payload_bytes,
+                             self.max_text_bytes)
 
     @cached_property
     def stack_path(self) -> Path:

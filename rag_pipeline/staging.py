@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from rag_pipeline.contract import IndexingJob, parse_message
+from rag_pipeline.contract import ContentLimits, IndexingJob, parse_message
 from rag_pipeline.identity import doc_id
 from rag_pipeline.kafka_io import dead_letter, produce_confirmed
 from rag_pipeline.ledger import FailedMessage, JobLedger, StagedJob
@@ -51,8 +51,11 @@ class StagingConfig:
     topic: str
     dlq_topic: str
     auto_offset_reset: str
-    max_message_bytes: int
-    max_payload_bytes: int
+    limits: ContentLimits
+
+    @property
+    def max_message_bytes(self) -> int:
+        return self.limits.max_message_bytes
 
 
 @dataclass
@@ -204,7 +207,7 @@ def stage_messages(*, consumer: Any, producer: Any, ledger: JobLedger, config: S
         next_offsets[partition] = offset + 1
         report.read += 1
         report.bytes_read += len(value or b"")
-        parsed = parse_message(value, config.max_message_bytes, config.max_payload_bytes)
+        parsed = parse_message(value, config.limits)
         if isinstance(parsed, IndexingJob):
             job = _staged_job(parsed, value, topic, partition, offset)
             first = seen.get(job.job_id)

@@ -123,8 +123,7 @@ def open_ledger(settings: Settings) -> Iterator[JobLedger]:
 def config_of(s: Settings) -> StagingConfig:
     return StagingConfig(topic=s.kafka_topic, dlq_topic=s.kafka_dlq_topic,
                          auto_offset_reset=s.kafka_auto_offset_reset,
-                         max_message_bytes=s.kafka_max_message_bytes,
-                         max_payload_bytes=s.max_payload_bytes)
+                         limits=s.content_limits)
 
 
 def tick(s: Settings, ledger: JobLedger, budget: TickBudget = BIG_BUDGET) -> TickReport:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from rag_pipeline.contract import (
+    ContentLimits,
     DeadLetter,
     IndexingJob,
     JobResultEvent,
@@ -23,7 +24,8 @@ from rag_pipeline.publishing import build_message
 
 MIB = 1024 * 1024
 LIMIT = 20 * MIB
-CAP = 50 * MIB
+LIMITS = ContentLimits(max_message_bytes=LIMIT, max_payload_bytes=50 * MIB,
+                       max_text_bytes=8 * MIB)
 UUID = "550e8400-e29b-41d4-a716-446655440000"
 
 
@@ -36,7 +38,7 @@ def good() -> dict[str, Any]:
 
 def parse(message: dict[str, Any] | bytes | None):
     value = message if isinstance(message, (bytes, type(None))) else json.dumps(message).encode()
-    return parse_message(value, LIMIT, CAP)
+    return parse_message(value, LIMITS)
 
 
 def test_the_design_example_is_accepted_with_extra_fields_kept():
@@ -133,10 +135,20 @@ def test_oversized_message_is_refused_before_parsing_and_keeps_its_job_id():
     assert (result.code, result.job_id, result.collection_id) == ("too_large", 12345, UUID)
 
 
+def test_text_above_the_text_limit_is_too_large_with_its_job_id():
+    message = good()
+    message["content"]["text"] = "word " * (2 * MIB)
+    result = parse_message(json.dumps(message).encode(), ContentLimits(LIMIT, 50 * MIB, MIB))
+    assert isinstance(result, Rejection)
+    assert (result.code, result.job_id) == ("too_large", 12345)
+    assert "MAX_TEXT_BYTES" in result.message
+
+
 def test_gzip_bomb_in_a_message_is_too_large():
     message = good()
     message["content"]["html"] = base64.b64encode(gzip.compress(bytes(4 * MIB))).decode()
-    result = parse_message(json.dumps(message).encode(), LIMIT, 1 * MIB)
+    result = parse_message(json.dumps(message).encode(),
+                           ContentLimits(LIMIT, 1 * MIB, LIMITS.max_text_bytes))
     assert isinstance(result, Rejection) and result.code == "too_large"
 
 

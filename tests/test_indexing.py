@@ -186,6 +186,29 @@ def test_a_page_the_model_refuses_fails_alone_with_its_reason(
     assert letter["error_class"] == "lightrag_failed"
 
 
+def test_a_page_whose_cleaned_text_exceeds_the_text_limit_fails_as_too_large(
+        topics, ledger, unique, model):
+    collection = f"c-{unique}"
+    s = topics.model_copy(update={"max_text_bytes": 4096})
+    base = job_id_base()
+    long_page = b"<html><body><main><p>" + b"many readable words here " * 400 + b"</p></main>"
+    messages = [
+        page_message(base, collection, "t.test", Path("short.html"),
+                     html=b"<html><body><p>A short page with enough words.</p></body></html>"),
+        page_message(base + 1, collection, "t.test", Path("long.html"),
+                     html=long_page + b"</body></html>"),
+    ]
+    with dg.instance_for_test() as instance:
+        result = stage_and_index(s, ledger, instance, collection, messages)
+    assert result.success
+    rows = job_rows(ledger, [base, base + 1])
+    assert rows[base]["state"] == "completed"
+    assert (rows[base + 1]["state"], rows[base + 1]["error_code"]) == ("failed", "too_large")
+    assert "MAX_TEXT_BYTES" in rows[base + 1]["last_error"]
+    [letter] = [d for d in dead_letters(s, s.kafka_dlq_topic) if d["job_id"] == base + 1]
+    assert letter["error_class"] == "too_large"
+
+
 def test_a_burst_of_rate_limits_is_survived(topics, ledger, unique, docs, model):
     collection = f"c-{unique}"
     paths = corpus_pages(docs, limit=6, offset=600)

@@ -170,6 +170,7 @@ def clean_pages(context: dg.AssetExecutionContext, ledger: LedgerResource,
         jobs = ledger.ledger.adopt_jobs(collection_id, context.run.run_id, run_family(context))
         report = clean_run_pages(ledger.ledger, jobs,
                                  max_payload_bytes=processing.max_payload_bytes,
+                                 max_text_bytes=processing.max_text_bytes,
                                  text_source=processing.text_source,  # type: ignore[arg-type]
                                  batch_bytes=processing.run_batch_bytes)
         record_failures(context, ledger, kafka, status_api, report, processing.max_retries)

@@ -22,6 +22,7 @@ from rag_pipeline.callbacks import (
     deliver_callbacks,
     publish_results,
 )
+from rag_pipeline.contract import ContentLimits
 from rag_pipeline.kafka_io import KafkaOptions, consumer_config, producer_config
 from rag_pipeline.ledger import JobLedger, JobOutcome
 from rag_pipeline.models import ModelOptions
@@ -82,6 +83,7 @@ class ProcessingResource(dg.ConfigurableResource):
     """How pages are processed: limits, which text is indexed, run sizes, retries."""
 
     max_payload_bytes: int = 50 * 1024 * 1024
+    max_text_bytes: int = 8 * 1024 * 1024
     text_source: str = "prefer_extracted"
     jobs_per_run: int = 200
     run_batch_bytes: int = 32 * 1024 * 1024
@@ -92,7 +94,8 @@ class ProcessingResource(dg.ConfigurableResource):
         return StagingConfig(
             topic=kafka.topic, dlq_topic=kafka.dlq_topic,
             auto_offset_reset=kafka.auto_offset_reset,
-            max_message_bytes=kafka.max_message_bytes, max_payload_bytes=self.max_payload_bytes,
+            limits=ContentLimits(kafka.max_message_bytes, self.max_payload_bytes,
+                                 self.max_text_bytes),
         )
 
 

@@ -74,6 +74,7 @@ def resolve_kafka_jars(libs_dir: Path) -> Path:
 def server_properties(settings: Settings, data_dir: Path) -> str:
     host, port = kafka_host_port(settings)
     ctrl = settings.kafka_controller_port
+    advertised = settings.kafka_advertised_port or port
     max_bytes = settings.kafka_max_message_bytes
     return "\n".join(
         [
@@ -81,7 +82,7 @@ def server_properties(settings: Settings, data_dir: Path) -> str:
             "node.id=1",
             f"controller.quorum.bootstrap.servers={host}:{ctrl}",
             f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{ctrl}",
-            f"advertised.listeners=PLAINTEXT://{host}:{port}",
+            f"advertised.listeners=PLAINTEXT://{host}:{advertised}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
