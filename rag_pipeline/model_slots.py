@@ -124,6 +124,8 @@ class SharedSlots:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            # Cleared before asking: a slot freed while the query runs wakes us again.
+            self._wake.clear()
             try:
                 slots = await self._take(len(self._waiters))
             except psycopg.Error as exc:
@@ -138,8 +140,7 @@ class SharedSlots:
                     continue
                 self._held.add(slot)
                 self._waiters.popleft().set_result(slot)
-            if not slots:
-                self._wake.clear()
+            if self._waiters:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
 
