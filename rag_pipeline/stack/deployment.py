@@ -5,6 +5,7 @@ a database of their own for the pipeline. The end-to-end tests and the benchmark
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 
 from rag_pipeline.settings import Settings
@@ -103,12 +105,26 @@ class DagsterDeployment:
     def stop(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
         for process in self.processes.values():
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(60)
-            except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
+        # Code servers and run workers may start sessions of their own: find them by the
+        # DAGSTER_HOME they inherited. None may outlive the deployment.
+        for straggler in self._stragglers():
+            with contextlib.suppress(psutil.Error):
+                straggler.kill()
+
+    def _stragglers(self) -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if process.environ().get("DAGSTER_HOME") == str(self.home):
+                    found.append(process)
+        return found
 
     def cleanup(self) -> None:
         self.stop()
