@@ -253,6 +253,10 @@ def shared_pool(options: LightRAGOptions) -> WorkspacePool:
 
 
 @atexit.register
-def _close_shared() -> None:
-    if _shared is not None:
-        _shared.close()
+def close_shared_pool() -> None:
+    """Finalize the process's pool (at exit, or earlier where logging ends before exit)."""
+    global _shared
+    with _shared_lock:
+        if _shared is not None:
+            _shared.close()
+            _shared = None

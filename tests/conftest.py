@@ -74,6 +74,15 @@ def stack(settings: Settings) -> Iterator[LocalStack]:
         local.down(purge=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_pool_closed() -> Iterator[None]:
+    """Close LightRAG's pool while pytest still captures its log lines (not at exit)."""
+    yield
+    from rag_pipeline.workspaces import close_shared_pool
+
+    close_shared_pool()
+
+
 @pytest.fixture
 def unique() -> str:
     """A short unique suffix for topics, collections and jobs of one test."""
