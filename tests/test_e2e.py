@@ -39,6 +39,7 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.e2e
 PAGES_PER_COLLECTION = 80
+CANARY_API_KEY = "sk-canary-" + os.urandom(8).hex()
 TERMINAL = ("completed", "failed", "dead")
 
 
@@ -90,6 +91,9 @@ def deployment(stack, settings: Settings, tmp_path_factory) -> Iterator[Deployme
         "RECONCILE_CRON": "* * * * *",
         "STUCK_RUN_TIMEOUT_SECONDS": "60",
         "QUEUED_JOB_GRACE_SECONDS": "30",
+        # A recognisable API key (the stand-in accepts any): the security test looks for it.
+        "OPENAI_API_KEY": CANARY_API_KEY,
+        "OPENAI_BASE_URL": settings.dev_llm_url,
     })
     e2e = settings.model_copy(update={"kafka_topic": topic, "kafka_dlq_topic": dlq,
                                       "postgres_db": pipeline_db})
@@ -308,3 +312,38 @@ def test_daemon_killed_mid_burst_ends_in_the_same_state(deployment, ledger_e2e):
     statuses = accepted_statuses(s, set(owner))
     assert all([c["status"] for c in statuses[j] if not c.get("replay")] == ["completed"]
                for j in owner)
+
+
+def test_no_secret_appears_in_logs_records_metadata_dlq_or_api_calls(deployment, ledger_e2e):
+    """After a crawl of its own (and any above): the database password and the API key
+    are nowhere the pipeline writes."""
+    from rag_pipeline.stack.postgres import postgres_bin_dir
+
+    s = deployment.settings
+    messages, owner = crawl({f"sec-{os.urandom(3).hex()}": corpus_pages(
+        postgres_docs(), limit=6, offset=700)}, job_id_base(), request_id=9)
+    bad = message_for({**json.loads(messages[0].value), "job_id": max(owner) + 1,
+                       "content": {"encoding": "zstd"}})
+    produce(s, s.kafka_topic, [*messages, bad])
+    rows = wait_terminal(ledger_e2e, [*owner, max(owner) + 1])
+    assert sorted(r["state"] for r in rows) == ["completed"] * 6 + ["failed"]
+    secrets = {"POSTGRES_PASSWORD": s.postgres_password.get_secret_value(),
+               "OPENAI_API_KEY": CANARY_API_KEY}
+    haystacks: dict[str, bytes] = {}
+    for path in [*deployment.dagster.home.rglob("*"), *(s.stack_path / "logs").rglob("*")]:
+        if path.is_file():
+            haystacks[str(path)] = path.read_bytes()
+    env = {**os.environ, "PGPASSWORD": secrets["POSTGRES_PASSWORD"]}
+    for db in (deployment.env["DAGSTER_POSTGRES_DB"], s.postgres_db):
+        dump = subprocess.run([str(postgres_bin_dir() / "pg_dump"), "-h", s.postgres_host,
+                               "-p", str(s.postgres_port), "-U", s.postgres_user, db],
+                              env=env, capture_output=True, timeout=600, check=True)
+        haystacks[f"database {db} (run records, event log, asset metadata, ledger)"] = \
+            dump.stdout
+    haystacks["dead letter topic"] = b"\n".join(
+        json.dumps(d).encode() for d in dead_letters(s, s.kafka_dlq_topic))
+    haystacks["Go API calls"] = httpx.get(f"{s.go_backend_url}/calls", timeout=60).content
+    assert sum(len(h) for h in haystacks.values()) > 1_000_000  # we did look at something
+    for name, secret in secrets.items():
+        for where, content in haystacks.items():
+            assert secret.encode() not in content, f"{name} found in {where}"
