@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 SCHEMA = "rag_pipeline"
@@ -189,10 +190,11 @@ class StagedJob:
     topic: str
     partition: int
     offset: int
+    # Computed once: it is compared in memory, against the ledger, and stored.
+    message_sha256: bytes = field(init=False)
 
-    @property
-    def message_sha256(self) -> bytes:
-        return hashlib.sha256(self.message).digest()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message_sha256", hashlib.sha256(self.message).digest())
 
 
 @dataclass(frozen=True)
@@ -347,6 +349,9 @@ class JobLedger:
             max_size=max_size,
             open=False,
             name="rag-pipeline-ledger",
+            # After a PostgreSQL restart every pooled connection is dead: check before lending
+            # one, so the first query after a restart does not fail.
+            check=ConnectionPool.check_connection,
         )
 
     def open(self, wait_timeout: float = 30.0) -> JobLedger:
@@ -464,13 +469,18 @@ class JobLedger:
             "CREATE TEMP TABLE incoming_jobs (LIKE rag_pipeline.jobs INCLUDING DEFAULTS) "
             "ON COMMIT DROP"
         )
+        # Binary COPY: a message's bytes go to the server as they are (text COPY would
+        # escape every byte of it, the larger part of a staging tick's time).
         with conn.cursor() as cur, cur.copy(
-            f"COPY incoming_jobs ({', '.join(columns)}, state) FROM STDIN"
+            f"COPY incoming_jobs ({', '.join(columns)}, state) FROM STDIN (FORMAT BINARY)"
         ) as copy:
+            copy.set_types(["int8", "int8", "int8", "text", "text", "text", "text", "text",
+                            "text", "jsonb", "bytea", "bytea", "int4", "text", "int4", "int8",
+                            "text"])
             for j in jobs:
                 copy.write_row((
                     j.job_id, j.request_id, j.project_id, j.user_id, j.collection_id, j.url,
-                    j.normalized_url, j.doc_id, j.title, json.dumps(j.details), j.message,
+                    j.normalized_url, j.doc_id, j.title, Jsonb(j.details), j.message,
                     j.message_sha256, len(j.message), j.topic, j.partition, j.offset, "queued",
                 ))
         # ON CONFLICT DO NOTHING on both job_id and the Kafka coordinates: a redelivered
