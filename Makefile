@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install up down status test lint bench screenshots clean
+.PHONY: install up down status test lint bench reliability screenshots clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,10 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench.run_all
+
+# The seven fault scenarios at full size (>= 1,000 pages each); table in docs/reliability.md.
+reliability: install
+	$(BIN)/python -m bench.faults
 
 # Pictures of the running UI for the README (needs `make up` running).
 screenshots: install

@@ -1,0 +1,41 @@
+"""The fault scenarios that fit in CI, at CI size: a stream of real pages through a running
+pipeline (dagster-daemon) while something breaks; afterwards nothing is lost, nothing is
+indexed twice, every status is delivered.
+
+The full-size run (>= 1,000 pages per scenario, all seven scenarios including the Kafka
+outage and the Go API outage of 3 minutes) is `make reliability`; its table is in
+docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.faults import run_scenario
+from rag_pipeline.stack import LocalStack
+from tests.conftest import EXTERNAL
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
+    EXTERNAL, reason="faults are injected into the local stack's own processes")]
+PAGES = 120
+STREAM_SECONDS = 30
+
+
+@pytest.fixture(scope="module")
+def model_base(stack, settings):
+    from bench.harness import Model
+
+    model = Model(settings)
+    yield model
+    model.set(latency_ms=0)
+
+
+@pytest.mark.parametrize("scenario", ["daemon_kills", "worker_kill", "postgres_restart",
+                                      "model_rate_limits", "network_faults"])
+def test_fault_scenario_loses_nothing(stack, settings, model_base, scenario):
+    result = run_scenario(scenario, settings, LocalStack(settings), model_base, PAGES,
+                          STREAM_SECONDS, timeout_s=900)
+    print(result)
+    assert result.messages == PAGES
+    assert result.injected, result.notes
+    assert (result.lost, result.duplicated, result.undelivered) == (0, 0, 0), result
