@@ -11,8 +11,10 @@ parameters; no SQL text is ever built from message content.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -965,3 +967,31 @@ class JobLedger:
                 {"j": job_id},
             ).fetchall()
 
+
+# --- one ledger per process ----------------------------------------------------------------
+_shared: dict[tuple[str, str, int], JobLedger] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_ledger(conninfo: str, password: str, max_size: int = 4) -> JobLedger:
+    """The process's open, migrated ledger for these connection settings.
+
+    The code server evaluates a sensor tick every few seconds and a run's steps share a
+    process: opening a pool (TLS-less SCRAM handshakes, a migration check) for each would
+    cost more CPU than the tick's own work. Closed at exit.
+    """
+    key = (conninfo, password, max_size)
+    with _shared_lock:
+        ledger = _shared.get(key)
+        if ledger is None:
+            ledger = JobLedger(conninfo, password, max_size=max_size).open()
+            ledger.migrate()
+            _shared[key] = ledger
+        return ledger
+
+
+@atexit.register
+def close_shared_ledgers() -> None:
+    with _shared_lock:
+        while _shared:
+            _shared.popitem()[1].close()

@@ -24,7 +24,7 @@ from rag_pipeline.callbacks import (
 )
 from rag_pipeline.contract import ContentLimits
 from rag_pipeline.kafka_io import KafkaOptions, consumer_config, producer_config
-from rag_pipeline.ledger import JobLedger, JobOutcome
+from rag_pipeline.ledger import JobLedger, JobOutcome, shared_ledger
 from rag_pipeline.models import ModelOptions
 from rag_pipeline.reporting import dead_letter_failures
 from rag_pipeline.staging import StagingConfig, TickBudget
@@ -51,7 +51,7 @@ class KafkaResource(dg.ConfigurableResource):
         return KafkaOptions(
             bootstrap_servers=self.bootstrap_servers, group_id=self.group_id,
             auto_offset_reset=self.auto_offset_reset, max_message_bytes=self.max_message_bytes,
-            queued_kbytes=max(1024, self.tick_max_bytes // 2048),
+            tick_max_bytes=self.tick_max_bytes,
         )
 
     @property
@@ -114,13 +114,8 @@ class LedgerResource(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         conninfo = make_conninfo(host=self.host, port=self.port, user=self.user,
                                  dbname=self.dbname)
-        self._ledger = JobLedger(conninfo, self.password, max_size=self.pool_size).open()
-        self._ledger.migrate()
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._ledger is not None:
-            self._ledger.close()
-            self._ledger = None
+        # Shared by every tick and step of this process (opened and migrated once).
+        self._ledger = shared_ledger(conninfo, self.password, self.pool_size)
 
     @property
     def ledger(self) -> JobLedger:
