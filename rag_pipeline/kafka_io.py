@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rag_pipeline.settings import Settings
+from rag_pipeline.settings import MIB, Settings
 
 CLIENT_ID = "rag-pipeline"
 
@@ -22,8 +22,8 @@ class KafkaOptions:
     group_id: str
     auto_offset_reset: str
     max_message_bytes: int
-    # librdkafka prefetches at most this much per consumer (bounded memory).
-    queued_kbytes: int = 32 * 1024
+    # The bytes a consumer's reader keeps per tick; its prefetch is sized from it.
+    tick_max_bytes: int = 64 * 1024 * 1024
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KafkaOptions:
@@ -32,7 +32,7 @@ class KafkaOptions:
             group_id=settings.kafka_group_id,
             auto_offset_reset=settings.kafka_auto_offset_reset,
             max_message_bytes=settings.kafka_max_message_bytes,
-            queued_kbytes=max(1024, settings.sensor_max_bytes // 2048),
+            tick_max_bytes=settings.sensor_max_bytes,
         )
 
 
@@ -48,18 +48,20 @@ def client_config(options: KafkaOptions) -> dict[str, Any]:
 
 def consumer_config(options: KafkaOptions) -> dict[str, Any]:
     """A consumer that never commits on its own: offsets live in the ledger (DESIGN.md 3)."""
-    fetch_max = max(options.max_message_bytes, 52428800)
+    # Bounded memory: librdkafka prefetches at most a quarter of the tick's budget, in
+    # fetches of 1 MiB per partition. The broker still returns a first message larger than
+    # that (up to max_message_bytes), so a 16 MB page is never stuck.
+    fetch_max = options.max_message_bytes
     return {
         **client_config(options),
         "group.id": options.group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": options.auto_offset_reset,
-        "max.partition.fetch.bytes": options.max_message_bytes,
+        "max.partition.fetch.bytes": min(MIB, fetch_max),
         "fetch.max.bytes": fetch_max,
         "receive.message.max.bytes": fetch_max + 65536,
-        # It still returns one message larger than the limit, so a 16 MB page is never stuck.
-        "queued.max.messages.kbytes": options.queued_kbytes,
+        "queued.max.messages.kbytes": max(1024, options.tick_max_bytes // 4 // 1024),
         "fetch.wait.max.ms": 100,
     }
 

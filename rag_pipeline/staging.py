@@ -141,7 +141,7 @@ def read_messages(consumer: Any, topic: str, start: dict[int, int], budget: Tick
     consumer.assign([TopicPartition(topic, p, o) for p, o in start.items()])
     deadline = clock() + budget.seconds
     kept: list[Any] = []
-    size = 0
+    size = largest = 0
     positions = dict(start)
     while True:
         if len(kept) >= budget.max_messages:
@@ -151,8 +151,12 @@ def read_messages(consumer: Any, topic: str, start: dict[int, int], budget: Tick
         remaining = deadline - clock()
         if remaining <= 0:
             return kept, "time"
-        batch = consumer.consume(num_messages=min(CONSUME_BATCH, budget.max_messages - len(kept)),
-                                 timeout=min(EMPTY_POLL_SECONDS, remaining))
+        # consume() holds a whole batch in memory: ask for no more than the byte budget
+        # leaves room for, judged by the largest message so far (one at first).
+        room = (budget.max_bytes - size) // largest if largest else 1
+        batch = consumer.consume(
+            num_messages=max(1, min(CONSUME_BATCH, budget.max_messages - len(kept), room)),
+            timeout=min(EMPTY_POLL_SECONDS, remaining))
         if not batch:
             if _caught_up(consumer, topic, positions):
                 return kept, "caught_up"
@@ -165,7 +169,9 @@ def read_messages(consumer: Any, topic: str, start: dict[int, int], budget: Tick
             if len(kept) >= budget.max_messages or size >= budget.max_bytes:
                 return kept, "messages" if len(kept) >= budget.max_messages else "bytes"
             kept.append(message)
-            size += len(message.value() or b"")
+            length = len(message.value() or b"")
+            size += length
+            largest = max(largest, length)
             positions[message.partition()] = message.offset() + 1
 
 
