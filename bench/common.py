@@ -6,10 +6,14 @@ import json
 import os
 import platform
 import subprocess
+import threading
+import time
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 PACKAGES = ("dagster", "lightrag-hku", "confluent-kafka", "psycopg", "trafilatura", "openai")
 
@@ -58,3 +62,78 @@ def write_results(path: Path, results: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"\nwrote {path}")
+
+
+# --- where the CPU goes ----------------------------------------------------------------------
+CPU_CLASSES = (  # first match wins: (class, marker in the command line)
+    ("run workers", "multiprocessing-fork"),
+    ("run workers", "execute_run"),
+    ("dagster-daemon", "dagster-daemon"),
+    ("code server", "dagster api grpc"),
+    ("dagster-webserver", "dagster-webserver"),
+    ("model stand-in", "devservers.llm"),
+    ("go-api stand-in", "devservers.go_api"),
+    ("postgres", "postgres"),
+    ("kafka", "kafka.Kafka"),
+)
+
+
+class CpuSampler:
+    """CPU seconds per kind of process while a benchmark runs (every process on the machine,
+    sampled each second, so that short-lived run workers are counted too)."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.totals: dict[int, tuple[str, float]] = {}
+        self.commands: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._started = 0.0
+
+    def __enter__(self) -> CpuSampler:
+        self._sample()
+        self._baseline = {pid: cpu for pid, (_, cpu) in self.totals.items()}
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self.seconds = time.monotonic() - self._started
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def _sample(self) -> None:
+        me = os.getpid()
+        for process in psutil.process_iter(["cmdline", "cpu_times"]):
+            try:
+                times = process.info["cpu_times"]
+                if times is None:
+                    continue
+                cmdline = " ".join(process.info["cmdline"] or [])
+                kind = "benchmark harness" if process.pid == me else next(
+                    (k for k, mark in CPU_CLASSES if mark in cmdline), "other")
+                self.totals[process.pid] = (kind, times.user + times.system)
+                self.commands[process.pid] = cmdline[:100]
+            except psutil.Error:
+                continue
+
+    def by_class(self) -> dict[str, float]:
+        """CPU seconds used during the sampling, per kind of process."""
+        out: dict[str, float] = {}
+        for pid, (kind, cpu) in self.totals.items():
+            out[kind] = out.get(kind, 0.0) + cpu - self._baseline.get(pid, 0.0)
+        return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+    def unclassified(self, top: int = 5) -> list[tuple[str, float]]:
+        """The command lines behind "other" that used the most CPU."""
+        used: dict[str, float] = {}
+        for pid, (kind, cpu) in self.totals.items():
+            if kind == "other":
+                command = self.commands.get(pid, "?")
+                used[command] = used.get(command, 0.0) + cpu - self._baseline.get(pid, 0.0)
+        return sorted(((c, round(v, 1)) for c, v in used.items()), key=lambda cv: -cv[1])[:top]

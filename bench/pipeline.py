@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import machine, print_table, write_results
+from bench.common import CpuSampler, machine, print_table, write_results
 from bench.harness import (
     RESULTS,
     Model,
@@ -52,8 +52,9 @@ def run_pipeline(settings: Settings, model: Model, collections: dict[str, list[P
         time.sleep(8)  # the daemon's first ticks (code server start) are not the pipeline's work
         model.reset()
         started_at = time.time()
-        send(run.settings, messages)
-        seconds = wait_terminal(run.ledger, list(owner))
+        with CpuSampler() as cpu:
+            send(run.settings, messages)
+            seconds = wait_terminal(run.ledger, list(owner))
         finished = finish_times(run.ledger, list(owner))
         states = run.ledger.job_states()
         stats = model.stats()
@@ -61,7 +62,8 @@ def run_pipeline(settings: Settings, model: Model, collections: dict[str, list[P
     return summarize("pipeline", len(owner), seconds, stats, latency_ms, states=states,
                      completions=[t - started_at for t in finished], timeline=timeline,
                      started_at=started_at, max_concurrent_runs=max_concurrent_runs,
-                     collections=len(collections))
+                     collections=len(collections), cpu_seconds=cpu.by_class(),
+                     cpu_unclassified=cpu.unclassified())
 
 
 def run_direct(settings: Settings, model: Model, collections: dict[str, list[Path]],
@@ -86,13 +88,14 @@ def run_direct(settings: Settings, model: Model, collections: dict[str, list[Pat
     model.reset()
     started = time.monotonic()
     try:
-        pool.run(insert_all(), timeout=3600)
+        with CpuSampler() as cpu:
+            pool.run(insert_all(), timeout=3600)
     finally:
         pool.close()
     seconds = time.monotonic() - started
     pages = sum(len(v) for v in texts.values())
     return summarize("direct", pages, seconds, model.stats(), latency_ms,
-                     collections=len(collections))
+                     collections=len(collections), cpu_seconds=cpu.by_class())
 
 
 def summarize(kind: str, pages: int, seconds: float, stats: dict[str, Any], latency_ms: float,
@@ -119,9 +122,11 @@ def compare(settings: Settings, model: Model, pages: int, latencies: list[float]
         collections = split(files, names)
         print(f"\n== {pages} pages, 3 collections, model latency {latency:.0f} ms")
         piped = run_pipeline(settings, model, collections, latency)
-        print(f"pipeline: {piped['pages_per_s']} pages/s, utilisation {piped['utilisation']}")
+        print(f"pipeline: {piped['pages_per_s']} pages/s, utilisation {piped['utilisation']}, "
+              f"cpu seconds {piped['cpu_seconds']}")
         direct = run_direct(settings, model, collections, latency)
-        print(f"direct:   {direct['pages_per_s']} pages/s, utilisation {direct['utilisation']}")
+        print(f"direct:   {direct['pages_per_s']} pages/s, utilisation {direct['utilisation']}, "
+              f"cpu seconds {direct['cpu_seconds']}")
         results["by_latency"][str(int(latency))] = {
             "pipeline": piped, "direct": direct,
             "ratio_time_pipeline_over_direct": round(piped["seconds"] / direct["seconds"], 3),
@@ -149,7 +154,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=300)
     parser.add_argument("--latencies", default="0,300")
-    parser.add_argument("--scaling-pages", type=int, default=120)
+    parser.add_argument("--scaling-pages", type=int, default=120,
+                        help="pages of the scaling runs (0: skip them)")
     parser.add_argument("--out", type=Path, default=RESULTS / "pipeline.json")
     args = parser.parse_args(argv)
     with bench_stack() as settings:
@@ -157,7 +163,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results: dict[str, Any] = {"machine": machine()}
         results["compare"] = compare(settings, model, args.pages,
                                      [float(x) for x in args.latencies.split(",")])
-        results["scaling"] = scaling(settings, model, args.scaling_pages, 300.0)
+        if args.scaling_pages:
+            results["scaling"] = scaling(settings, model, args.scaling_pages, 300.0)
     report(results)
     write_results(args.out, results)
     return results
@@ -175,7 +182,9 @@ def report(results: dict[str, Any]) -> None:
     print_table("Pipeline vs direct LightRAG",
                 ["latency ms", "kind", "pages", "seconds", "pages/s", "calls/page",
                  "peak in flight", "utilisation"], rows)
-    s = results["scaling"]
+    s = results.get("scaling")
+    if not s:
+        return
     print_table(f"Scaling ({s['pages']} pages, latency {s['latency_ms']:.0f} ms)",
                 ["setup", "pages/s", "utilisation"],
                 [[k, v["pages_per_s"], v["utilisation"]] for k, v in s.items()
