@@ -149,12 +149,22 @@ def wait_terminal(ledger: JobLedger, job_ids: list[int], timeout: float = 900) -
     return _wait(f"{len(job_ids)} jobs to finish", done, timeout, every=3)
 
 
-def accepted_statuses(settings: Settings, job_ids: set[int]) -> dict[int, list[dict]]:
-    calls: dict[int, list[dict]] = defaultdict(list)
-    for call in httpx.get(f"{settings.go_backend_url}/calls", timeout=30).json():
-        if call["job_id"] in job_ids and call["answered"] == 200:
-            calls[call["job_id"]].append(call)
-    return calls
+def accepted_statuses(settings: Settings, job_ids: set[int], timeout: float = 300
+                      ) -> dict[int, list[dict]]:
+    """Every status the Go stand-in accepted for these jobs, once each job has one.
+
+    A job's terminal state and its callback row commit together, but the PATCH follows
+    (after the run's batch, or from the reconciliation schedule), so wait for it.
+    """
+    def delivered():
+        calls: dict[int, list[dict]] = defaultdict(list)
+        for call in httpx.get(f"{settings.go_backend_url}/calls", timeout=30).json():
+            if call["job_id"] in job_ids and call["answered"] == 200:
+                calls[call["job_id"]].append(call)
+        return calls if set(calls) == job_ids else None
+
+    return _wait(f"a delivered status for each of {len(job_ids)} jobs", delivered, timeout,
+                 every=3)
 
 
 def workspace_docs(ledger: JobLedger, workspaces: list[str]) -> dict[str, set[str]]:
@@ -310,8 +320,9 @@ def test_daemon_killed_mid_burst_ends_in_the_same_state(deployment, ledger_e2e):
         expected[collection].add(ledger.job(job_id)["doc_id"])
     assert workspace_docs(ledger, list(collections)) == dict(expected)
     statuses = accepted_statuses(s, set(owner))
-    assert all([c["status"] for c in statuses[j] if not c.get("replay")] == ["completed"]
-               for j in owner)
+    wrong = {j: statuses[j] for j in owner
+             if [c["status"] for c in statuses[j] if not c.get("replay")] != ["completed"]}
+    assert not wrong, wrong
 
 
 def test_no_secret_appears_in_logs_records_metadata_dlq_or_api_calls(deployment, ledger_e2e):
