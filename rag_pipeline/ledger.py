@@ -163,6 +163,14 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        4,
+        """
+        -- A message is mostly base64 of gzip: PostgreSQL's pglz cannot shrink it and trying
+        -- cost most of a staging tick. Stored out of line, uncompressed.
+        ALTER TABLE rag_pipeline.jobs ALTER COLUMN message SET STORAGE EXTERNAL;
+        """,
+    ),
 ]
 
 
@@ -468,7 +476,8 @@ class JobLedger:
                    "normalized_url", "doc_id", "title", "details", "message", "message_sha256",
                    "message_bytes", "kafka_topic", "kafka_partition", "kafka_offset")
         conn.execute(
-            "CREATE TEMP TABLE incoming_jobs (LIKE rag_pipeline.jobs INCLUDING DEFAULTS) "
+            "CREATE TEMP TABLE incoming_jobs (LIKE rag_pipeline.jobs INCLUDING DEFAULTS "
+            "INCLUDING STORAGE) "
             "ON COMMIT DROP"
         )
         # Binary COPY: a message's bytes go to the server as they are (text COPY would
