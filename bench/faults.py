@@ -64,6 +64,8 @@ FAST_REPAIRS = {"RECONCILE_CRON": "* * * * *", "STUCK_RUN_TIMEOUT_SECONDS": "60"
                 "QUEUED_JOB_GRACE_SECONDS": "30", "SENSOR_INTERVAL_SECONDS": "3",
                 "LLM_MAX_CONCURRENCY": "8"}
 
+DOC = ROOT / "docs" / "reliability.md"
+
 
 @dataclass
 class FaultResult:
@@ -402,7 +404,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = {"machine": machine(), "pages": args.pages, "stream_seconds": stream_seconds,
            "results": [asdict(r) for r in results]}
     write_results(args.out, out)
+    if args.out == RESULTS / "faults.json":
+        write_doc(out)
     return out
+
+
+def write_doc(out: dict[str, Any]) -> None:
+    """The results table of docs/reliability.md (between its markers); rows of scenarios
+    not run this time are kept."""
+    begin, end = "<!-- faults:begin -->", "<!-- faults:end -->"
+    text = DOC.read_text()
+    head, _, rest = text.partition(begin)
+    old, _, tail = rest.partition(end)
+    rows = {line.split("|")[1].strip(" `"): line for line in old.splitlines()
+            if line.startswith("| `")}
+    for r in out["results"]:
+        rows[r["scenario"]] = (
+            f"| `{r['scenario']}` | {r['messages']} | {r['lost']} | {r['duplicated']} | "
+            f"{r['undelivered']} | {r['converge_s']:.0f} | {r['fault_s']:.0f} |")
+    ordered = [rows[name] for name in SCENARIOS if name in rows]
+    when = out["machine"]["date"][:10]
+    table = "\n".join([
+        "", f"Last run: {when}, {out['machine']['cpus']} cores, model stand-in at 0 ms.", "",
+        "| scenario | messages | lost | duplicated | undelivered | converge s | fault s |",
+        "|---|---:|---:|---:|---:|---:|---:|", *ordered, ""])
+    DOC.write_text(head + begin + "\n" + table + "\n" + end + tail)
 
 
 if __name__ == "__main__":
