@@ -115,10 +115,14 @@ class CpuSampler:
                 if times is None:
                     continue
                 cmdline = " ".join(process.info["cmdline"] or [])
-                kind = "benchmark harness" if process.pid == me else next(
-                    (k for k, mark in CPU_CLASSES if mark in cmdline), "other")
+                known = self.totals.get(process.pid)
+                if known and not cmdline:  # exited (a zombie has no command line): keep its kind
+                    kind = known[0]
+                else:
+                    kind = "benchmark harness" if process.pid == me else next(
+                        (k for k, mark in CPU_CLASSES if mark in cmdline), "other")
+                    self.commands[process.pid] = cmdline[:100]
                 self.totals[process.pid] = (kind, times.user + times.system)
-                self.commands[process.pid] = cmdline[:100]
             except psutil.Error:
                 continue
 

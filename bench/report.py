@@ -138,6 +138,27 @@ def rows() -> list[list[str]]:
     return out
 
 
+def cpu_table(pipeline: dict[str, Any] | None) -> list[str]:
+    """CPU seconds per kind of process during the 300 ms backlog, pipeline and direct."""
+    r300 = (pipeline or {}).get("compare", {}).get("by_latency", {}).get("300")
+    if not r300 or "cpu_seconds" not in r300["pipeline"]:
+        return []
+    piped, direct = r300["pipeline"], r300["direct"]
+    cores = (pipeline or {}).get("machine", {}).get("cpus") or 1
+    kinds = sorted(set(piped["cpu_seconds"]) | set(direct["cpu_seconds"]),
+                   key=lambda k: -piped["cpu_seconds"].get(k, 0.0))
+    lines = [f"CPU seconds during the 300 ms backlog ({piped['pages']} pages; the machine has "
+             f"{cores} cores, so {fmt(cores * piped['seconds'], 0)} core-seconds elapsed for "
+             f"the pipeline and {fmt(cores * direct['seconds'], 0)} for direct LightRAG):", "",
+             "| process | pipeline | direct |", "|---|---:|---:|"]
+    for kind in kinds:
+        lines.append(f"| {kind} | {fmt(piped['cpu_seconds'].get(kind), 1)} | "
+                     f"{fmt(direct['cpu_seconds'].get(kind), 1)} |")
+    lines.append(f"| total | {fmt(sum(piped['cpu_seconds'].values()), 1)} | "
+                 f"{fmt(sum(direct['cpu_seconds'].values()), 1)} |")
+    return [*lines, ""]
+
+
 def main() -> None:
     table = rows()
     pipeline = load("pipeline")
@@ -164,6 +185,7 @@ def main() -> None:
     ]
     if has_plot:
         lines += ["![Backlog: pages/s and model utilisation](images/backlog.png)", ""]
+    lines += cpu_table(pipeline)
     notes = ROOT / "bench" / "NOTES.md"
     if notes.exists():
         lines += [notes.read_text().strip(), ""]

@@ -303,7 +303,6 @@ index_collection_job = dg.define_asset_job(
     "index_collection",
     selection=dg.AssetSelection.assets(*indexing_assets),
     description="Index a collection's queued pages (requested by indexing_jobs_sensor).",
-    executor_def=dg.in_process_executor,
     hooks=RUN_HOOKS,
 )
 
@@ -313,6 +312,5 @@ reindex_collection_job = dg.define_asset_job(
     config={"ops": {"raw_pages": {"config": {"scope": "everything"}}}},
     description="Process a collection again from the ledger (the latest job of every url): "
     "changed pages are replaced, unchanged ones skipped. Backfill it from the UI.",
-    executor_def=dg.in_process_executor,
     hooks=RUN_HOOKS,
 )
