@@ -2,7 +2,9 @@
 
     make screenshots        # with `make up` running and the demo crawl processed
 
-Saves docs/images/{asset-graph,partitions,run-metadata-plots,crawl-requests}.png. Chromium
+Saves docs/images/{asset-graph,partitions,run-metadata-plots,crawl-requests}.png (the plots
+are reached by a click, driven over Chromium's DevTools protocol by
+scripts/click_and_capture.mjs with Node, skipped without Node). Chromium
 is installed with apt-get when missing (as root), started with the flags this machine's
 closed network needs (no background networking, no component updates).
 """
@@ -14,17 +16,23 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = {
-    "asset-graph": "/asset-groups/indexing",
-    "partitions": "/assets/lightrag_documents?view=partitions",
-    "run-metadata-plots": "/assets/lightrag_documents?view=plots",
+    "asset-graph": "/assets/lightrag_documents?view=lineage&lineageScope=upstream&lineageDepth=2",
+    "partitions": "/assets/lightrag_documents?view=partitions&partition=demo-postgres-sql",
     "crawl-requests": "/assets/crawl_requests",
 }
+# Pages whose view is reached by clicking a button: (path, the button's label).
+CLICKED = {
+    "run-metadata-plots": ("/assets/lightrag_documents?view=overview",
+                           "Plots"),
+}
+DEBUG_PORT = 9333
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--hide-scrollbars", "--window-size=1600,1000", "--virtual-time-budget=20000"]
@@ -59,6 +67,43 @@ def main(argv: list[str] | None = None) -> None:
                             f"--screenshot={target}", f"{args.ui}{path}"],
                            check=True, capture_output=True, timeout=120)
         print(f"saved {target}")
+    if CLICKED:
+        capture_after_click(browser, args.ui, args.out)
+
+
+def capture_after_click(browser: str, ui: str, out: Path) -> None:
+    """The CLICKED pages, through Chromium's DevTools protocol (driven by Node)."""
+    node = shutil.which("node")
+    if node is None:
+        print(f"node not found: skipping {', '.join(CLICKED)}")
+        return
+    with tempfile.TemporaryDirectory() as profile:
+        # Without --virtual-time-budget: the page runs in real time while it is driven.
+        flags = [f for f in FLAGS if not f.startswith("--virtual-time-budget")]
+        chrome = subprocess.Popen([browser, *flags,
+                                   f"--remote-debugging-port={DEBUG_PORT}",
+                                   f"--user-data-dir={profile}", "about:blank"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            ws = None
+            for _ in range(60):
+                try:
+                    ws = httpx.get(f"http://127.0.0.1:{DEBUG_PORT}/json/version",
+                                   timeout=2).json()["webSocketDebuggerUrl"]
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.5)
+            if ws is None:
+                sys.exit("Chromium's DevTools endpoint did not come up")
+            for name, (path, label) in CLICKED.items():
+                target = out / f"{name}.png"
+                subprocess.run([node, "--experimental-websocket", "--no-warnings",
+                                str(ROOT / "scripts" / "click_and_capture.mjs"), ws,
+                                f"{ui}{path}", label, str(target)], check=True, timeout=120)
+                print(f"saved {target}")
+        finally:
+            chrome.terminate()
+            chrome.wait(timeout=30)
 
 
 if __name__ == "__main__":
