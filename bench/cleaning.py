@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench.common import machine, print_table, write_results
 from rag_pipeline.cleaning import clean_html
-from rag_pipeline.corpus import postgres_docs
+from rag_pipeline.local.corpus import postgres_docs
 
 Extractor = Callable[[str], str]
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,11 +23,11 @@ from bench.harness import RESULTS, Model, bench_stack, corpus, unique_name
 from rag_pipeline.cleaning import clean_html
 from rag_pipeline.identity import doc_id, file_path, normalize_url
 from rag_pipeline.settings import Settings
-from rag_pipeline.workspaces import WorkspacePool, lightrag_options
+from rag_pipeline.workspaces import LightRAGOptions, WorkspacePool
 
 
 def insert(settings: Settings, model: Model, texts: list[tuple[str, str]]) -> dict[str, Any]:
-    pool = WorkspacePool(lightrag_options(settings, shared_slots=False))
+    pool = WorkspacePool(LightRAGOptions.from_settings(settings, shared_slots=False))
     workspace = unique_name("cost")
 
     async def run() -> None:

@@ -52,9 +52,9 @@ from bench.harness import (
 )
 from rag_pipeline.kafka_io import KafkaOptions, producer_config
 from rag_pipeline.ledger import JobLedger
-from rag_pipeline.publishing import OutgoingMessage
+from rag_pipeline.local.publishing import OutgoingMessage
+from rag_pipeline.local.stack import LocalStack
 from rag_pipeline.settings import Settings
-from rag_pipeline.stack import LocalStack
 
 TOXIPROXY_VERSION = "v2.12.0"
 TOXIPROXY_API = "http://127.0.0.1:28474"

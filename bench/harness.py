@@ -20,12 +20,12 @@ from typing import Any
 import httpx
 from psycopg.conninfo import make_conninfo
 
-from rag_pipeline.corpus import pages, postgres_docs
 from rag_pipeline.ledger import JobLedger
-from rag_pipeline.publishing import OutgoingMessage, build_message, message_for, publish
+from rag_pipeline.local.corpus import pages, postgres_docs
+from rag_pipeline.local.publishing import OutgoingMessage, build_message, message_for, publish
+from rag_pipeline.local.stack import LocalStack
+from rag_pipeline.local.stack.deployment import DagsterDeployment, create_databases, drop_databases
 from rag_pipeline.settings import Settings, load_settings
-from rag_pipeline.stack import LocalStack
-from rag_pipeline.stack.deployment import DagsterDeployment, create_databases, drop_databases
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -37,7 +37,7 @@ from bench.harness import (
 from rag_pipeline.cleaning import clean_html
 from rag_pipeline.identity import doc_id, file_path, normalize_url
 from rag_pipeline.settings import Settings
-from rag_pipeline.workspaces import WorkspacePool, lightrag_options
+from rag_pipeline.workspaces import LightRAGOptions, WorkspacePool
 
 CONCURRENCY = 8
 
@@ -73,7 +73,7 @@ def run_direct(settings: Settings, model: Model, collections: dict[str, list[Pat
     texts = {name: [(normalize_url(f"https://{name}.bench.test/{p.name}"),
                      clean_html(p.read_text(errors="replace")).text) for p in paths]
              for name, paths in collections.items()}
-    options = lightrag_options(settings, shared_slots=False)
+    options = LightRAGOptions.from_settings(settings, shared_slots=False)
     pool = WorkspacePool(options)
     workspaces = {name: unique_name("direct") for name in collections}
 

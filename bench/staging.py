@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.common import machine, print_table, write_results
 from bench.harness import RESULTS, bench_stack, job_id_base, open_ledger, unique_name
-from rag_pipeline.publishing import OutgoingMessage, publish
+from rag_pipeline.local.publishing import OutgoingMessage, publish
 from rag_pipeline.settings import Settings
 
 MIB = 1024 * 1024

@@ -8,7 +8,7 @@ Two extractors, chosen per page:
   clutter around it (F1 0.96 on the article benchmark).
 - Everything else - documentation, reference pages, anything with code - goes to our own
   structure-preserving extractor. On documentation trafilatura drops whole trailing
-  sections and ~2% of code blocks; ours keeps them (docs/cleaning.md has the figures).
+  sections and ~2% of code blocks; ours keeps them (docs/benchmarks.md has the figures).
 
 Our extractor (one pass each, no recursion, so 10,000-deep nesting is fine):
 

@@ -4,9 +4,10 @@
 stable reason code, a sentence for people and - whenever it could be read - the job_id,
 so that a failed status can still be reported for it.
 
-Reason codes: empty_message, too_large, invalid_json, not_an_object,
-missing_field:<field>, invalid_field:<field>, invalid_collection_id, invalid_url,
-unsupported_encoding, not_html, empty_content, bad_base64, bad_gzip.
+Reason codes: `vocabulary.Reason` (the message's own: empty_message, too_large,
+invalid_json, not_an_object, missing_field:<field>, invalid_field:<field>,
+invalid_collection_id, invalid_url, unsupported_encoding, not_html, empty_content,
+bad_base64, bad_gzip).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from rag_pipeline.decoding import ENCODINGS, DecodeError, check_decodable
 from rag_pipeline.identity import normalize_url
+from rag_pipeline.vocabulary import Reason, ReportedStatus
 
 COLLECTION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a UUID is one of these
 MAX_INT64 = 2**63 - 1
@@ -29,9 +31,6 @@ HTML_TYPES = ("text/html", "application/xhtml+xml")
 JOB_ID_SNIFF = re.compile(rb'"job_id"\s*:\s*(\d{1,19})\b')
 COLLECTION_SNIFF = re.compile(rb'"collection_id"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
-
-JobStatus = Literal["completed", "failed"]
-
 
 def clean_str(value: str) -> str:
     """Text safe for PostgreSQL: no NUL, no lone surrogates (from JSON "\\ud800")."""
@@ -144,6 +143,11 @@ class ContentLimits:
     max_payload_bytes: int
     max_text_bytes: int
 
+    @classmethod
+    def from_settings(cls, s: Any) -> ContentLimits:
+        """From Settings or resources with the same field names (settings.SettingsView)."""
+        return cls(s.kafka_max_message_bytes, s.max_payload_bytes, s.max_text_bytes)
+
 
 @dataclass(frozen=True)
 class Rejection:
@@ -189,25 +193,25 @@ def _reason(error: dict[str, Any]) -> tuple[str, str]:
     message = str(error.get("msg", "")).removeprefix("Value error, ")
     kind = error.get("type", "")
     if kind == "json_invalid":
-        return "invalid_json", f"the message is not valid JSON ({message})"
+        return Reason.INVALID_JSON, f"the message is not valid JSON ({message})"
     if not loc and kind in ("model_type", "model_attributes_type", "dict_type"):
-        return "not_an_object", "the message is JSON but not an object"
+        return Reason.NOT_AN_OBJECT, "the message is JSON but not an object"
     if kind == "missing":
-        return f"missing_field:{field}", f"required field {field} is missing"
+        return Reason.MISSING_FIELD.about(field), f"required field {field} is missing"
     if loc and loc[0] == "collection_id":
-        return "invalid_collection_id", f"collection_id {message}"
+        return Reason.INVALID_COLLECTION_ID, f"collection_id {message}"
     if loc and loc[0] in ("url", "parent_url") and kind == "value_error":
-        return "invalid_url", f"{field} {message}"
-    return f"invalid_field:{field}", f"field {field}: {message}"
+        return Reason.INVALID_URL, f"{field} {message}"
+    return Reason.INVALID_FIELD.about(field), f"field {field}: {message}"
 
 
 def parse_message(value: bytes | None, limits: ContentLimits) -> IndexingJob | Rejection:
     """Validate one Kafka message value of topic indexing_jobs; never raises."""
     if value is None or not value.strip():
-        return Rejection("empty_message", "the message has no value (tombstone or empty)")
+        return Rejection(Reason.EMPTY_MESSAGE, "the message has no value (tombstone or empty)")
     if len(value) > limits.max_message_bytes:
         job_id, collection_id = _sniff(value)
-        return Rejection("too_large", f"the message is {len(value)} bytes, above the "
+        return Rejection(Reason.TOO_LARGE, f"the message is {len(value)} bytes, above the "
                          f"{limits.max_message_bytes} byte limit", job_id, collection_id)
     try:
         job = IndexingJob.model_validate_json(value)
@@ -216,7 +220,7 @@ def parse_message(value: bytes | None, limits: ContentLimits) -> IndexingJob | R
             data = json.loads(value)
         except (ValueError, RecursionError):
             job_id, collection_id = _sniff(value)
-            return Rejection("invalid_json", "the message is not valid JSON", job_id,
+            return Rejection(Reason.INVALID_JSON, "the message is not valid JSON", job_id,
                              collection_id)
         job_id, collection_id = _readable_ids(data)
         code, message = _reason(exc.errors(include_url=False)[0])
@@ -233,17 +237,17 @@ def check_content(job: IndexingJob, limits: ContentLimits) -> IndexingJob | Reje
         return Rejection(code, message, job.job_id, job.collection_id)
 
     if content.encoding.strip().lower() not in ENCODINGS:
-        return reject("unsupported_encoding", f"content.encoding {content.encoding!r} is not "
+        return reject(Reason.UNSUPPORTED_ENCODING, f"content.encoding {content.encoding!r} is not "
                       f"supported; use one of {', '.join(ENCODINGS)}")
     media_type = content.content_type.split(";")[0].strip().lower()
     if media_type not in HTML_TYPES:
-        return reject("not_html", f"content.content_type {content.content_type!r} is not "
+        return reject(Reason.NOT_HTML, f"content.content_type {content.content_type!r} is not "
                       f"HTML ({' or '.join(HTML_TYPES)})")
     if not content.html.strip() and not content.text.strip():
-        return reject("empty_content", "content.html and content.text are both empty")
+        return reject(Reason.EMPTY_CONTENT, "content.html and content.text are both empty")
     text_bytes = len(content.text.encode("utf-8", "surrogatepass"))
     if text_bytes > limits.max_text_bytes:
-        return reject("too_large", f"content.text is {text_bytes} bytes, above the "
+        return reject(Reason.TOO_LARGE, f"content.text is {text_bytes} bytes, above the "
                       f"{limits.max_text_bytes} byte limit (MAX_TEXT_BYTES)")
     if content.html:
         try:
@@ -257,7 +261,7 @@ def check_content(job: IndexingJob, limits: ContentLimits) -> IndexingJob | Reje
 class StatusUpdate(BaseModel):
     """Body of PATCH {GO_BACKEND_URL}/api/v1/indexing/jobs/{job_id}/status."""
 
-    status: JobStatus
+    status: ReportedStatus
     error_msg: str | None = None
 
     def body(self) -> dict[str, str]:
@@ -276,7 +280,7 @@ class JobResultEvent(BaseModel):
 
     job_id: int
     request_id: int | None
-    status: JobStatus
+    status: ReportedStatus
     error_msg: str | None = None
     processed_at: datetime
     metrics: ResultMetrics = Field(default_factory=ResultMetrics)

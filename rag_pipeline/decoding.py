@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from bs4.dammit import UnicodeDammit
 
+from rag_pipeline.vocabulary import Reason
+
 ENCODINGS = ("gzip+base64", "base64", "identity")
 GZIP_MAGIC = b"\x1f\x8b"
 # Decompress in slices of this size, so a bomb is refused after at most cap + one slice.
@@ -52,7 +54,7 @@ def gunzip(data: bytes, max_bytes: int, keep: bool = True) -> tuple[bytes, int]:
                 total += len(chunk)
                 if total > max_bytes:
                     raise DecodeError(
-                        "too_large",
+                        Reason.TOO_LARGE,
                         f"content.html expands beyond the {max_bytes} byte limit "
                         "(MAX_PAYLOAD_BYTES); a page this large is refused",
                     )
@@ -68,16 +70,16 @@ def gunzip(data: bytes, max_bytes: int, keep: bool = True) -> tuple[bytes, int]:
                 if keep:
                     out += tail
                 if not inflater.eof:
-                    raise DecodeError("bad_gzip", "content.html is truncated gzip data")
+                    raise DecodeError(Reason.BAD_GZIP, "content.html is truncated gzip data")
         except zlib.error as exc:
-            raise DecodeError("bad_gzip", f"content.html is not valid gzip data ({exc})") from None
+            raise DecodeError(Reason.BAD_GZIP,
+                              f"content.html is not valid gzip data ({exc})") from None
         rest = inflater.unused_data
         if not rest:
             return bytes(out), total
         if not rest.startswith(GZIP_MAGIC):
-            raise DecodeError(
-                "bad_gzip", f"content.html has {len(rest)} bytes of garbage after the gzip data"
-            )
+            raise DecodeError(Reason.BAD_GZIP, f"content.html has {len(rest)} bytes of garbage "
+                              "after the gzip data")
         remaining = rest  # another gzip member (concatenated gzip is valid gzip)
 
 
@@ -86,7 +88,7 @@ def strict_b64decode(text: str) -> bytes:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise DecodeError(
-            "bad_base64", f"content.html is not valid base64 ({exc})"
+            Reason.BAD_BASE64, f"content.html is not valid base64 ({exc})"
         ) from None
 
 
@@ -100,16 +102,16 @@ def decode_bytes(html: str, encoding: str, max_bytes: int, keep: bool = True) ->
     elif encoding == "gzip+base64":
         compressed = strict_b64decode(html)
         if not compressed.startswith(GZIP_MAGIC):
-            raise DecodeError("bad_gzip", "content.html is base64 but not gzip data")
+            raise DecodeError(Reason.BAD_GZIP, "content.html is base64 but not gzip data")
         return gunzip(compressed, max_bytes, keep=keep)
     else:
         raise DecodeError(
-            "unsupported_encoding",
+            Reason.UNSUPPORTED_ENCODING,
             f"content.encoding {encoding!r} is not supported; use one of {', '.join(ENCODINGS)}",
         )
     if len(raw) > max_bytes:
         raise DecodeError(
-            "too_large", f"content.html is {len(raw)} bytes, above the {max_bytes} byte limit"
+            Reason.TOO_LARGE, f"content.html is {len(raw)} bytes, above the {max_bytes} byte limit"
         )
     return (raw if keep else b""), len(raw)
 

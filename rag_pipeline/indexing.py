@@ -17,7 +17,9 @@ per-page metrics and an outbox row for the Go backend, in the same transaction.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,11 +34,17 @@ from rag_pipeline.decoding import DecodeError, decode_html
 from rag_pipeline.identity import content_hash, file_path
 from rag_pipeline.ledger import IndexedDocument, JobLedger, JobOutcome, PageText, RunJob
 from rag_pipeline.models import TRANSIENT_PREFIX, ModelUsage
+from rag_pipeline.vocabulary import FAILED_STATES, JobState, Outcome, Reason
 from rag_pipeline.workspaces import WorkspacePool
 
 log = logging.getLogger(__name__)
 
 LOCK_POLL_SECONDS = 1.0
+# A working run beats this often; reconciliation declares a silent one dead.
+HEARTBEAT_SECONDS = 15.0
+# The report field each outcome is counted in.
+OUTCOME_COUNTERS = {Outcome.INSERTED: "inserted", Outcome.REPLACED: "replaced",
+                    Outcome.UNCHANGED: "unchanged", Outcome.DUPLICATE_CONTENT: "duplicates"}
 # LightRAG's words for failures worth another try (besides our transient model errors).
 TRANSIENT_WORDS = ("timeout", "timed out", "connection", "temporarily", "too many", "rate limit",
                    "server closed", "terminat", "cannot connect", "reset by peer")
@@ -72,7 +80,7 @@ class StepReport:
 
 
 def _failure(job: RunJob | PageText, code: str, message: str, collection_id: str) -> JobOutcome:
-    return JobOutcome(job_id=job.job_id, request_id=job.request_id, state="failed",
+    return JobOutcome(job_id=job.job_id, request_id=job.request_id, state=JobState.FAILED,
                       error_code=code, error_msg=f"{code}: {message}",
                       collection_id=collection_id)
 
@@ -98,7 +106,7 @@ def decode_pages(ledger: JobLedger, jobs: Sequence[RunJob], *, max_payload_bytes
                 report.outcomes.append(_failure(job, exc.code, exc.message, job.collection_id))
             except ValueError as exc:  # the stored message no longer validates
                 report.failed += 1
-                report.outcomes.append(_failure(job, "invalid_message", str(exc)[:300],
+                report.outcomes.append(_failure(job, Reason.INVALID_MESSAGE, str(exc)[:300],
                                                 job.collection_id))
         messages.clear()
     report.seconds = time.monotonic() - started
@@ -133,14 +141,14 @@ def clean_pages(ledger: JobLedger, jobs: Sequence[RunJob], *, max_payload_bytes:
             if not page.text.strip():
                 report.failed += 1
                 report.outcomes.append(_failure(
-                    job, "empty_content", "the page has no text once cleaned (content.text "
+                    job, Reason.EMPTY_CONTENT, "the page has no text once cleaned (content.text "
                     "is empty and content.html holds no readable content)", job.collection_id))
                 continue
             text_bytes = len(page.text.encode("utf-8", "surrogatepass"))
             if text_bytes > max_text_bytes:
                 report.failed += 1
                 report.outcomes.append(_failure(
-                    job, "too_large", f"the page's text is {text_bytes} bytes once cleaned, "
+                    job, Reason.TOO_LARGE, f"the page's text is {text_bytes} bytes once cleaned, "
                     f"above the {max_text_bytes} byte limit (MAX_TEXT_BYTES)", job.collection_id))
                 continue
             report.bytes += html_bytes
@@ -152,6 +160,27 @@ def clean_pages(ledger: JobLedger, jobs: Sequence[RunJob], *, max_payload_bytes:
 
 
 # --- lightrag_documents -----------------------------------------------------------------
+@contextmanager
+def heartbeat(ledger: JobLedger, run_id: str, collection_id: str) -> Iterator[None]:
+    """Beat while the step works, so that reconciliation can tell a silent (dead) run."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a missed beat is fine
+                ledger.heartbeat(run_id, collection_id)
+            if stop.wait(HEARTBEAT_SECONDS):
+                return
+
+    thread = threading.Thread(target=beat, name="rag-pipeline-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 @contextmanager
 def collection_lock(conninfo: str, password: str, collection_id: str,
                     wait_seconds: float) -> Iterator[None]:
@@ -194,13 +223,12 @@ class IndexReport:
 
     def add(self, outcome: JobOutcome) -> None:
         self.outcomes.append(outcome)
-        if outcome.state == "queued":
+        if outcome.state == JobState.QUEUED:
             self.retried += 1
-        elif outcome.state in ("failed", "dead"):
+        elif outcome.state in FAILED_STATES:
             self.failed += 1
         else:
-            key = {"inserted": "inserted", "replaced": "replaced", "unchanged": "unchanged",
-                   "duplicate_content": "duplicates"}.get(outcome.outcome or "")
+            key = OUTCOME_COUNTERS.get(outcome.outcome) if outcome.outcome else None
             if key:
                 setattr(self, key, getattr(self, key) + 1)
             self.chunks += outcome.metrics.get("chunks", 0)
@@ -302,26 +330,28 @@ def outcome_of(result: InsertResult, replaced: bool, collection_id: str,
                original_urls: dict[str, str]) -> JobOutcome:
     page = result.page
     if result.status in ("processed", "adopted"):
-        return _completed(page, "replaced" if replaced else "inserted", collection_id,
+        return _completed(page, Outcome.REPLACED if replaced else Outcome.INSERTED, collection_id,
                           chunks=result.chunks, entities=result.entities,
                           relations=result.relations)
     if result.status == "duplicate":
         original = result.original_doc_id or ""
-        return JobOutcome(job_id=page.job_id, request_id=page.request_id, state="completed",
-                          outcome="duplicate_content",
+        return JobOutcome(job_id=page.job_id, request_id=page.request_id,
+                          state=JobState.COMPLETED, outcome=Outcome.DUPLICATE_CONTENT,
                           duplicate_of=original_urls.get(original, original),
                           metrics={"text_length": len(page.text)}, collection_id=collection_id)
-    code = "transient_failure" if is_transient_failure(result.error) else "lightrag_failed"
+    transient = is_transient_failure(result.error)
+    code = Reason.TRANSIENT_FAILURE if transient else Reason.LIGHTRAG_FAILED
     return JobOutcome(job_id=page.job_id, request_id=page.request_id,
-                      state="queued" if code == "transient_failure" else "failed",
+                      state=JobState.QUEUED if transient else JobState.FAILED,
                       error_code=code, error_msg=f"{code}: {result.error[:1500]}",
                       collection_id=collection_id)
 
 
-def _completed(page: PageText, outcome: str, collection_id: str, chunks: int = 0,
+def _completed(page: PageText, outcome: Outcome, collection_id: str, chunks: int = 0,
                entities: int = 0, relations: int = 0) -> JobOutcome:
     return JobOutcome(
-        job_id=page.job_id, request_id=page.request_id, state="completed", outcome=outcome,
+        job_id=page.job_id, request_id=page.request_id, state=JobState.COMPLETED,
+        outcome=outcome,
         metrics={"text_length": len(page.text), "chunks": chunks, "entities": entities,
                  "relations": relations},
         document=IndexedDocument(page.doc_id, page.normalized_url, file_path(page.normalized_url),
@@ -343,16 +373,16 @@ def plan_pages(pages: Sequence[PageText], known: dict[str, IndexedDocument],
     for page in pages:
         if latest[page.doc_id] is not page:
             decided.append(JobOutcome(
-                job_id=page.job_id, request_id=page.request_id, state="completed",
-                outcome="superseded", duplicate_of=page.normalized_url,
+                job_id=page.job_id, request_id=page.request_id, state=JobState.COMPLETED,
+                outcome=Outcome.SUPERSEDED, duplicate_of=page.normalized_url,
                 metrics={"superseded_by": latest[page.doc_id].job_id},
                 collection_id=collection_id))
             continue
         indexed = known.get(page.doc_id)
         if indexed is not None and indexed.content_hash == page.content_hash:
             decided.append(JobOutcome(
-                job_id=page.job_id, request_id=page.request_id, state="completed",
-                outcome="unchanged", metrics={"text_length": len(page.text)},
+                job_id=page.job_id, request_id=page.request_id, state=JobState.COMPLETED,
+                outcome=Outcome.UNCHANGED, metrics={"text_length": len(page.text)},
                 document=indexed, collection_id=collection_id))
             continue
         twin = same_content.get(page.content_hash)
@@ -360,8 +390,8 @@ def plan_pages(pages: Sequence[PageText], known: dict[str, IndexedDocument],
         twin_url = twin_url or seen_content.get(page.content_hash)
         if twin_url is not None and twin_url != page.normalized_url:
             decided.append(JobOutcome(
-                job_id=page.job_id, request_id=page.request_id, state="completed",
-                outcome="duplicate_content", duplicate_of=twin_url,
+                job_id=page.job_id, request_id=page.request_id, state=JobState.COMPLETED,
+                outcome=Outcome.DUPLICATE_CONTENT, duplicate_of=twin_url,
                 metrics={"text_length": len(page.text)}, collection_id=collection_id))
             continue
         seen_content.setdefault(page.content_hash, page.normalized_url)

@@ -21,6 +21,13 @@ from typing import Any, Protocol
 import numpy as np
 import openai
 
+from rag_pipeline.settings import (
+    SettingsView,
+    model_api_key,
+    model_base_url,
+    uses_stand_in_model,
+)
+
 log = logging.getLogger(__name__)
 
 # Arguments LightRAG passes that are not OpenAI request parameters.
@@ -36,15 +43,27 @@ TRANSIENT_PREFIX = "transient_model_error:"
 class ModelOptions:
     base_url: str
     api_key: str = field(repr=False)
-    llm_model: str
-    embedding_model: str
+    openai_llm_model: str
+    openai_embedding_model: str
     embedding_dim: int
-    llm_max_async: int
-    embedding_max_async: int
-    timeout_s: float = 120.0
-    max_retries: int = 3
-    retry_backoff: float = 1.0
-    stand_in: bool = False
+    llm_max_concurrency: int
+    embedding_max_concurrency: int
+    model_timeout_seconds: float
+    max_retries: int
+    retry_backoff: float
+    stand_in: bool
+
+    @classmethod
+    def from_settings(cls, s: SettingsView) -> ModelOptions:
+        return cls(
+            base_url=model_base_url(s), api_key=model_api_key(s),
+            openai_llm_model=s.openai_llm_model,
+            openai_embedding_model=s.openai_embedding_model, embedding_dim=s.embedding_dim,
+            llm_max_concurrency=s.llm_max_concurrency,
+            embedding_max_concurrency=s.embedding_max_concurrency,
+            model_timeout_seconds=s.model_timeout_seconds, max_retries=s.max_retries,
+            retry_backoff=s.retry_backoff, stand_in=uses_stand_in_model(s),
+        )
 
 
 @dataclass
@@ -157,7 +176,7 @@ class ModelClient:
     """LLM completion and embeddings for LightRAG; create and use it on one event loop.
 
     `llm_slots`/`embedding_slots` bound the requests in flight; without them each client
-    has local semaphores of options.llm_max_async / embedding_max_async.
+    has local semaphores of options.llm_max_concurrency / embedding_max_concurrency.
     """
 
     def __init__(self, options: ModelOptions, llm_slots: Slots | None = None,
@@ -182,10 +201,11 @@ class ModelClient:
         if self._client is None:
             self._client = openai.AsyncOpenAI(
                 base_url=self.options.base_url, api_key=self.options.api_key,
-                timeout=self.options.timeout_s, max_retries=0,  # retries are ours
+                timeout=self.options.model_timeout_seconds, max_retries=0,  # retries are ours
             )
-            self._llm_slots = self._llm_slots or LocalSlots(self.options.llm_max_async)
-            self._embed_slots = self._embed_slots or LocalSlots(self.options.embedding_max_async)
+            self._llm_slots = self._llm_slots or LocalSlots(self.options.llm_max_concurrency)
+            self._embed_slots = (self._embed_slots
+                                 or LocalSlots(self.options.embedding_max_concurrency))
         return self._client
 
     async def close(self) -> None:
@@ -249,7 +269,7 @@ class ModelClient:
                 started = time.monotonic()
                 try:
                     response = await client.chat.completions.create(
-                        model=self.options.llm_model, messages=messages, **params)
+                        model=self.options.openai_llm_model, messages=messages, **params)
                 finally:
                     clock.leave()
                     self.usage.llm_seconds += time.monotonic() - started
@@ -260,7 +280,7 @@ class ModelClient:
                 self.usage.completion_tokens += response.usage.completion_tokens or 0
             content = response.choices[0].message.content if response.choices else None
             if content is None:
-                raise EmptyCompletion(f"{self.options.llm_model} returned no content")
+                raise EmptyCompletion(f"{self.options.openai_llm_model} returned no content")
             return content
 
         return await self._with_retries(call, "llm")
@@ -269,7 +289,8 @@ class ModelClient:
         """LightRAG's embedding function."""
         client = self._ensure()
         extra = {}
-        if self.options.embedding_model.startswith("text-embedding-3") or self.options.stand_in:
+        model = self.options.openai_embedding_model
+        if model.startswith("text-embedding-3") or self.options.stand_in:
             extra["dimensions"] = self.options.embedding_dim
 
         async def call() -> np.ndarray:
@@ -280,7 +301,7 @@ class ModelClient:
                 try:
                     # base64: parsing a JSON list of floats costs a Python object per float.
                     response = await client.embeddings.create(
-                        model=self.options.embedding_model, input=texts,
+                        model=self.options.openai_embedding_model, input=texts,
                         encoding_format="base64", **extra)
                 finally:
                     self._embed_clock.leave()

@@ -22,6 +22,7 @@ from typing import Any
 
 from rag_pipeline.events import event_line
 from rag_pipeline.ledger import JobLedger, JobOutcome, RequestSummary
+from rag_pipeline.vocabulary import JobState, Reason
 
 # What the Dagster instance says of a run: None when it does not know the run.
 RunLookup = Callable[[str], str | None]
@@ -42,7 +43,7 @@ class ReconcileReport:
 def release_jobs_of_run(ledger: JobLedger, run_ids: list[str], reason: str, max_retries: int,
                         log: Callable[[str], None]) -> list[JobOutcome]:
     """A run died: its running jobs go back to the queue, or to dead after MAX_RETRIES."""
-    outcomes = ledger.requeue_jobs_of_runs(run_ids, "run_failed", reason, max_retries)
+    outcomes = ledger.requeue_jobs_of_runs(run_ids, Reason.RUN_FAILED, reason, max_retries)
     for o in outcomes:
         log(event_line("job_released", job_id=o.job_id, request_id=o.request_id,
                        collection_id=o.collection_id, run_id=run_ids[0], state=o.state,
@@ -72,8 +73,8 @@ def reconcile_runs(ledger: JobLedger, run_status: RunLookup, *, stuck_after_seco
         report.runs_declared_dead.append(run_id)
         outcomes = release_jobs_of_run(ledger, [run_id], reason, max_retries, log)
         report.outcomes += outcomes
-        report.jobs_requeued += sum(1 for o in outcomes if o.state == "queued")
-        report.jobs_dead += sum(1 for o in outcomes if o.state == "dead")
+        report.jobs_requeued += sum(1 for o in outcomes if o.state == JobState.QUEUED)
+        report.jobs_dead += sum(1 for o in outcomes if o.state == JobState.DEAD)
     return report
 
 

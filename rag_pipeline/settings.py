@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -20,7 +20,7 @@ from rag_pipeline.contract import ContentLimits
 
 MIB = 1024 * 1024
 
-# Kafka's own ceiling for one message must stay at or above this (DESIGN.md section 2).
+# Kafka's own ceiling for one message must stay at or above this (docs/design.md, section 2).
 MIN_KAFKA_MESSAGE_BYTES = 16 * MIB
 
 SECRET_FIELDS = frozenset({"postgres_password", "openai_api_key"})
@@ -134,9 +134,9 @@ class Settings(BaseSettings):
     go_backend_url: str = Field(
         "http://127.0.0.1:8080", description="base URL of the Go API that receives job statuses"
     )
-    callback_timeout_seconds: float = Field(10.0, gt=0, description="timeout of one status PATCH")
-    callback_max_backoff_seconds: float = Field(
-        300.0, gt=0, description="cap of the backoff between status delivery attempts"
+    go_api_timeout_seconds: float = Field(10.0, gt=0, description="timeout of one status PATCH")
+    outbox_max_backoff_seconds: float = Field(
+        300.0, gt=0, description="cap of the backoff between two delivery attempts of a status"
     )
 
     # --- Reconciliation ----------------------------------------------------------------------
@@ -186,7 +186,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _no_postgres_workspace(self) -> Settings:
         # LightRAG lets POSTGRES_WORKSPACE override every instance's workspace, which would
-        # merge all collections into one (DESIGN.md section 6).
+        # merge all collections into one (docs/design.md, section 6).
         if os.environ.get("POSTGRES_WORKSPACE"):
             raise ValueError(
                 "POSTGRES_WORKSPACE is set: it would put every collection into one LightRAG "
@@ -197,23 +197,19 @@ class Settings(BaseSettings):
     # --- Derived values ----------------------------------------------------------------------
     @property
     def uses_stand_in_model(self) -> bool:
-        return self.openai_api_key is None and self.openai_base_url is None
+        return uses_stand_in_model(self)
 
     @property
     def model_base_url(self) -> str:
-        if self.openai_base_url:
-            return self.openai_base_url
-        return "https://api.openai.com/v1" if self.openai_api_key else self.dev_llm_url
+        return model_base_url(self)
 
     @property
     def model_api_key(self) -> str:
-        # The stand-in and most self-hosted servers ignore the key, but the client needs one.
-        return self.openai_api_key.get_secret_value() if self.openai_api_key else "not-needed"
+        return model_api_key(self)
 
     @property
     def content_limits(self) -> ContentLimits:
-        return ContentLimits(self.kafka_max_message_bytes, self.max_payload_bytes,
-                             self.max_text_bytes)
+        return ContentLimits.from_settings(self)
 
     @cached_property
     def stack_path(self) -> Path:
@@ -228,6 +224,50 @@ class Settings(BaseSettings):
 
     def postgres_kwargs(self) -> dict[str, str]:
         return {"password": self.postgres_password.get_secret_value()}
+
+
+# Settings, or Dagster resources whose fields carry the same names (secrets as plain str,
+# several resources joined by `joined`): every options type has ONE `from_settings` that
+# reads either.
+SettingsView = Any
+
+
+class _Joined:
+    def __init__(self, views: tuple[Any, ...]) -> None:
+        self._views = views
+
+    def __getattr__(self, name: str) -> Any:
+        for view in self._views:
+            if name in type(view).model_fields:
+                return getattr(view, name)
+        raise AttributeError(f"no setting {name!r} in {[type(v).__name__ for v in self._views]}")
+
+
+def joined(*views: Any) -> SettingsView:
+    """Several resources read as one settings view (an options type that spans them)."""
+    return _Joined(views)
+
+
+def reveal(value: SecretStr | str | None) -> str:
+    """A secret's value from Settings (SecretStr) or from a resource (str); "" when unset."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return value or ""
+
+
+def uses_stand_in_model(s: SettingsView) -> bool:
+    return not reveal(s.openai_api_key) and not s.openai_base_url
+
+
+def model_base_url(s: SettingsView) -> str:
+    if s.openai_base_url:
+        return s.openai_base_url
+    return "https://api.openai.com/v1" if reveal(s.openai_api_key) else s.dev_llm_url
+
+
+def model_api_key(s: SettingsView) -> str:
+    # The stand-in and most self-hosted servers ignore the key, but the client needs one.
+    return reveal(s.openai_api_key) or "not-needed"
 
 
 def env_name(field_name: str) -> str:

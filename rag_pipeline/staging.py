@@ -22,8 +22,11 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from rag_pipeline.contract import ContentLimits, IndexingJob, parse_message
 from rag_pipeline.identity import doc_id
-from rag_pipeline.kafka_io import dead_letter, produce_confirmed
+from rag_pipeline.kafka_io import produce_confirmed
 from rag_pipeline.ledger import FailedMessage, JobLedger, StagedJob
+from rag_pipeline.outbox import dead_letter_record
+from rag_pipeline.settings import SettingsView
+from rag_pipeline.vocabulary import Reason
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,10 @@ class TickBudget:
     max_bytes: int
     seconds: float
 
+    @classmethod
+    def from_settings(cls, s: SettingsView) -> TickBudget:
+        return cls(s.sensor_max_messages, s.sensor_max_bytes, s.sensor_time_budget_seconds)
+
 
 @dataclass(frozen=True)
 class StagingConfig:
@@ -52,6 +59,12 @@ class StagingConfig:
     dlq_topic: str
     auto_offset_reset: str
     limits: ContentLimits
+
+    @classmethod
+    def from_settings(cls, s: SettingsView) -> StagingConfig:
+        return cls(topic=s.kafka_topic, dlq_topic=s.kafka_dlq_topic,
+                   auto_offset_reset=s.kafka_auto_offset_reset,
+                   limits=ContentLimits.from_settings(s))
 
     @property
     def max_message_bytes(self) -> int:
@@ -241,8 +254,16 @@ def stage_messages(*, consumer: Any, producer: Any, ledger: JobLedger, config: S
     for job in [j for j in staged if j.job_id in known_conflicts]:
         staged.remove(job)
         conflicts.append(job)
-    records = [_dead_letter_for_failure(f, config) for f in failed]
-    records += [_dead_letter_for_conflict(job, config) for job in conflicts]
+    records = [dead_letter_record(
+        original=f.message, reason=f.code, error=f.error_msg, topic=f.topic,
+        partition=f.partition, offset=f.offset, job_id=f.job_id, collection_id=f.collection_id,
+        max_bytes=config.max_message_bytes) for f in failed]
+    records += [dead_letter_record(
+        original=job.message, reason=Reason.CONFLICTING_JOB_ID,
+        error=f"{Reason.CONFLICTING_JOB_ID}: job_id {job.job_id} was already staged from "
+        "another message; this one is ignored", topic=job.topic, partition=job.partition,
+        offset=job.offset, job_id=job.job_id, collection_id=job.collection_id,
+        max_bytes=config.max_message_bytes) for job in conflicts]
     report.conflicts = len(conflicts)
     # Delivery is confirmed before the offsets advance: a rejected message is never lost.
     produce_confirmed(producer, config.dlq_topic, records)
@@ -256,28 +277,6 @@ def stage_messages(*, consumer: Any, producer: Any, ledger: JobLedger, config: S
     report.lag = _lag(consumer, topic, {**start, **next_offsets})
     report.elapsed_ms = round((clock() - started) * 1000, 1)
     return report
-
-
-def _dead_letter_for_failure(item: FailedMessage, config: StagingConfig):
-    value, headers = dead_letter(
-        original=item.message, error_class=item.code, error=item.error_msg,
-        source_topic=item.topic, source_partition=item.partition, source_offset=item.offset,
-        job_id=item.job_id, collection_id=item.collection_id,
-        max_bytes=config.max_message_bytes,
-    )
-    key = item.collection_id.encode() if item.collection_id else None
-    return key, value, headers
-
-
-def _dead_letter_for_conflict(job: StagedJob, config: StagingConfig):
-    error = (f"conflicting_job_id: job_id {job.job_id} was already staged from another message; "
-             "this one is ignored")
-    value, headers = dead_letter(
-        original=job.message, error_class="conflicting_job_id", error=error,
-        source_topic=job.topic, source_partition=job.partition, source_offset=job.offset,
-        job_id=job.job_id, collection_id=job.collection_id, max_bytes=config.max_message_bytes,
-    )
-    return job.collection_id.encode(), value, headers
 
 
 def _commit_group_offsets(consumer: Any, topic: str, offsets: dict[int, int]) -> None:

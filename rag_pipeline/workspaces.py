@@ -28,7 +28,7 @@ from psycopg.conninfo import make_conninfo
 
 from rag_pipeline.model_slots import SharedSlots
 from rag_pipeline.models import ModelClient, ModelOptions
-from rag_pipeline.settings import Settings
+from rag_pipeline.settings import SettingsView, reveal
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,54 +40,46 @@ DOC_STATUS_STORAGE = "PGDocStatusStorage"
 
 @dataclass(frozen=True)
 class PostgresOptions:
-    host: str
-    port: int
-    user: str
-    password: str = field(repr=False)
-    dbname: str
+    postgres_host: str
+    postgres_port: int
+    postgres_user: str
+    postgres_password: str = field(repr=False)
+    postgres_db: str
     max_connections: int = 12
+
+    @classmethod
+    def from_settings(cls, s: SettingsView) -> PostgresOptions:
+        return cls(s.postgres_host, s.postgres_port, s.postgres_user,
+                   reveal(s.postgres_password), s.postgres_db)
 
     @property
     def conninfo(self) -> str:
-        return make_conninfo(host=self.host, port=self.port, user=self.user, dbname=self.dbname)
+        return make_conninfo(host=self.postgres_host, port=self.postgres_port,
+                             user=self.postgres_user, dbname=self.postgres_db)
 
 
 @dataclass(frozen=True)
 class LightRAGOptions:
     postgres: PostgresOptions
     models: ModelOptions
-    graph_storage: str = "PGTableGraphStorage"
-    max_parallel_insert: int = 8
-    max_instances: int = 10
-    ttl_seconds: float = 300.0
-    working_dir: str = "/tmp/rag-pipeline-lightrag"
+    lightrag_graph_storage: str
+    max_workers: int
+    max_rag_instances: int
+    rag_instance_ttl_seconds: float
     # Bound model requests across every process through PostgreSQL (model_slots.py);
     # otherwise each process bounds its own.
-    shared_slots: bool = False
+    shared_slots: bool
+    working_dir: str = "/tmp/rag-pipeline-lightrag"
 
-
-def lightrag_options(settings: Settings, shared_slots: bool = True) -> LightRAGOptions:
-    """LightRAG options straight from the settings (CLI, tests and benchmarks; Dagster runs
-    get theirs from LightRAGResource)."""
-    return LightRAGOptions(
-        postgres=PostgresOptions(settings.postgres_host, settings.postgres_port,
-                                 settings.postgres_user,
-                                 settings.postgres_password.get_secret_value(),
-                                 settings.postgres_db),
-        models=ModelOptions(
-            base_url=settings.model_base_url, api_key=settings.model_api_key,
-            llm_model=settings.openai_llm_model, embedding_model=settings.openai_embedding_model,
-            embedding_dim=settings.embedding_dim, llm_max_async=settings.llm_max_concurrency,
-            embedding_max_async=settings.embedding_max_concurrency,
-            timeout_s=settings.model_timeout_seconds, max_retries=settings.max_retries,
-            retry_backoff=settings.retry_backoff, stand_in=settings.uses_stand_in_model,
-        ),
-        graph_storage=settings.lightrag_graph_storage,
-        max_parallel_insert=settings.max_workers,
-        max_instances=settings.max_rag_instances,
-        ttl_seconds=settings.rag_instance_ttl_seconds,
-        shared_slots=shared_slots,
-    )
+    @classmethod
+    def from_settings(cls, s: SettingsView, shared_slots: bool = True) -> LightRAGOptions:
+        """The one mapping from the settings (Dagster runs, CLI, tests, benchmarks)."""
+        return cls(
+            postgres=PostgresOptions.from_settings(s), models=ModelOptions.from_settings(s),
+            lightrag_graph_storage=s.lightrag_graph_storage, max_workers=s.max_workers,
+            max_rag_instances=s.max_rag_instances,
+            rag_instance_ttl_seconds=s.rag_instance_ttl_seconds, shared_slots=shared_slots,
+        )
 
 
 def offline_tokenizer():
@@ -103,11 +95,11 @@ def _export_postgres_env(pg: PostgresOptions) -> None:
         raise RuntimeError("POSTGRES_WORKSPACE is set; it would merge every collection into "
                            "one LightRAG workspace. Unset it.")
     os.environ.update({
-        "POSTGRES_HOST": pg.host,
-        "POSTGRES_PORT": str(pg.port),
-        "POSTGRES_USER": pg.user,
-        "POSTGRES_PASSWORD": pg.password,
-        "POSTGRES_DATABASE": pg.dbname,
+        "POSTGRES_HOST": pg.postgres_host,
+        "POSTGRES_PORT": str(pg.postgres_port),
+        "POSTGRES_USER": pg.postgres_user,
+        "POSTGRES_PASSWORD": pg.postgres_password,
+        "POSTGRES_DATABASE": pg.postgres_db,
         "POSTGRES_MAX_CONNECTIONS": str(pg.max_connections),
     })
 
@@ -124,9 +116,10 @@ class WorkspacePool:
         self._slots: list[SharedSlots] = []
         if options.shared_slots:
             pg, m = options.postgres, options.models
-            self._slots = [SharedSlots(pg.conninfo, pg.password, "llm", m.llm_max_async),
-                           SharedSlots(pg.conninfo, pg.password, "embedding",
-                                       m.embedding_max_async)]
+            self._slots = [
+                SharedSlots(pg.conninfo, pg.postgres_password, "llm", m.llm_max_concurrency),
+                SharedSlots(pg.conninfo, pg.postgres_password, "embedding",
+                            m.embedding_max_concurrency)]
             self.models = ModelClient(m, *self._slots)
         else:
             self.models = ModelClient(options.models)
@@ -160,7 +153,7 @@ class WorkspacePool:
             await rag.initialize_storages()
             entry = _Entry(rag, time.monotonic())
             self._instances[collection_id] = entry
-            while len(self._instances) > self.options.max_instances:
+            while len(self._instances) > self.options.max_rag_instances:
                 oldest, old = self._instances.popitem(last=False)
                 await self._finalize(oldest, old.rag)
         self._instances.move_to_end(collection_id)
@@ -178,21 +171,21 @@ class WorkspacePool:
             kv_storage=KV_STORAGE,
             vector_storage=VECTOR_STORAGE,
             doc_status_storage=DOC_STATUS_STORAGE,
-            graph_storage=self.options.graph_storage,
+            graph_storage=self.options.lightrag_graph_storage,
             llm_model_func=self.models.complete,
-            llm_model_name=m.llm_model,
-            llm_model_max_async=m.llm_max_async,
+            llm_model_name=m.openai_llm_model,
+            llm_model_max_async=m.llm_max_concurrency,
             embedding_func=EmbeddingFunc(embedding_dim=m.embedding_dim,
                                          func=self.models.embed,
-                                         model_name=m.embedding_model, max_token_size=8192),
-            embedding_func_max_async=m.embedding_max_async,
-            max_parallel_insert=self.options.max_parallel_insert,
+                                         model_name=m.openai_embedding_model, max_token_size=8192),
+            embedding_func_max_async=m.embedding_max_concurrency,
+            max_parallel_insert=self.options.max_workers,
             tokenizer=offline_tokenizer(),
         )
 
     async def _evict(self, now: float) -> None:
         expired = [k for k, e in self._instances.items()
-                   if now - e.last_used > self.options.ttl_seconds]
+                   if now - e.last_used > self.options.rag_instance_ttl_seconds]
         for key in expired:
             await self._finalize(key, self._instances.pop(key).rag)
 

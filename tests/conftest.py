@@ -52,8 +52,8 @@ if not EXTERNAL:
     )
 
 from rag_pipeline.ledger import JobLedger  # noqa: E402
+from rag_pipeline.local.stack import LocalStack  # noqa: E402
 from rag_pipeline.settings import Settings, load_settings  # noqa: E402
-from rag_pipeline.stack import LocalStack  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from rag_pipeline.assets.indexing import indexing_assets
 from rag_pipeline.definitions import build_definitions
 from rag_pipeline.kafka_io import KafkaOptions, consumer_config, producer_config
 from rag_pipeline.ledger import JobLedger
-from rag_pipeline.publishing import OutgoingMessage, build_message, message_for, publish
+from rag_pipeline.local.publishing import OutgoingMessage, build_message, message_for, publish
 from rag_pipeline.settings import Settings
 from rag_pipeline.staging import StagingConfig, TickBudget, TickReport, stage_messages
 

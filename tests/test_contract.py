@@ -20,7 +20,7 @@ from rag_pipeline.contract import (
     StatusUpdate,
     parse_message,
 )
-from rag_pipeline.publishing import build_message
+from rag_pipeline.local.publishing import build_message
 
 MIB = 1024 * 1024
 LIMIT = 20 * MIB

@@ -3,10 +3,15 @@ contacted to build it (resources read their settings through EnvVar at run time)
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import dagster as dg
 
-from rag_pipeline.definitions import build_definitions
-from rag_pipeline.settings import load_settings
+from rag_pipeline.definitions import build_definitions, build_resources
+from rag_pipeline.resources import RESOURCE_TYPES
+from rag_pipeline.settings import Settings, load_settings
 
 
 def test_code_location_holds_the_pipeline():
@@ -35,3 +40,32 @@ def test_every_job_runs_in_one_process():
     repo = build_definitions(load_settings()).get_repository_def()
     for job in repo.get_all_jobs():
         assert job.executor_def.name == dg.in_process_executor.name, job.name
+
+
+def test_the_code_location_imports_nothing_of_the_local_workshop():
+    # Production runs the code location only; the CLI, the local stack, the stand-ins and the
+    # demo's pages stay out of its processes.
+    probe = ("import sys, rag_pipeline.definitions; "
+             "print('\\n'.join(m for m in sys.modules if m.startswith('rag_pipeline')))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True, env=os.environ.copy()).stdout.split()
+    assert "rag_pipeline.definitions" in loaded
+    assert [m for m in loaded if m.startswith("rag_pipeline.local")] == []
+
+
+def test_every_resource_field_is_a_setting_and_no_resource_repeats_a_default():
+    for key, kind in RESOURCE_TYPES.items():
+        for name, field in kind.model_fields.items():
+            assert name in Settings.model_fields, f"{key}.{name} is not a Settings name"
+            assert field.is_required(), f"{key}.{name} repeats a default of Settings"
+
+
+def test_no_secret_value_reaches_resource_config(monkeypatch):
+    # A key read from .env only (not exported) still reaches resources as an EnvVar.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    s = load_settings(openai_api_key="sk-canary-resource-config")
+    resources = build_resources(s)
+    for resource in resources.values():
+        assert "sk-canary-resource-config" not in repr(resource.model_dump())
+    assert resources["lightrag"].openai_api_key == dg.EnvVar("OPENAI_API_KEY")
+    assert os.environ["OPENAI_API_KEY"] == "sk-canary-resource-config"

@@ -21,12 +21,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rag_pipeline.corpus import pages as corpus_pages
-from rag_pipeline.corpus import postgres_docs
 from rag_pipeline.ledger import JobLedger
-from rag_pipeline.publishing import OutgoingMessage, build_message, message_for
+from rag_pipeline.local.corpus import pages as corpus_pages
+from rag_pipeline.local.corpus import postgres_docs
+from rag_pipeline.local.publishing import OutgoingMessage, build_message, message_for
+from rag_pipeline.local.stack.deployment import DagsterDeployment, create_databases, drop_databases
 from rag_pipeline.settings import Settings
-from rag_pipeline.stack.deployment import DagsterDeployment, create_databases, drop_databases
 from tests.helpers import (
     create_topic,
     dead_letters,
@@ -328,7 +328,7 @@ def test_daemon_killed_mid_burst_ends_in_the_same_state(deployment, ledger_e2e):
 def test_no_secret_appears_in_logs_records_metadata_dlq_or_api_calls(deployment, ledger_e2e):
     """After a crawl of its own (and any above): the database password and the API key
     are nowhere the pipeline writes."""
-    from rag_pipeline.stack.postgres import postgres_bin_dir
+    from rag_pipeline.local.stack.postgres import postgres_bin_dir
 
     s = deployment.settings
     messages, owner = crawl({f"sec-{os.urandom(3).hex()}": corpus_pages(

@@ -20,8 +20,8 @@ import dagster as dg
 import httpx
 import pytest
 
-from rag_pipeline.callbacks import DeliveryPolicy, StatusClient, deliver_callbacks
-from rag_pipeline.publishing import OutgoingMessage, build_message
+from rag_pipeline.local.publishing import OutgoingMessage, build_message
+from rag_pipeline.outbox import DeliveryPolicy, GoApiClient, deliver_outbox
 from tests.helpers import MIB, dead_letters, index, job_id_base, produce, tick
 
 UUID = "6f1c8c9e-1d2b-4c3a-9e8f-000000000001"
@@ -176,8 +176,8 @@ def test_every_kind_of_bad_input_ends_where_documented(
 
     with dg.instance_for_test() as instance:
         assert index(topics, instance, collection).success
-    client = StatusClient(topics.go_backend_url, 10)
-    deliver_callbacks(ledger, client, DeliveryPolicy(), limit=1000)
+    client = GoApiClient(topics.go_backend_url, 10)
+    deliver_outbox(ledger, client, DeliveryPolicy(), limit=1000)
     client.close()
 
     letters = dead_letters(topics, topics.kafka_dlq_topic)
@@ -202,7 +202,7 @@ def test_every_kind_of_bad_input_ends_where_documented(
     assert canary[1:] == []
     # The injection attempts left the ledger and LightRAG's tables as they were.
     with ledger.pool.connection() as conn:
-        for table in ("rag_pipeline.jobs", "rag_pipeline.callbacks", "public.lightrag_doc_status",
+        for table in ("rag_pipeline.jobs", "rag_pipeline.outbox", "public.lightrag_doc_status",
                       "public.lightrag_doc_chunks"):
             assert conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None
         assert conn.execute("SELECT count(*) FROM rag_pipeline.jobs WHERE job_id = ANY(%s)",

@@ -16,13 +16,13 @@ import httpx
 import pytest
 from lightrag import QueryParam
 
-from rag_pipeline.corpus import pages as corpus_pages
-from rag_pipeline.corpus import postgres_docs
 from rag_pipeline.identity import file_path, normalize_url
 from rag_pipeline.indexing import is_transient_failure
 from rag_pipeline.ledger import JobLedger
-from rag_pipeline.publishing import build_message
-from rag_pipeline.workspaces import lightrag_options, shared_pool
+from rag_pipeline.local.corpus import pages as corpus_pages
+from rag_pipeline.local.corpus import postgres_docs
+from rag_pipeline.local.publishing import build_message
+from rag_pipeline.workspaces import LightRAGOptions, shared_pool
 from tests.helpers import dead_letters, index, job_id_base, page_message, produce, tick
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,7 +95,7 @@ def test_three_collections_each_hold_exactly_their_pages(topics, ledger, unique,
         assert tracks < len(doc_ids), "pages are inserted in batches, not one call per page"
 
     # Queries see their collection's content and never another's.
-    pool = shared_pool(lightrag_options(topics))
+    pool = shared_pool(LightRAGOptions.from_settings(topics))
     for collection, (host, _) in collections.items():
         own_prefix = host + "|"
         for mode in ("naive", "hybrid"):

@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import httpx
 
-from rag_pipeline.callbacks import DeliveryPolicy, StatusClient, deliver_callbacks
-from rag_pipeline.corpus import pages as corpus_pages
-from rag_pipeline.corpus import postgres_docs
 from rag_pipeline.definitions import build_definitions, build_resources
 from rag_pipeline.ledger import JobOutcome
+from rag_pipeline.local.corpus import pages as corpus_pages
+from rag_pipeline.local.corpus import postgres_docs
+from rag_pipeline.outbox import DeliveryPolicy, GoApiClient, deliver_outbox
 from rag_pipeline.resources import LedgerResource, LightRAGResource
 from tests.helpers import dead_letters, job_id_base, page_message, produce, raw, tick
 
@@ -55,8 +55,8 @@ def test_outbox_delivers_with_idempotency_keys_and_classifies_answers(
     job_ids = staged_jobs(topics, ledger, unique, 3)
     complete(ledger, f"c-{unique}", job_ids[:2])
     complete(ledger, f"c-{unique}", job_ids[2:], state="failed")
-    client = StatusClient(go_api, 5)
-    report = deliver_callbacks(ledger, client, FAST, job_ids=job_ids)
+    client = GoApiClient(go_api, 5)
+    report = deliver_outbox(ledger, client, FAST, job_ids=job_ids)
     assert (report.delivered, report.retried, report.rejected) == (3, 0, 0)
     calls = calls_for(go_api, job_ids)
     assert [c["status"] for c in calls[job_ids[0]]] == ["completed"]
@@ -64,23 +64,23 @@ def test_outbox_delivers_with_idempotency_keys_and_classifies_answers(
     assert calls[job_ids[2]][0]["error_msg"] == "lightrag_failed: boom"
     assert calls[job_ids[0]][0]["idempotency_key"] == f"job-{job_ids[0]}-completed"
     # Delivered rows are not sent again.
-    assert deliver_callbacks(ledger, client, FAST, job_ids=job_ids).delivered == 0
+    assert deliver_outbox(ledger, client, FAST, job_ids=job_ids).delivered == 0
 
     # A 4xx other than 408/409/429 is rejected and kept with the body, not retried.
     more = staged_jobs(topics, ledger, unique + "b", 2)
     complete(ledger, f"c-{unique}b", more)
     httpx.post(f"{go_api}/control", json={"fail_status": 404, "fail_seconds": 60})
-    report = deliver_callbacks(ledger, client, FAST, job_ids=more)
+    report = deliver_outbox(ledger, client, FAST, job_ids=more)
     assert report.rejected == 2
-    rows = {c["job_id"]: c for c in ledger.callbacks() if c["job_id"] in more}
+    rows = {c["job_id"]: c for c in ledger.outbox_rows() if c["job_id"] in more}
     assert {r["state"] for r in rows.values()} == {"rejected"}
     assert {r["response_code"] for r in rows.values()} == {404}
     # 429 and 5xx are retried later, with backoff.
     extra = staged_jobs(topics, ledger, unique + "c", 1)
     complete(ledger, f"c-{unique}c", extra)
     httpx.post(f"{go_api}/control", json={"fail_status": 429, "fail_seconds": 60})
-    assert deliver_callbacks(ledger, client, FAST, job_ids=extra).retried == 1
-    [row] = ledger.callbacks(extra[0])
+    assert deliver_outbox(ledger, client, FAST, job_ids=extra).retried == 1
+    [row] = ledger.outbox_rows(extra[0])
     assert row["state"] == "pending" and row["next_attempt_at"] > datetime.now(UTC)
     client.close()
 
@@ -90,16 +90,16 @@ def test_go_api_down_then_recovering_loses_nothing_and_backs_off(
     job_ids = staged_jobs(topics, ledger, unique, 4)
     complete(ledger, f"c-{unique}", job_ids)
     httpx.post(f"{go_api}/control", json={"fail_status": 500, "fail_seconds": 4})
-    client = StatusClient(go_api, 5)
+    client = GoApiClient(go_api, 5)
     start = datetime.now(UTC)
     attempts = 0
     while datetime.now(UTC) - start < timedelta(seconds=20):
-        report = deliver_callbacks(ledger, client, FAST, job_ids=job_ids)
+        report = deliver_outbox(ledger, client, FAST, job_ids=job_ids)
         attempts += report.delivered + report.retried
-        if all(r["state"] == "delivered" for r in ledger.callbacks() if r["job_id"] in job_ids):
+        if all(r["state"] == "delivered" for r in ledger.outbox_rows() if r["job_id"] in job_ids):
             break
     client.close()
-    rows = [r for r in ledger.callbacks() if r["job_id"] in job_ids]
+    rows = [r for r in ledger.outbox_rows() if r["job_id"] in job_ids]
     assert {r["state"] for r in rows} == {"delivered"}
     calls = calls_for(go_api, job_ids)
     assert all(len(accepted(calls[j])) == 1 for j in job_ids), "exactly one accepted status"
@@ -162,9 +162,9 @@ def failing_definitions(s) -> dg.Definitions:
     resources = build_resources(s)
     password = s.postgres_password.get_secret_value()
     broken = LightRAGResource(**{**resources["lightrag"].model_dump(),
-                                 "pg_dbname": "no_such_database"})
+                                 "postgres_db": "no_such_database"})
     # Plain values: run status sensor contexts do not resolve EnvVar resources.
-    plain = LedgerResource(**{**resources["ledger"].model_dump(), "password": password})
+    plain = LedgerResource(**{**resources["ledger"].model_dump(), "postgres_password": password})
     return build_definitions(s, resources={"lightrag": broken, "ledger": plain})
 
 

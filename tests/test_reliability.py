@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from bench.faults import run_scenario
-from rag_pipeline.stack import LocalStack
+from rag_pipeline.local.stack import LocalStack
 from tests.conftest import EXTERNAL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(

@@ -9,8 +9,8 @@ from dagster._core.test_utils import create_run_for_test
 from rag_pipeline.definitions import build_definitions
 from rag_pipeline.ledger import PendingCollection
 from rag_pipeline.partitions import COLLECTION_TAG
-from rag_pipeline.sensors import indexing_jobs
-from rag_pipeline.sensors.indexing_jobs import run_requests, waiting_collections
+from rag_pipeline.sensors import staging as staging_sensor
+from rag_pipeline.sensors.staging import run_requests, waiting_collections
 from tests.helpers import collections_of, produce_pages
 
 
@@ -60,7 +60,7 @@ def test_a_crash_after_the_ledger_commit_requests_the_runs_on_the_next_tick(
 
     with dg.instance_for_test() as instance:
         with monkeypatch.context() as patch:
-            patch.setattr(indexing_jobs, "waiting_collections", crash)
+            patch.setattr(staging_sensor, "waiting_collections", crash)
             with pytest.raises(Exception, match="daemon died"):
                 evaluate(defs, instance)
         result = evaluate(defs, instance)

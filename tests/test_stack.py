@@ -165,7 +165,7 @@ def test_stand_in_model_injects_rate_limits(model_client, settings):
 @pytest.mark.skipif(os.environ.get("RAG_TEST_EXTERNAL") == "1",
                     reason="uses the local stack, which RAG_TEST_EXTERNAL=1 replaces")
 def test_stack_up_is_idempotent_and_status_reports_health(stack):
-    cli = [sys.executable, "-m", "rag_pipeline.cli", "stack"]
+    cli = [sys.executable, "-m", "rag_pipeline.local.cli", "stack"]
     up = subprocess.run([*cli, "up"], capture_output=True, text=True, timeout=300)
     assert up.returncode == 0, up.stderr
     status = subprocess.run([*cli, "status"], capture_output=True, text=True, timeout=60)
@@ -183,7 +183,7 @@ def test_port_in_use_gives_a_clear_message(tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         env = {"STACK_DIR": str(tmp_path / "stack"), "POSTGRES_PORT": str(port)}
-        result = subprocess.run([sys.executable, "-m", "rag_pipeline.cli", "stack", "up"],
+        result = subprocess.run([sys.executable, "-m", "rag_pipeline.local.cli", "stack", "up"],
                                 capture_output=True, text=True, timeout=120,
                                 env={**os.environ, **env})
     assert result.returncode == 2

@@ -147,8 +147,8 @@ def test_malformed_messages_are_dead_lettered_and_do_not_block_the_partition(
     assert states[base] == states[base + 1] == states[base + 3] == "queued"
     assert states[base + 100] == states[base + 101] == "failed"
     # A failed status is queued for the Go backend whenever a job_id could be read.
-    assert [c["status"] for c in ledger.callbacks(base + 101)] == ["failed"]
-    assert ledger.callbacks(base + 101)[0]["error_msg"].startswith("bad_gzip:")
+    assert [c["status"] for c in ledger.outbox_rows(base + 101)] == ["failed"]
+    assert ledger.outbox_rows(base + 101)[0]["error_msg"].startswith("bad_gzip:")
     assert ledger.stored_offsets(topics.kafka_topic) == high_watermarks(topics)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag_pipeline.settings import Settings
-from rag_pipeline.workspaces import WorkspacePool, lightrag_options
+from rag_pipeline.workspaces import LightRAGOptions, WorkspacePool
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ def ask(settings: Settings, collection_id: str, question: str, mode: str = "hybr
     # LightRAG narrates every step at INFO; a terminal wants the answer.
     logging.getLogger("lightrag").setLevel(logging.WARNING)
     # A query is one process on its own: no need to share model slots with the runs.
-    pool = WorkspacePool(lightrag_options(settings, shared_slots=False))
+    pool = WorkspacePool(LightRAGOptions.from_settings(settings, shared_slots=False))
 
     async def run() -> Answer:
         rag = await pool.workspace(collection_id)

@@ -12,8 +12,13 @@ import uuid
 from importlib import resources
 from pathlib import Path
 
+from rag_pipeline.local.stack.processes import (
+    ServiceProcess,
+    StackError,
+    require_free_port,
+    wait_until,
+)
 from rag_pipeline.settings import Settings
-from rag_pipeline.stack.processes import ServiceProcess, StackError, require_free_port, wait_until
 
 KAFKA_READY_TIMEOUT_S = 90
 
@@ -43,7 +48,7 @@ def resolve_kafka_jars(libs_dir: Path) -> Path:
         return libs_dir
     mvn = _require_tool("mvn", "Maven to fetch the Kafka jars from Maven Central")
     libs_dir.mkdir(parents=True, exist_ok=True)
-    pom = resources.files("rag_pipeline.stack").joinpath("kafka-pom.xml")
+    pom = resources.files("rag_pipeline.local.stack").joinpath("kafka-pom.xml")
     with resources.as_file(pom) as pom_path:
         result = subprocess.run(
             [
@@ -151,7 +156,7 @@ class KafkaService:
         data_dir = self.root / "data"
         config = self.root / "server.properties"
         config.write_text(server_properties(self.settings, data_dir))
-        log_config = resources.files("rag_pipeline.stack").joinpath("kafka-log4j2.properties")
+        log_config = resources.files("rag_pipeline.local.stack").joinpath("kafka-log4j2.properties")
         log_config_path = self.root / "log4j2.properties"
         log_config_path.write_text(log_config.read_text())
         classpath = f"{libs}/*"

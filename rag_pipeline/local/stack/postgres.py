@@ -16,8 +16,8 @@ from pathlib import Path
 
 import psycopg
 
+from rag_pipeline.local.stack.processes import StackError, pid_alive, require_free_port, wait_until
 from rag_pipeline.settings import Settings
-from rag_pipeline.stack.processes import StackError, pid_alive, require_free_port, wait_until
 
 SERVICE_USER = "ragpg"
 PG_READY_TIMEOUT_S = 60

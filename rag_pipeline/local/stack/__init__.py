@@ -14,16 +14,16 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from rag_pipeline.settings import Settings
-from rag_pipeline.stack.kafka import KafkaService
-from rag_pipeline.stack.postgres import PostgresService
-from rag_pipeline.stack.processes import (
+from rag_pipeline.local.stack.kafka import KafkaService
+from rag_pipeline.local.stack.postgres import PostgresService
+from rag_pipeline.local.stack.processes import (
     ServiceProcess,
     StackError,
     require_free_port,
     rss_bytes,
     wait_until,
 )
+from rag_pipeline.settings import Settings
 
 __all__ = ["LocalStack", "ServiceStatus", "StackError"]
 
@@ -92,11 +92,11 @@ class LocalStack:
         self.postgres = PostgresService(settings)
         self.kafka = KafkaService(settings)
         self.go_api = HttpService(
-            "go-api", "rag_pipeline.devservers.go_api", settings.go_backend_url, settings,
+            "go-api", "rag_pipeline.local.devservers.go_api", settings.go_backend_url, settings,
             ["--record-file", str(stack / "go-api-calls.jsonl")],
         )
         self.model = HttpService(
-            "model", "rag_pipeline.devservers.llm", settings.dev_llm_url, settings,
+            "model", "rag_pipeline.local.devservers.llm", settings.dev_llm_url, settings,
             ["--dim", str(settings.embedding_dim)],
         )
 

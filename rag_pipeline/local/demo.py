@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rag_pipeline.corpus import CorpusUnavailable, postgres_docs
 from rag_pipeline.ledger import JobLedger
-from rag_pipeline.publishing import OutgoingMessage, build_message, message_for, publish
+from rag_pipeline.local.corpus import CorpusUnavailable, postgres_docs
+from rag_pipeline.local.publishing import OutgoingMessage, build_message, message_for, publish
 from rag_pipeline.settings import Settings
 
 DEMO_FIRST_JOB_ID = 7_000_000_000

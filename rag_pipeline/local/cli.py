@@ -21,8 +21,8 @@ from typing import Any
 
 import click
 
+from rag_pipeline.local.stack import LocalStack, StackError
 from rag_pipeline.settings import Settings, SettingsError, load_settings
-from rag_pipeline.stack import LocalStack, StackError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,7 +144,7 @@ def publish_folder(collection_id: str, folder: Path, base_url: str, request_id: 
                    first_job_id: int | None, limit: int | None) -> None:
     """Publish a folder of HTML files to indexing_jobs as the Go crawler would."""
     from rag_pipeline.contract import COLLECTION_ID
-    from rag_pipeline.publishing import folder_messages, message_for, publish
+    from rag_pipeline.local.publishing import folder_messages, message_for, publish
 
     if not COLLECTION_ID.fullmatch(collection_id):
         raise UserError(f"--collection {collection_id!r}: use a UUID or 1-64 of the characters "
@@ -246,7 +246,7 @@ def _wait_for_ui(ui: str, process: subprocess.Popen, timeout: float = 180.0) -> 
 
 
 def _run_demo(settings: Settings) -> None:
-    from rag_pipeline.demo import COLLECTIONS, follow, publish_demo
+    from rag_pipeline.local.demo import COLLECTIONS, follow, publish_demo
 
     click.echo("Publishing the demo crawl (2 collections of PostgreSQL docs + 4 broken "
                "messages) to Kafka ...")
@@ -313,7 +313,7 @@ def inspect_jobs(collection_id: str | None) -> None:
 def query(collection_id: str, mode: str, top_k: int, question: str) -> None:
     """Ask a collection: the answer and the chunks it was built from."""
     from rag_pipeline.contract import COLLECTION_ID
-    from rag_pipeline.querying import ask
+    from rag_pipeline.local.querying import ask
 
     if not COLLECTION_ID.fullmatch(collection_id):
         raise UserError(f"--collection {collection_id!r}: use a UUID or 1-64 of the characters "

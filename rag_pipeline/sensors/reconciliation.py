@@ -8,29 +8,24 @@ from typing import Any
 
 import dagster as dg
 
+from rag_pipeline.ledger import JobLedger
 from rag_pipeline.partitions import COLLECTION_TAG
 from rag_pipeline.reconciliation import release_jobs_of_run, retry_if_failing_runs_below
-from rag_pipeline.resources import (
-    KafkaResource,
-    LedgerResource,
-    ProcessingResource,
-    StatusApiResource,
-    report_outcomes,
-)
+from rag_pipeline.resources import KafkaResource, OutboxResource, ProcessingResource
 
 
-def _release(context: Any, run: dg.DagsterRun, reason: str, ledger: LedgerResource,
-             kafka: KafkaResource, status_api: StatusApiResource,
+def _release(context: Any, run: dg.DagsterRun, reason: str, ledger: JobLedger,
+             kafka: KafkaResource, outbox: OutboxResource,
              processing: ProcessingResource) -> None:
     family = [r for r in (run.run_id, run.parent_run_id, run.root_run_id) if r]
-    outcomes = release_jobs_of_run(ledger.ledger, family, reason, processing.max_retries,
+    outcomes = release_jobs_of_run(ledger, family, reason, processing.max_retries,
                                    context.log.warning)
-    report_outcomes(ledger, kafka, status_api, outcomes, context.log.warning)
+    outbox.bind(ledger, kafka).report(outcomes, context.log.warning)
     collection_id = run.tags.get(COLLECTION_TAG)
     if not outcomes and collection_id:
         # The run died before it claimed anything; its run_key is spent. A new one, unless
         # the collection's runs keep dying (reconcile_stuck_jobs retries those later).
-        retry_if_failing_runs_below(ledger.ledger, collection_id, processing.max_retries,
+        retry_if_failing_runs_below(ledger, collection_id, processing.max_retries,
                                     context.log.warning)
 
 
@@ -42,12 +37,12 @@ def build_run_failure_sensors(jobs: list[Any]) -> list[dg.SensorDefinition]:
         description="An indexing run failed: requeue its unfinished jobs, or declare them "
         "dead after MAX_RETRIES attempts.",
     )
-    def indexing_run_failed(context: dg.RunFailureSensorContext, ledger: LedgerResource,
-                            kafka: KafkaResource, status_api: StatusApiResource,
-                            processing: ProcessingResource) -> None:
+    def indexing_run_failed(context: dg.RunFailureSensorContext,
+                            ledger: dg.ResourceParam[JobLedger], kafka: KafkaResource,
+                            outbox: OutboxResource, processing: ProcessingResource) -> None:
         message = context.failure_event.message or "the run failed"
         _release(context, context.dagster_run, f"run failed: {message[:500]}", ledger, kafka,
-                 status_api, processing)
+                 outbox, processing)
 
     @dg.run_status_sensor(
         name="indexing_run_canceled",
@@ -56,10 +51,10 @@ def build_run_failure_sensors(jobs: list[Any]) -> list[dg.SensorDefinition]:
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="An indexing run was canceled: requeue its unfinished jobs.",
     )
-    def indexing_run_canceled(context: dg.RunStatusSensorContext, ledger: LedgerResource,
-                              kafka: KafkaResource, status_api: StatusApiResource,
-                              processing: ProcessingResource) -> None:
-        _release(context, context.dagster_run, "run canceled", ledger, kafka, status_api,
+    def indexing_run_canceled(context: dg.RunStatusSensorContext,
+                              ledger: dg.ResourceParam[JobLedger], kafka: KafkaResource,
+                              outbox: OutboxResource, processing: ProcessingResource) -> None:
+        _release(context, context.dagster_run, "run canceled", ledger, kafka, outbox,
                  processing)
 
     return [indexing_run_failed, indexing_run_canceled]

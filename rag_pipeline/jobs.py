@@ -1,0 +1,40 @@
+"""The jobs of the code location.
+
+- `index_collection`: a collection's queued pages (requested by indexing_jobs_sensor);
+- `reindex_collection`: a collection again from the ledger (backfill it from the UI);
+- `reconcile_stuck_jobs`: the repairs, materializing `crawl_requests` (on a schedule).
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from rag_pipeline.assets.indexing import indexing_assets
+from rag_pipeline.assets.reconciliation import crawl_requests
+from rag_pipeline.hooks import RUN_HOOKS
+
+index_collection_job = dg.define_asset_job(
+    "index_collection",
+    selection=dg.AssetSelection.assets(*indexing_assets),
+    description="Index a collection's queued pages (requested by indexing_jobs_sensor).",
+    hooks=RUN_HOOKS,
+)
+
+reindex_collection_job = dg.define_asset_job(
+    "reindex_collection",
+    selection=dg.AssetSelection.assets(*indexing_assets),
+    config={"ops": {"raw_pages": {"config": {"scope": "everything"}}}},
+    description="Process a collection again from the ledger (the latest job of every url): "
+    "changed pages are replaced, unchanged ones skipped. Backfill it from the UI.",
+    hooks=RUN_HOOKS,
+)
+
+# The jobs that write a collection's workspace (watched by the run-failure sensors).
+INDEXING_JOBS = [index_collection_job, reindex_collection_job]
+
+reconcile_stuck_jobs_job = dg.define_asset_job(
+    "reconcile_stuck_jobs",
+    selection=dg.AssetSelection.assets(crawl_requests),
+    description="Requeue the jobs of dead runs (or declare them dead), nudge collections "
+    "whose queued jobs have no run, redeliver statuses, summarise every crawl request.",
+)

@@ -1,0 +1,81 @@
+"""The ledger: the PostgreSQL schema `rag_pipeline` that carries every guarantee.
+
+All database access of the pipeline goes through `JobLedger`'s named methods, grouped by
+concern in this package:
+
+- `connection`: the pool, transactions, clear connection errors;
+- `records`: the records that travel in and out, and their vocabulary (states, outcomes,
+  reason codes);
+- `schema`: the tables and their versioned migrations;
+- `intake`: Kafka offsets and staging (the sensor);
+- `runs`: claims, cleaned texts, documents, finishing, requeues, heartbeats (runs, repairs);
+- `outbox`: the status reports to the Go API;
+- `inspection`: read-only counts for people.
+
+Values always travel as query parameters; no SQL text is ever built from message content.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+
+from rag_pipeline.ledger.connection import (
+    LedgerUnavailable,
+    is_permanent_connection_error,
+)
+from rag_pipeline.ledger.inspection import InspectionQueries
+from rag_pipeline.ledger.intake import ConcurrentStaging, IntakeQueries
+from rag_pipeline.ledger.outbox import OutboxQueries
+from rag_pipeline.ledger.records import (
+    FailedMessage,
+    IndexedDocument,
+    JobOutcome,
+    OutboxRow,
+    PageText,
+    PendingCollection,
+    RequestSummary,
+    RunJob,
+    StagedJob,
+    StageResult,
+)
+from rag_pipeline.ledger.runs import RunQueries
+from rag_pipeline.ledger.schema import SchemaQueries
+
+__all__ = ["ConcurrentStaging", "FailedMessage", "IndexedDocument", "JobLedger", "JobOutcome",
+           "LedgerUnavailable", "OutboxRow", "PageText", "PendingCollection", "RequestSummary",
+           "RunJob", "StageResult", "StagedJob", "is_permanent_connection_error",
+           "shared_ledger"]
+
+
+class JobLedger(SchemaQueries, IntakeQueries, RunQueries, OutboxQueries, InspectionQueries):
+    """Named queries over the ledger, on a psycopg 3 connection pool."""
+
+
+# --- one ledger per process ----------------------------------------------------------------
+_shared: dict[tuple[str, str, int], JobLedger] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_ledger(conninfo: str, password: str, max_size: int = 4) -> JobLedger:
+    """The process's open, migrated ledger for these connection settings.
+
+    The code server evaluates a sensor tick every few seconds and a run's steps share a
+    process: opening a pool (TLS-less SCRAM handshakes, a migration check) for each would
+    cost more CPU than the tick's own work. Closed at exit.
+    """
+    key = (conninfo, password, max_size)
+    with _shared_lock:
+        ledger = _shared.get(key)
+        if ledger is None:
+            ledger = JobLedger(conninfo, password, max_size=max_size).open()
+            ledger.migrate()
+            _shared[key] = ledger
+        return ledger
+
+
+@atexit.register
+def close_shared_ledgers() -> None:
+    with _shared_lock:
+        while _shared:
+            _shared.popitem()[1].close()

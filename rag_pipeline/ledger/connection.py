@@ -1,0 +1,77 @@
+"""The ledger's connection: one psycopg 3 pool, transactions, and clear connection errors.
+
+`LedgerConnection` is the base of every query group of `JobLedger` (schema, intake, runs,
+outbox, inspection); nothing else in the project opens a ledger connection of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Self
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+SCHEMA = "rag_pipeline"
+PERMANENT_CONNECTION_ERRORS = ("password authentication failed", "does not exist",
+                               "no pg_hba.conf entry", "role", "permission denied")
+
+
+class LedgerUnavailable(Exception):
+    """The ledger's database cannot be used; the message says what to check."""
+
+
+def is_permanent_connection_error(exc: BaseException) -> bool:
+    """A connection error that waiting will not fix (credentials, names, permissions)."""
+    message = str(exc).lower()
+    return any(marker in message for marker in PERMANENT_CONNECTION_ERRORS)
+
+
+class LedgerConnection:
+    """A psycopg 3 connection pool on the ledger's database."""
+
+    def __init__(self, conninfo: str, password: str, *, max_size: int = 4,
+                 application_name: str = "rag-pipeline") -> None:
+        self.conninfo = conninfo
+        self._password = password
+        self.pool = ConnectionPool(
+            conninfo,
+            kwargs={"password": password, "application_name": application_name,
+                    "connect_timeout": 10},
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            name="rag-pipeline-ledger",
+            # After a PostgreSQL restart every pooled connection is dead: check before lending
+            # one, so the first query after a restart does not fail.
+            check=ConnectionPool.check_connection,
+        )
+
+    def open(self, wait_timeout: float = 30.0) -> Self:
+        # One direct connection first: a wrong password or database fails at once, with a
+        # message, instead of after the pool's retries.
+        try:
+            psycopg.connect(self.conninfo, password=self._password, connect_timeout=10).close()
+        except psycopg.OperationalError as exc:
+            if is_permanent_connection_error(exc):
+                raise LedgerUnavailable(
+                    f"PostgreSQL refused the ledger connection ({self.conninfo}): "
+                    f"{str(exc).strip().splitlines()[-1]}. Check POSTGRES_USER, "
+                    "POSTGRES_PASSWORD and POSTGRES_DB.") from None
+        self.pool.open(wait=True, timeout=wait_timeout)
+        return self
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self) -> Self:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection]:
+        with self.pool.connection() as conn, conn.transaction():
+            yield conn

@@ -1,0 +1,75 @@
+"""Inspection: what people and the crawl request summary read (CLI `inspect`, the
+`crawl_requests` asset, tests). Read-only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from rag_pipeline.ledger.connection import LedgerConnection
+from rag_pipeline.ledger.records import RequestSummary
+
+
+class InspectionQueries(LedgerConnection):
+    """Counts and rows for people: per crawl request, per state, per job, per outbox row."""
+
+    def request_summaries(self, only_open: bool = False, limit: int = 200
+                          ) -> list[RequestSummary]:
+        """Per crawl request: total, completed, failed, dead, pending (queued + running)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT request_id, count(*), "
+                "count(*) FILTER (WHERE state = 'completed'), "
+                "count(*) FILTER (WHERE state = 'failed'), "
+                "count(*) FILTER (WHERE state = 'dead'), "
+                "count(*) FILTER (WHERE state IN ('queued', 'running')), "
+                "min(created_at) FILTER (WHERE state IN ('queued', 'running')) "
+                "FROM rag_pipeline.jobs GROUP BY request_id "
+                "HAVING NOT %s OR count(*) FILTER (WHERE state IN ('queued', 'running')) > 0 "
+                "ORDER BY min(created_at) FILTER (WHERE state IN ('queued', 'running')) "
+                "NULLS LAST, request_id LIMIT %s", (only_open, limit),
+            ).fetchall()
+        return [RequestSummary(*r) for r in rows]
+
+
+    # --- inspection --------------------------------------------------------------------------
+    def job_states(self, collection_id: str | None = None) -> dict[str, int]:
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT state, count(*) FROM rag_pipeline.jobs "
+                "WHERE %(c)s::text IS NULL OR collection_id = %(c)s GROUP BY state",
+                {"c": collection_id},
+            ).fetchall()
+        return {state: count for state, count in rows}
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(
+                "SELECT job_id, seq, request_id, collection_id, url, doc_id, title, state, "
+                "attempts, error_code, last_error, run_id, outcome, duplicate_of, content_hash, "
+                "metrics, kafka_topic, kafka_partition, kafka_offset, created_at, updated_at, "
+                "finished_at FROM rag_pipeline.jobs WHERE job_id = %s",
+                (job_id,),
+            ).fetchone()
+
+    def jobs(self, job_ids: Iterable[int]) -> list[dict[str, Any]]:
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(
+                "SELECT job_id, collection_id, url, state, attempts, error_code, last_error, "
+                "run_id, outcome, duplicate_of FROM rag_pipeline.jobs "
+                "WHERE job_id = ANY(%s) ORDER BY job_id",
+                (list(job_ids),),
+            ).fetchall()
+
+    def outbox_rows(self, job_id: int | None = None) -> list[dict[str, Any]]:
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(
+                "SELECT id, job_id, status, error_msg, state, attempts, idempotency_key, "
+                "response_code, next_attempt_at FROM rag_pipeline.outbox "
+                "WHERE %(j)s::bigint IS NULL OR job_id = %(j)s ORDER BY id",
+                {"j": job_id},
+            ).fetchall()
+
+

@@ -1,0 +1,192 @@
+"""The records that travel in and out of the ledger, and the vocabulary of their fields.
+
+Plain frozen dataclasses (no database access): staged messages, claimed jobs, cleaned page
+texts, indexed documents, job outcomes, outbox rows, crawl request summaries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from rag_pipeline.vocabulary import (
+    FAILED_STATES,
+    TERMINAL_STATES,
+    JobState,
+    OutboxState,
+    Outcome,
+    Reason,
+    ReportedStatus,
+)
+
+__all__ = [
+    "FAILED_STATES",
+    "TERMINAL_STATES",
+    "FailedMessage",
+    "IndexedDocument",
+    "JobOutcome",
+    "JobState",
+    "OutboxRow",
+    "OutboxState",
+    "Outcome",
+    "PageText",
+    "PendingCollection",
+    "Reason",
+    "ReportedStatus",
+    "RequestSummary",
+    "RunJob",
+    "StageResult",
+    "StagedJob",
+]
+
+
+@dataclass(frozen=True)
+class StagedJob:
+    """A valid message, ready to become a queued job."""
+
+    job_id: int
+    request_id: int
+    project_id: int
+    user_id: str
+    collection_id: str
+    url: str
+    normalized_url: str
+    doc_id: str
+    title: str
+    details: dict[str, Any]
+    message: bytes
+    topic: str
+    partition: int
+    offset: int
+    # Computed once: it is compared in memory, against the ledger, and stored.
+    message_sha256: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message_sha256", hashlib.sha256(self.message).digest())
+
+
+@dataclass(frozen=True)
+class FailedMessage:
+    """A rejected message; recorded as a failed job when its job_id could be read."""
+
+    job_id: int | None
+    collection_id: str | None
+    code: str
+    error_msg: str
+    topic: str
+    partition: int
+    offset: int
+    message: bytes | None
+
+
+@dataclass
+class StageResult:
+    inserted: list[int] = field(default_factory=list)
+    duplicates: int = 0
+    failed_recorded: int = 0
+
+
+@dataclass(frozen=True)
+class PendingCollection:
+    collection_id: str
+    first_seq: int
+    last_seq: int
+    queued: int
+    attempts: int
+    nudge: int = 0
+
+    @property
+    def run_key(self) -> str:
+        # Changes whenever the set of waiting jobs changes (new jobs, jobs requeued with
+        # attempts+1, a nudge from reconciliation), and only then: a repeated evaluation
+        # requests nothing new.
+        return (f"{self.collection_id}:{self.first_seq}-{self.last_seq}:{self.attempts}"
+                f":{self.nudge}")
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """A job owned by a run, as the steps of the run see it."""
+
+    job_id: int
+    request_id: int | None
+    collection_id: str
+    url: str
+    normalized_url: str
+    doc_id: str
+    title: str
+    attempts: int
+    message_bytes: int
+    text_bytes: int
+
+
+@dataclass(frozen=True)
+class PageText:
+    job_id: int
+    request_id: int | None
+    doc_id: str
+    normalized_url: str
+    title: str
+    text: str
+    content_hash: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class IndexedDocument:
+    doc_id: str
+    url: str
+    file_path: str
+    content_hash: str
+
+
+@dataclass
+class JobOutcome:
+    """How a run leaves a job. State QUEUED means: retry in a later run (attempts+1)."""
+
+    job_id: int
+    request_id: int | None
+    state: JobState
+    outcome: Outcome | None = None
+    error_code: str | None = None  # a Reason, or Reason.about(field)
+    error_msg: str | None = None
+    duplicate_of: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    document: IndexedDocument | None = None
+    collection_id: str | None = None
+
+    def status_report(self) -> tuple[ReportedStatus, str | None] | None:
+        """The (status, error_msg) the Go backend gets, for terminal states."""
+        if self.state == JobState.COMPLETED:
+            return ReportedStatus.COMPLETED, None
+        if self.state in FAILED_STATES:
+            return ReportedStatus.FAILED, self.error_msg or self.error_code or "failed"
+        return None
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One status report to deliver to the Go API (table rag_pipeline.outbox)."""
+
+    id: int
+    job_id: int
+    request_id: int | None
+    status: ReportedStatus
+    error_msg: str | None
+    idempotency_key: str
+    attempts: int
+    metrics: dict[str, Any] | None = None
+    created_at: Any = None
+
+
+@dataclass(frozen=True)
+class RequestSummary:
+    request_id: int | None
+    total: int
+    completed: int
+    failed: int
+    dead: int
+    pending: int
+    oldest_pending: Any
+

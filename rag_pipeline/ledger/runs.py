@@ -1,0 +1,318 @@
+"""Runs: claims, cleaned texts, indexed documents, finishing jobs, requeues, heartbeats.
+
+Everything an indexing run, the run-failure sensors and reconciliation read and write about
+the jobs a run owns. `finish_jobs` records a batch's outcomes, their documents and their
+outbox rows in ONE transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from rag_pipeline.ledger.connection import LedgerConnection
+from rag_pipeline.ledger.outbox import enqueue_outbox_row
+from rag_pipeline.ledger.records import (
+    IndexedDocument,
+    JobOutcome,
+    JobState,
+    PageText,
+    RunJob,
+)
+
+
+class RunQueries(LedgerConnection):
+    """What indexing runs and the repairs around them do with the jobs."""
+
+    # --- claims --------------------------------------------------------------------------------
+    def claim_jobs(self, collection_id: str, run_id: str, run_family: Sequence[str],
+                   limit: int, scope: str = "pending") -> list[RunJob]:
+        """Take this run's jobs: those its family already owns, then queued ones up to `limit`.
+
+        scope="everything" first requeues the latest job of every url of the collection
+        that no live run owns, so the collection is processed again from the ledger.
+        """
+        with self.transaction() as conn:
+            self._adopt(conn, collection_id, run_id, run_family)
+            if scope == "everything":
+                conn.execute(
+                    "UPDATE rag_pipeline.jobs j SET state = 'queued', run_id = NULL, "
+                    "updated_at = now() FROM (SELECT DISTINCT ON (normalized_url) job_id "
+                    "  FROM rag_pipeline.jobs WHERE collection_id = %s "
+                    "  AND normalized_url IS NOT NULL ORDER BY normalized_url, seq DESC) latest "
+                    "WHERE j.job_id = latest.job_id AND j.state IN ('completed', 'failed', 'dead')",
+                    (collection_id,),
+                )
+            owned = conn.execute(
+                "SELECT count(*) FROM rag_pipeline.jobs WHERE run_id = %s AND state = 'running'",
+                (run_id,),
+            ).fetchone()[0]
+            conn.execute(
+                "UPDATE rag_pipeline.jobs j SET state = 'running', run_id = %s, "
+                "started_at = now(), updated_at = now() FROM (SELECT job_id FROM "
+                "rag_pipeline.jobs WHERE collection_id = %s AND state = 'queued' ORDER BY seq "
+                "LIMIT %s FOR UPDATE SKIP LOCKED) picked WHERE j.job_id = picked.job_id",
+                (run_id, collection_id, max(0, limit - owned)),
+            )
+        return self.run_jobs(run_id)
+
+    def _adopt(self, conn: psycopg.Connection, collection_id: str, run_id: str,
+               run_family: Sequence[str]) -> None:
+        conn.execute(
+            "UPDATE rag_pipeline.jobs SET run_id = %s, updated_at = now() "
+            "WHERE collection_id = %s AND state = 'running' AND run_id = ANY(%s)",
+            (run_id, collection_id, list(run_family)),
+        )
+
+    def adopt_jobs(self, collection_id: str, run_id: str, run_family: Sequence[str]
+                   ) -> list[RunJob]:
+        """The jobs of this run, including those a re-executed parent run had claimed."""
+        with self.transaction() as conn:
+            self._adopt(conn, collection_id, run_id, run_family)
+        return self.run_jobs(run_id)
+
+    def run_jobs(self, run_id: str) -> list[RunJob]:
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT job_id, request_id, collection_id, url, normalized_url, doc_id, "
+                "coalesce(title, ''), attempts, coalesce(message_bytes, 0), "
+                "coalesce(octet_length(clean_text), 0) FROM rag_pipeline.jobs "
+                "WHERE run_id = %s AND state = 'running' ORDER BY seq",
+                (run_id,),
+            ).fetchall()
+        return [RunJob(*r) for r in rows]
+
+    def messages(self, job_ids: Sequence[int]) -> dict[int, bytes]:
+        """The Kafka messages as received, for a batch of jobs."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT job_id, message FROM rag_pipeline.jobs WHERE job_id = ANY(%s)",
+                (list(job_ids),),
+            ).fetchall()
+        return {job_id: bytes(message or b"") for job_id, message in rows}
+
+    def kafka_coordinates(self, job_ids: Sequence[int]) -> dict[int, tuple[int, int, int]]:
+        """(partition, offset, attempts) of each job's message."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT job_id, kafka_partition, kafka_offset, attempts FROM rag_pipeline.jobs "
+                "WHERE job_id = ANY(%s)", (list(job_ids),),
+            ).fetchall()
+        return {r[0]: (r[1] if r[1] is not None else -1, r[2] if r[2] is not None else -1, r[3])
+                for r in rows}
+
+    def store_page_texts(self, rows: Sequence[tuple[int, str, str, str, str, dict[str, Any]]]
+                         ) -> None:
+        """(job_id, title, clean_text, text_source, content_hash, metrics) per cleaned page."""
+        if not rows:
+            return
+        with self.transaction() as conn, conn.cursor() as cur:
+            cur.executemany(
+                "UPDATE rag_pipeline.jobs SET title = %s, clean_text = %s, text_source = %s, "
+                "content_hash = %s, metrics = coalesce(metrics, '{}'::jsonb) || %s::jsonb, "
+                "updated_at = now() WHERE job_id = %s",
+                [(title, text, source, digest, json.dumps(metrics), job_id)
+                 for job_id, title, text, source, digest, metrics in rows],
+            )
+
+    def page_texts(self, job_ids: Sequence[int]) -> list[PageText]:
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT job_id, request_id, doc_id, normalized_url, coalesce(title, ''), "
+                "clean_text, content_hash, attempts FROM rag_pipeline.jobs "
+                "WHERE job_id = ANY(%s) AND clean_text IS NOT NULL ORDER BY seq",
+                (list(job_ids),),
+            ).fetchall()
+        return [PageText(*r) for r in rows]
+
+    def indexed_documents(self, collection_id: str, doc_ids: Sequence[str]
+                          ) -> dict[str, IndexedDocument]:
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT doc_id, url, file_path, content_hash FROM rag_pipeline.documents "
+                "WHERE collection_id = %s AND doc_id = ANY(%s)",
+                (collection_id, list(doc_ids)),
+            ).fetchall()
+        return {r[0]: IndexedDocument(*r) for r in rows}
+
+    def documents_with_content(self, collection_id: str, hashes: Sequence[str]
+                               ) -> dict[str, IndexedDocument]:
+        """Indexed documents of the collection by content hash (for duplicate content)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT ON (content_hash) doc_id, url, file_path, content_hash "
+                "FROM rag_pipeline.documents WHERE collection_id = %s "
+                "AND content_hash = ANY(%s) ORDER BY content_hash, indexed_at",
+                (collection_id, list(hashes)),
+            ).fetchall()
+        return {r[3]: IndexedDocument(*r) for r in rows}
+
+    def document_urls(self, collection_id: str, doc_ids: Sequence[str]) -> dict[str, str]:
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT doc_id, url FROM rag_pipeline.documents "
+                "WHERE collection_id = %s AND doc_id = ANY(%s)",
+                (collection_id, list(doc_ids)),
+            ).fetchall()
+        return dict(rows)
+
+    def finish_jobs(self, collection_id: str, outcomes: Sequence[JobOutcome],
+                    max_retries: int) -> list[JobOutcome]:
+        """Record outcomes in ONE transaction: job rows, indexed documents, outbox rows.
+
+        A job to retry (state QUEUED) whose attempts are used up becomes DEAD instead.
+        Returns the outcomes as recorded.
+        """
+        recorded = []
+        with self.transaction() as conn:
+            for o in outcomes:
+                if o.state == JobState.QUEUED:
+                    attempts = conn.execute(
+                        "SELECT attempts FROM rag_pipeline.jobs WHERE job_id = %s",
+                        (o.job_id,),
+                    ).fetchone()[0]
+                    if attempts + 1 > max_retries:
+                        o.state = JobState.DEAD
+                        o.error_msg = (f"dead after {attempts + 1} attempts: "
+                                       f"{o.error_msg or o.error_code}")
+                if o.state == JobState.QUEUED:
+                    conn.execute(
+                        "UPDATE rag_pipeline.jobs SET state = 'queued', run_id = NULL, "
+                        "attempts = attempts + 1, error_code = %s, last_error = %s, "
+                        "updated_at = now() WHERE job_id = %s",
+                        (o.error_code, o.error_msg, o.job_id),
+                    )
+                else:
+                    conn.execute(
+                        "UPDATE rag_pipeline.jobs SET state = %s, outcome = %s, error_code = %s, "
+                        "last_error = %s, duplicate_of = %s, "
+                        "metrics = coalesce(metrics, '{}'::jsonb) || %s::jsonb, "
+                        "attempts = attempts + CASE WHEN %s = 'dead' THEN 1 ELSE 0 END, "
+                        "finished_at = now(), updated_at = now() WHERE job_id = %s",
+                        (o.state, o.outcome, o.error_code, o.error_msg, o.duplicate_of,
+                         json.dumps(o.metrics), o.state, o.job_id),
+                    )
+                if o.document is not None:
+                    d = o.document
+                    conn.execute(
+                        "INSERT INTO rag_pipeline.documents (collection_id, doc_id, url, "
+                        "file_path, content_hash, job_id) VALUES (%s, %s, %s, %s, %s, %s) "
+                        "ON CONFLICT (collection_id, doc_id) DO UPDATE SET url = EXCLUDED.url, "
+                        "file_path = EXCLUDED.file_path, content_hash = EXCLUDED.content_hash, "
+                        "job_id = EXCLUDED.job_id, indexed_at = now()",
+                        (collection_id, d.doc_id, d.url, d.file_path, d.content_hash, o.job_id),
+                    )
+                report = o.status_report()
+                if report is not None:
+                    metrics = conn.execute("SELECT metrics FROM rag_pipeline.jobs WHERE job_id "
+                                           "= %s", (o.job_id,)).fetchone()[0]
+                    enqueue_outbox_row(conn, o.job_id, o.request_id, report[0], report[1],
+                                           metrics)
+                recorded.append(o)
+        return recorded
+
+    def forget_document(self, collection_id: str, doc_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM rag_pipeline.documents WHERE collection_id = %s "
+                         "AND doc_id = %s", (collection_id, doc_id))
+
+    def documents_missing_from_lightrag(self, collection_id: str) -> list[str]:
+        """Indexed documents (per the ledger) that LightRAG does not hold as processed."""
+        with self.pool.connection() as conn:
+            exists = conn.execute("SELECT to_regclass('public.lightrag_doc_status')").fetchone()[0]
+            query = (
+                "SELECT d.doc_id FROM rag_pipeline.documents d WHERE d.collection_id = %s "
+                + ("AND NOT EXISTS (SELECT 1 FROM public.lightrag_doc_status s "
+                   "WHERE s.workspace = d.collection_id AND s.id = d.doc_id "
+                   "AND s.status = 'processed') " if exists else "")
+                + "ORDER BY d.doc_id"
+            )
+            rows = conn.execute(query, (collection_id,)).fetchall()
+        return [r[0] for r in rows]
+
+    def requeue_jobs_of_runs(self, run_ids: Sequence[str], error_code: str, reason: str,
+                             max_retries: int) -> list[JobOutcome]:
+        """Jobs left running by runs that died: queued again (attempts+1), or dead."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT job_id, request_id, collection_id FROM rag_pipeline.jobs "
+                "WHERE state = 'running' AND run_id = ANY(%s) ORDER BY seq", (list(run_ids),),
+            ).fetchall()
+        by_collection: dict[str, list[JobOutcome]] = {}
+        for job_id, request_id, collection_id in rows:
+            by_collection.setdefault(collection_id, []).append(JobOutcome(
+                job_id=job_id, request_id=request_id, state=JobState.QUEUED, error_code=error_code,
+                error_msg=f"{error_code}: {reason}", collection_id=collection_id))
+        recorded: list[JobOutcome] = []
+        for collection_id, outcomes in by_collection.items():
+            recorded += self.finish_jobs(collection_id, outcomes, max_retries=max_retries)
+        return recorded
+
+    def running_jobs_of(self, run_ids: Sequence[str]) -> int:
+        with self.pool.connection() as conn:
+            return conn.execute(
+                "SELECT count(*) FROM rag_pipeline.jobs WHERE state = 'running' "
+                "AND run_id = ANY(%s)", (list(run_ids),),
+            ).fetchone()[0]
+
+    # --- liveness and reconciliation ---------------------------------------------------------
+    def heartbeat(self, run_id: str, collection_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO rag_pipeline.runs (run_id, collection_id) VALUES (%s, %s) "
+                "ON CONFLICT (run_id) DO UPDATE SET beat_at = now()", (run_id, collection_id))
+
+    def finish_run(self, run_id: str, collection_id: str, outcome: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO rag_pipeline.runs (run_id, collection_id, outcome, finished_at) "
+                "VALUES (%s, %s, %s, now()) ON CONFLICT (run_id) DO UPDATE SET "
+                "outcome = EXCLUDED.outcome, finished_at = now()",
+                (run_id, collection_id, outcome))
+
+    def recent_failed_runs(self, collection_id: str, window_seconds: float) -> int:
+        with self.pool.connection() as conn:
+            return conn.execute(
+                "SELECT count(*) FROM rag_pipeline.runs WHERE collection_id = %s "
+                "AND outcome LIKE 'failure%%' "
+                "AND finished_at > now() - make_interval(secs => %s)",
+                (collection_id, window_seconds),
+            ).fetchone()[0]
+
+    def run_outcome(self, run_id: str) -> str | None:
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT outcome FROM rag_pipeline.runs WHERE run_id = %s",
+                               (run_id,)).fetchone()
+        return row[0] if row else None
+
+    def running_runs(self) -> list[tuple[str, str, Any]]:
+        """(run_id, collection_id, last sign of life) of every run that owns running jobs."""
+        with self.pool.connection() as conn:
+            return conn.execute(
+                "SELECT j.run_id, min(j.collection_id), "
+                "greatest(max(r.beat_at), max(j.updated_at)) "
+                "FROM rag_pipeline.jobs j LEFT JOIN rag_pipeline.runs r USING (run_id) "
+                "WHERE j.state = 'running' GROUP BY j.run_id"
+            ).fetchall()
+
+    def stale_queued_collections(self, older_than_seconds: float) -> list[str]:
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT collection_id FROM rag_pipeline.jobs WHERE state = 'queued' "
+                "AND updated_at < now() - make_interval(secs => %s) ORDER BY 1",
+                (older_than_seconds,),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def nudge(self, collection_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO rag_pipeline.collection_nudges (collection_id, nudge) VALUES (%s, 1) "
+                "ON CONFLICT (collection_id) DO UPDATE SET nudge = "
+                "rag_pipeline.collection_nudges.nudge + 1", (collection_id,))
+            conn.execute("UPDATE rag_pipeline.jobs SET updated_at = now() "
+                         "WHERE collection_id = %s AND state = 'queued'", (collection_id,))
+

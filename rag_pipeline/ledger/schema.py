@@ -1,0 +1,198 @@
+"""The ledger's schema `rag_pipeline`: versioned migrations, applied once, in order.
+
+- `kafka_offsets`: the consumer's source of truth (next offset per topic partition).
+- `jobs`: one row per job_id, from staging to its terminal state (vocabulary.JobState).
+- `documents`: what is in LightRAG, per (collection_id, doc_id), with its content hash.
+- `outbox`: the status reports to deliver to the Go API (vocabulary.OutboxState).
+- `runs`: heartbeats and outcomes of indexing runs; `collection_nudges`; `model_slots`.
+
+A migration is never edited once released: a change is a new migration.
+"""
+
+from __future__ import annotations
+
+from rag_pipeline.ledger.connection import SCHEMA, LedgerConnection
+
+# Each migration runs once, in order, inside one transaction, recorded in schema_migrations.
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE rag_pipeline.kafka_offsets (
+            topic text NOT NULL,
+            partition integer NOT NULL,
+            next_offset bigint NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (topic, partition)
+        );
+
+        CREATE TABLE rag_pipeline.jobs (
+            job_id bigint PRIMARY KEY,
+            seq bigserial UNIQUE,
+            request_id bigint,
+            project_id bigint,
+            user_id text,
+            collection_id text NOT NULL,
+            url text NOT NULL,
+            normalized_url text,
+            doc_id text,
+            title text,
+            details jsonb NOT NULL DEFAULT '{}',
+            message bytea,
+            message_sha256 bytea,
+            message_bytes integer,
+            kafka_topic text,
+            kafka_partition integer,
+            kafka_offset bigint,
+            state text NOT NULL CHECK (state IN
+                ('queued', 'running', 'completed', 'failed', 'dead')),
+            attempts integer NOT NULL DEFAULT 0,
+            error_code text,
+            last_error text,
+            run_id text,
+            clean_text text,
+            text_source text,
+            content_hash text,
+            outcome text,
+            duplicate_of text,
+            metrics jsonb,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            started_at timestamptz,
+            finished_at timestamptz,
+            UNIQUE (kafka_topic, kafka_partition, kafka_offset)
+        );
+        CREATE INDEX jobs_collection_state ON rag_pipeline.jobs (collection_id, state, seq);
+        CREATE INDEX jobs_run ON rag_pipeline.jobs (run_id) WHERE run_id IS NOT NULL;
+        CREATE INDEX jobs_active ON rag_pipeline.jobs (state, updated_at)
+            WHERE state IN ('queued', 'running');
+        CREATE INDEX jobs_request ON rag_pipeline.jobs (request_id);
+
+        CREATE TABLE rag_pipeline.documents (
+            collection_id text NOT NULL,
+            doc_id text NOT NULL,
+            url text NOT NULL,
+            file_path text NOT NULL,
+            content_hash text NOT NULL,
+            job_id bigint NOT NULL,
+            indexed_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (collection_id, doc_id)
+        );
+        CREATE INDEX documents_content ON rag_pipeline.documents (collection_id, content_hash);
+
+        CREATE TABLE rag_pipeline.callbacks (
+            id bigserial PRIMARY KEY,
+            job_id bigint NOT NULL,
+            request_id bigint,
+            status text NOT NULL CHECK (status IN ('completed', 'failed')),
+            error_msg text,
+            idempotency_key text NOT NULL UNIQUE,
+            state text NOT NULL DEFAULT 'pending'
+                CHECK (state IN ('pending', 'delivered', 'rejected')),
+            attempts integer NOT NULL DEFAULT 0,
+            next_attempt_at timestamptz NOT NULL DEFAULT now(),
+            last_error text,
+            response_code integer,
+            response_body text,
+            result_event jsonb,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            delivered_at timestamptz
+        );
+        CREATE INDEX callbacks_due ON rag_pipeline.callbacks (next_attempt_at)
+            WHERE state = 'pending';
+        CREATE INDEX callbacks_job ON rag_pipeline.callbacks (job_id);
+        """,
+    ),
+    (
+        2,
+        """
+        -- Model request slots shared by every process (see model_slots.py).
+        CREATE TABLE rag_pipeline.model_slots (
+            kind text NOT NULL,
+            slot integer NOT NULL,
+            holder text,
+            expires_at timestamptz,
+            PRIMARY KEY (kind, slot)
+        );
+        CREATE FUNCTION rag_pipeline.release_model_slot(p_kind text, p_slot integer,
+                                                        p_holder text)
+        RETURNS void LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE rag_pipeline.model_slots SET holder = NULL, expires_at = NULL
+            WHERE kind = p_kind AND slot = p_slot AND holder = p_holder;
+            PERFORM pg_notify('rag_pipeline_model_slots', p_kind);
+        END $$;
+        """,
+    ),
+    (
+        3,
+        """
+        -- Result events for topic indexing_job_results (PUBLISH_RESULTS), from the outbox.
+        ALTER TABLE rag_pipeline.callbacks ADD COLUMN result_published boolean
+            NOT NULL DEFAULT false;
+        -- Indexing runs: a heartbeat while they work (reconciliation reads it) and the
+        -- run-level outcome recorded by the run's hooks.
+        CREATE TABLE rag_pipeline.runs (
+            run_id text PRIMARY KEY,
+            collection_id text NOT NULL,
+            beat_at timestamptz NOT NULL DEFAULT now(),
+            outcome text,
+            finished_at timestamptz
+        );
+        -- Bumped by reconciliation for a collection whose queued jobs no run takes; part of
+        -- the sensor's run_key, so that a new run is requested.
+        CREATE TABLE rag_pipeline.collection_nudges (
+            collection_id text PRIMARY KEY,
+            nudge integer NOT NULL DEFAULT 0
+        );
+        """,
+    ),
+    (
+        4,
+        """
+        -- A message is mostly base64 of gzip: PostgreSQL's pglz cannot shrink it and trying
+        -- cost most of a staging tick. Stored out of line, uncompressed.
+        ALTER TABLE rag_pipeline.jobs ALTER COLUMN message SET STORAGE EXTERNAL;
+        """,
+    ),
+    (
+        5,
+        """
+        -- One name for the outbox of status reports, everywhere (code, table, docs).
+        ALTER TABLE rag_pipeline.callbacks RENAME TO outbox;
+        ALTER SEQUENCE rag_pipeline.callbacks_id_seq RENAME TO outbox_id_seq;
+        ALTER INDEX rag_pipeline.callbacks_pkey RENAME TO outbox_pkey;
+        ALTER INDEX rag_pipeline.callbacks_due RENAME TO outbox_due;
+        ALTER INDEX rag_pipeline.callbacks_job RENAME TO outbox_job;
+        ALTER INDEX rag_pipeline.callbacks_idempotency_key_key
+            RENAME TO outbox_idempotency_key_key;
+        """,
+    ),
+]
+
+
+class SchemaQueries(LedgerConnection):
+    """Creating and upgrading the schema."""
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema; safe to call from many processes at once."""
+        with self.transaction() as conn:
+            # Serialises concurrent migrators (sensor ticks, run workers) on one key.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('rag_pipeline:migrate'))")
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {SCHEMA}.schema_migrations "
+                "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r[0] for r in conn.execute(f"SELECT version FROM {SCHEMA}.schema_migrations")}
+            for version, ddl in MIGRATIONS:
+                if version not in done:
+                    conn.execute(ddl)
+                    conn.execute(f"INSERT INTO {SCHEMA}.schema_migrations (version) VALUES (%s)",
+                                 (version,))
+        return MIGRATIONS[-1][0]
+
+    def schema_version(self) -> int:
+        with self.pool.connection() as conn:
+            row = conn.execute(f"SELECT max(version) FROM {SCHEMA}.schema_migrations").fetchone()
+        return row[0] or 0

@@ -1,0 +1,285 @@
+"""Reporting job outcomes outward: the status outbox, dead letters and result events.
+
+The one home for everything the pipeline tells the outside world about a job:
+
+- **statuses** to the Go API: `PATCH {GO_BACKEND_URL}/api/v1/indexing/jobs/{job_id}/status`
+  with `{"status": ...}` (and `error_msg` for failures) and an `Idempotency-Key`. A status is
+  first an outbox row (`rag_pipeline.outbox`), written in the transaction that makes its job
+  terminal, then delivered with a timeout and capped exponential backoff with jitter:
+  2xx delivered; 4xx other than 408/409/429 rejected (kept with the body, not retried
+  forever); anything else (5xx, 408/409/429, timeouts, connection errors) retried later;
+- **dead letters** on KAFKA_DLQ_TOPIC for messages that cannot be processed (staging) and
+  jobs that end failed or dead (runs, repairs), each with the original message and
+  Kafka Connect-style headers naming its source topic, partition and offset;
+- **result events** on KAFKA_RESULTS_TOPIC when PUBLISH_RESULTS is on.
+
+`Outbox` bundles them for the Dagster definitions; the functions below it are the plain
+parts that tests call directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from rag_pipeline.contract import DeadLetter, JobResultEvent, ResultMetrics, StatusUpdate
+from rag_pipeline.events import event_line
+from rag_pipeline.kafka_io import KafkaOptions, produce_confirmed, producer_config
+from rag_pipeline.ledger import JobLedger, JobOutcome, OutboxRow
+from rag_pipeline.settings import SettingsView
+from rag_pipeline.vocabulary import FAILED_STATES, TERMINAL_STATES
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_4XX = (408, 409, 429)
+MAX_BODY = 2000
+# (key, value, headers) of one Kafka record.
+KafkaRecord = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
+
+
+# --- statuses to the Go API ------------------------------------------------------------------
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    timeout_seconds: float = 10.0
+    base_backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 300.0
+    lease_seconds: float = 60.0
+
+    @classmethod
+    def from_settings(cls, s: SettingsView) -> DeliveryPolicy:
+        return cls(timeout_seconds=s.go_api_timeout_seconds,
+                   base_backoff_seconds=s.retry_backoff,
+                   max_backoff_seconds=s.outbox_max_backoff_seconds)
+
+
+@dataclass
+class DeliveryReport:
+    delivered: int = 0
+    rejected: int = 0
+    retried: int = 0
+    results_published: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, other: DeliveryReport) -> None:
+        self.delivered += other.delivered
+        self.rejected += other.rejected
+        self.retried += other.retried
+        self.results_published += other.results_published
+        self.errors += other.errors
+
+
+def backoff(attempts: int, policy: DeliveryPolicy) -> float:
+    """Seconds before the next attempt: exponential, capped, with +-25% jitter."""
+    delay = min(policy.base_backoff_seconds * 2 ** max(attempts - 1, 0),
+                policy.max_backoff_seconds)
+    return delay * random.uniform(0.75, 1.25)
+
+
+class GoApiClient:
+    """The Go backend's status endpoint over HTTP."""
+
+    def __init__(self, base_url: str, timeout_seconds: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(timeout=timeout_seconds)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def patch_status(self, row: OutboxRow) -> httpx.Response:
+        body = StatusUpdate(status=row.status, error_msg=row.error_msg).body()
+        return self.http.patch(f"{self.base_url}/api/v1/indexing/jobs/{row.job_id}/status",
+                               json=body, headers={"Idempotency-Key": row.idempotency_key})
+
+
+def deliver_outbox(ledger: JobLedger, client: GoApiClient, policy: DeliveryPolicy, *,
+                   job_ids: Sequence[int] | None = None, limit: int = 500,
+                   deadline_seconds: float | None = None,
+                   log_event: Callable[[str], None] | None = None) -> DeliveryReport:
+    """Deliver due outbox rows (or those of `job_ids`), within a time budget if given."""
+    report = DeliveryReport()
+    started = time.monotonic()
+    rows = ledger.lease_outbox(limit=limit, lease_seconds=policy.lease_seconds,
+                               job_ids=job_ids)
+    for n, row in enumerate(rows):
+        if deadline_seconds is not None and time.monotonic() - started > deadline_seconds:
+            ledger.release_outbox([r.id for r in rows[n:]])  # for the next deliverer
+            break
+        try:
+            response = client.patch_status(row)
+        except httpx.HTTPError as exc:
+            _retry(ledger, row, policy, f"{type(exc).__name__}: {exc}", None, report)
+            continue
+        if 200 <= response.status_code < 300:
+            ledger.mark_delivered(row.id, response.status_code)
+            report.delivered += 1
+        elif 400 <= response.status_code < 500 and response.status_code not in RETRYABLE_4XX:
+            ledger.mark_rejected(row.id, response.status_code, response.text[:MAX_BODY])
+            report.rejected += 1
+            (log_event or log.warning)(event_line(
+                "outbox_rejected", job_id=row.job_id, request_id=row.request_id,
+                status=row.status, http_status=response.status_code, body=response.text[:300]))
+        else:
+            _retry(ledger, row, policy, f"HTTP {response.status_code}", response.status_code,
+                   report)
+    return report
+
+
+def _retry(ledger: JobLedger, row: OutboxRow, policy: DeliveryPolicy, error: str,
+           status: int | None, report: DeliveryReport) -> None:
+    ledger.mark_retry(row.id, error, status, backoff(row.attempts + 1, policy))
+    report.retried += 1
+    if len(report.errors) < 5:
+        report.errors.append(f"job {row.job_id}: {error}")
+
+
+# --- dead letters ----------------------------------------------------------------------------
+def dead_letter_record(*, original: bytes | None, reason: str, error: str, topic: str,
+                       partition: int, offset: int, max_bytes: int, retry_count: int = 0,
+                       job_id: int | None = None, collection_id: str | None = None
+                       ) -> KafkaRecord:
+    """The DLQ record of one message: key (its collection), value and Kafka Connect-style
+    headers locating the original (`__connect.errors.topic/partition/offset`).
+
+    The original message is embedded as text when it is UTF-8, else base64; one too large
+    for the DLQ topic is cut (the headers still locate the full original in its topic).
+    """
+    original = original or b""
+    limit = max(0, max_bytes - 64 * 1024) * 3 // 4  # room for the record and base64
+    body = original[:limit]
+    try:
+        text, encoding = body.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(body).decode("ascii"), "base64"
+    record = DeadLetter(
+        original_message=text, original_message_encoding=encoding,
+        original_truncated=len(original) > limit, error=error, error_class=reason,
+        retry_count=retry_count, job_id=job_id, collection_id=collection_id,
+    )
+    headers = [
+        ("__connect.errors.topic", topic.encode()),
+        ("__connect.errors.partition", str(partition).encode()),
+        ("__connect.errors.offset", str(offset).encode()),
+        ("__connect.errors.exception.class.name", reason.encode()),
+        ("__connect.errors.exception.message", error[:1000].encode("utf-8", "replace")),
+    ]
+    key = collection_id.encode() if collection_id else None
+    return key, record.model_dump_json().encode(), headers
+
+
+def dead_letter_failures(producer: Any, ledger: JobLedger, outcomes: Sequence[JobOutcome], *,
+                         source_topic: str, dlq_topic: str, max_message_bytes: int) -> int:
+    """Publish every failed or dead job to the DLQ with its original message; confirmed."""
+    failed = [o for o in outcomes if o.state in FAILED_STATES]
+    if not failed:
+        return 0
+    messages = ledger.messages([o.job_id for o in failed])
+    coordinates = ledger.kafka_coordinates([o.job_id for o in failed])
+    records = []
+    for o in failed:
+        partition, offset, attempts = coordinates.get(o.job_id, (-1, -1, 0))
+        records.append(dead_letter_record(
+            original=messages.get(o.job_id), reason=o.error_code or o.state,
+            error=o.error_msg or o.state, topic=source_topic, partition=partition,
+            offset=offset, retry_count=attempts, job_id=o.job_id,
+            collection_id=o.collection_id, max_bytes=max_message_bytes))
+    produce_confirmed(producer, dlq_topic, records)
+    return len(records)
+
+
+# --- result events ---------------------------------------------------------------------------
+def publish_results(ledger: JobLedger, producer: Any, topic: str, limit: int = 500) -> int:
+    """Publish unpublished outcomes to indexing_job_results (the design's result event)."""
+    rows = ledger.unpublished_results(limit)
+    if not rows:
+        return 0
+    records: list[KafkaRecord] = []
+    for row in rows:
+        metrics = row.metrics or {}
+        event = JobResultEvent(
+            job_id=row.job_id, request_id=row.request_id, status=row.status,
+            error_msg=row.error_msg, processed_at=row.created_at or datetime.now(UTC),
+            metrics=ResultMetrics(
+                text_length=int(metrics.get("text_length", 0)),
+                chunks_created=int(metrics.get("chunks", 0)),
+                embedding_time_ms=float(metrics.get("embedding_time_ms", 0.0)),
+                storage_time_ms=float(metrics.get("storage_time_ms", 0.0)),
+            ),
+        )
+        records.append((str(row.job_id).encode(), event.model_dump_json().encode(), []))
+    produce_confirmed(producer, topic, records)
+    ledger.mark_results_published([r.id for r in rows])
+    return len(rows)
+
+
+# --- all of it, for the Dagster definitions --------------------------------------------------
+@dataclass(frozen=True)
+class Outbox:
+    """Where outcomes go: the ledger's outbox, the Go API, the DLQ and result topics."""
+
+    ledger: JobLedger
+    kafka: KafkaOptions
+    kafka_topic: str
+    kafka_dlq_topic: str
+    kafka_results_topic: str
+    publish_results: bool
+    go_backend_url: str
+    policy: DeliveryPolicy
+
+    @classmethod
+    def from_settings(cls, ledger: JobLedger, s: SettingsView) -> Outbox:
+        return cls(ledger=ledger, kafka=KafkaOptions.from_settings(s), kafka_topic=s.kafka_topic,
+                   kafka_dlq_topic=s.kafka_dlq_topic, kafka_results_topic=s.kafka_results_topic,
+                   publish_results=s.publish_results, go_backend_url=s.go_backend_url,
+                   policy=DeliveryPolicy.from_settings(s))
+
+    def _producer(self) -> Any:
+        from confluent_kafka import Producer
+
+        return Producer(producer_config(self.kafka))
+
+    def report(self, outcomes: Sequence[JobOutcome],
+               log_event: Callable[[str], None]) -> DeliveryReport:
+        """After jobs were recorded: dead letters for failed and dead ones (confirmed), then
+        their statuses right away (the outbox keeps what fails), then result events."""
+        report = DeliveryReport()
+        if any(o.state in FAILED_STATES for o in outcomes):
+            producer = self._producer()
+            try:
+                dead_letter_failures(producer, self.ledger, outcomes,
+                                     source_topic=self.kafka_topic,
+                                     dlq_topic=self.kafka_dlq_topic,
+                                     max_message_bytes=self.kafka.kafka_max_message_bytes)
+            finally:
+                producer.flush(30)
+        terminal = [o.job_id for o in outcomes if o.state in TERMINAL_STATES]
+        if terminal:
+            report = self.deliver(job_ids=terminal, log_event=log_event)
+        if self.publish_results:
+            producer = self._producer()
+            try:
+                report.results_published += publish_results(self.ledger, producer,
+                                                            self.kafka_results_topic)
+            finally:
+                producer.flush(30)
+        return report
+
+    def deliver(self, *, job_ids: Sequence[int] | None = None, limit: int = 500,
+                deadline_seconds: float | None = None, timeout_seconds: float | None = None,
+                log_event: Callable[[str], None] | None = None) -> DeliveryReport:
+        """Deliver due statuses (or those of `job_ids`) within a time budget if given."""
+        timeout = min(self.policy.timeout_seconds, timeout_seconds or self.policy.timeout_seconds)
+        client = GoApiClient(self.go_backend_url, timeout)
+        try:
+            return deliver_outbox(self.ledger, client, self.policy, job_ids=job_ids,
+                                  limit=limit, deadline_seconds=deadline_seconds,
+                                  log_event=log_event)
+        finally:
+            client.close()

@@ -1,0 +1,86 @@
+"""The pipeline's vocabulary: job states, outcomes, reason codes, outbox states.
+
+One name per concept, used by the ledger's columns, the log events, the dead letters,
+the statuses sent to the Go API and the docs (README, "What happens to a page"). They are
+`StrEnum`s, so a member is the very string stored and sent: `JobState.COMPLETED ==
+"completed"`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobState(StrEnum):
+    """Where a job is: queued -> running -> completed | failed | dead."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
+TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.DEAD})
+# States whose page goes to the dead letter topic and whose status is `failed`.
+FAILED_STATES = frozenset({JobState.FAILED, JobState.DEAD})
+
+
+class Outcome(StrEnum):
+    """What a completed job did to its collection's LightRAG workspace."""
+
+    INSERTED = "inserted"
+    REPLACED = "replaced"
+    UNCHANGED = "unchanged"
+    DUPLICATE_CONTENT = "duplicate_content"
+    # A later job of the same url in the same run carries the page; this one is not indexed.
+    SUPERSEDED = "superseded"
+
+
+class Reason(StrEnum):
+    """Why a job failed: the DLQ's `error_class`, the ledger's `error_code`, the prefix of
+    the `error_msg` sent to the Go API. MISSING_FIELD and INVALID_FIELD are followed by
+    `:<field>` (for example `missing_field:url`)."""
+
+    # The message itself (contract.py, decoding.py), found at staging.
+    EMPTY_MESSAGE = "empty_message"
+    TOO_LARGE = "too_large"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_FIELD = "missing_field"
+    INVALID_FIELD = "invalid_field"
+    INVALID_COLLECTION_ID = "invalid_collection_id"
+    INVALID_URL = "invalid_url"
+    UNSUPPORTED_ENCODING = "unsupported_encoding"
+    NOT_HTML = "not_html"
+    EMPTY_CONTENT = "empty_content"
+    BAD_BASE64 = "bad_base64"
+    BAD_GZIP = "bad_gzip"
+    # A job_id already staged from another message (staging.py).
+    CONFLICTING_JOB_ID = "conflicting_job_id"
+    # A staged message that no longer validates when a run reads it (indexing.py).
+    INVALID_MESSAGE = "invalid_message"
+    # LightRAG failed the page (indexing.py); TRANSIENT_FAILURE is retried in a later run.
+    LIGHTRAG_FAILED = "lightrag_failed"
+    TRANSIENT_FAILURE = "transient_failure"
+    # The run that held the job died (reconciliation.py).
+    RUN_FAILED = "run_failed"
+
+    def about(self, field: str) -> str:
+        """The code for one field: `missing_field:url`."""
+        return f"{self.value}:{field}"
+
+
+class OutboxState(StrEnum):
+    """A status report in the outbox: pending until the Go API accepts or refuses it."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    REJECTED = "rejected"
+
+
+class ReportedStatus(StrEnum):
+    """The `status` of the PATCH body the Go API receives."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
