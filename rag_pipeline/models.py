@@ -30,9 +30,6 @@ from rag_pipeline.settings import (
 
 log = logging.getLogger(__name__)
 
-# Arguments LightRAG passes that are not OpenAI request parameters.
-LIGHTRAG_ONLY_KWARGS = ("hashing_kv", "token_tracker", "keyword_extraction", "enable_cot",
-                        "stream", "timeout", "image_inputs")
 FORWARDED_KWARGS = ("response_format", "max_tokens", "max_completion_tokens", "temperature",
                     "top_p", "seed")
 MAX_BACKOFF_S = 30.0

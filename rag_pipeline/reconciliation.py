@@ -27,7 +27,6 @@ from rag_pipeline.vocabulary import JobState, Reason
 # What the Dagster instance says of a run: None when it does not know the run.
 RunLookup = Callable[[str], str | None]
 DEAD_RUN_STATUSES = ("FAILURE", "CANCELED", "SUCCESS")
-LIVE_RUN_STATUSES = ("STARTED", "STARTING", "CANCELING", "QUEUED", "NOT_STARTED")
 
 
 @dataclass
@@ -35,9 +34,7 @@ class ReconcileReport:
     runs_declared_dead: list[str] = field(default_factory=list)
     jobs_requeued: int = 0
     jobs_dead: int = 0
-    collections_nudged: list[str] = field(default_factory=list)
     outcomes: list[JobOutcome] = field(default_factory=list)
-    summaries: list[RequestSummary] = field(default_factory=list)
 
 
 def release_jobs_of_run(ledger: JobLedger, run_ids: list[str], reason: str, max_retries: int,

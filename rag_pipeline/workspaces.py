@@ -195,10 +195,6 @@ class WorkspacePool:
         except Exception as exc:  # a broken connection must not block the other instances
             log.warning("finalizing LightRAG workspace %s failed: %s", collection_id, exc)
 
-    @property
-    def open_workspaces(self) -> list[str]:
-        return list(self._instances)
-
     def close(self) -> None:
         if self._closed:
             return

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rag_pipeline.vocabulary import JobState, Outcome, OutboxState, Reason
+from rag_pipeline.vocabulary import JobState, OutboxState, Outcome, Reason
 from tests.test_contract import MALFORMED
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()

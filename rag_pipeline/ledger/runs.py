@@ -214,11 +214,6 @@ class RunQueries(LedgerConnection):
                 recorded.append(o)
         return recorded
 
-    def forget_document(self, collection_id: str, doc_id: str) -> None:
-        with self.transaction() as conn:
-            conn.execute("DELETE FROM rag_pipeline.documents WHERE collection_id = %s "
-                         "AND doc_id = %s", (collection_id, doc_id))
-
     def documents_missing_from_lightrag(self, collection_id: str) -> list[str]:
         """Indexed documents (per the ledger) that LightRAG does not hold as processed."""
         with self.pool.connection() as conn:

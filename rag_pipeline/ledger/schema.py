@@ -191,8 +191,3 @@ class SchemaQueries(LedgerConnection):
                     conn.execute(f"INSERT INTO {SCHEMA}.schema_migrations (version) VALUES (%s)",
                                  (version,))
         return MIGRATIONS[-1][0]
-
-    def schema_version(self) -> int:
-        with self.pool.connection() as conn:
-            row = conn.execute(f"SELECT max(version) FROM {SCHEMA}.schema_migrations").fetchone()
-        return row[0] or 0
