@@ -8,3 +8,8 @@ the pipeline, and production never runs.
 
 The code location (`rag_pipeline.definitions`) imports nothing from here (a test checks).
 """
+
+from pathlib import Path
+
+# The checkout: dagster.yaml, workspace.yaml and .env.example live at its root.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -21,10 +21,9 @@ from typing import Any
 
 import click
 
+from rag_pipeline.local import PROJECT_ROOT
 from rag_pipeline.local.stack import LocalStack, StackError
 from rag_pipeline.settings import Settings, SettingsError, load_settings
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class UserError(click.ClickException):

@@ -20,9 +20,9 @@ import httpx
 import psutil
 import psycopg
 
+from rag_pipeline.local import PROJECT_ROOT
 from rag_pipeline.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 CODE_LOCATION = ["-m", "rag_pipeline.definitions"]
 
 
@@ -57,7 +57,7 @@ class DagsterDeployment:
     def prepare(cls, settings: Settings, home: Path, extra_env: dict[str, str],
                 max_concurrent_runs: int | None = None) -> DagsterDeployment:
         home.mkdir(parents=True, exist_ok=True)
-        config = (ROOT / "dagster.yaml").read_text()
+        config = (PROJECT_ROOT / "dagster.yaml").read_text()
         if max_concurrent_runs is not None:
             config = re.sub(r"max_concurrent_runs: \d+", f"max_concurrent_runs: "
                             f"{max_concurrent_runs}", config)
