@@ -8,7 +8,6 @@ message per variable, without echoing secret values.
 from __future__ import annotations
 
 import os
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -23,6 +22,12 @@ MIB = 1024 * 1024
 # Kafka's own ceiling for one message must stay at or above this (docs/design.md, section 2).
 MIN_KAFKA_MESSAGE_BYTES = 16 * MIB
 
+# Where settings come from, highest first: the process environment, `.env` (the user's own
+# file), `local.env` (written by `rag-pipeline env init` for the local stack: its random
+# PostgreSQL password and nothing else), the defaults. RAG_PIPELINE_ENV_FILE and
+# RAG_PIPELINE_LOCAL_ENV_FILE name other files; RAG_PIPELINE_ENV_FILE="" reads no file.
+ENV_FILE = ".env"
+LOCAL_ENV_FILE = "local.env"
 SECRET_FIELDS = frozenset({"postgres_password", "openai_api_key"})
 
 
@@ -32,7 +37,7 @@ class SettingsError(Exception):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env",
+        env_file=(LOCAL_ENV_FILE, ENV_FILE),
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
@@ -211,7 +216,7 @@ class Settings(BaseSettings):
     def content_limits(self) -> ContentLimits:
         return ContentLimits.from_settings(self)
 
-    @cached_property
+    @property
     def stack_path(self) -> Path:
         return self.stack_dir.expanduser().resolve()
 
@@ -291,15 +296,33 @@ def describe_error(error: dict) -> str:
     return f"{env_name(field_name)}: {message}{shown}. Expected: {expected}"
 
 
+def env_files() -> tuple[str, ...]:
+    env_file = os.environ.get("RAG_PIPELINE_ENV_FILE", ENV_FILE)
+    if not env_file:
+        return ()
+    # pydantic-settings: a later file wins over an earlier one.
+    return (os.environ.get("RAG_PIPELINE_LOCAL_ENV_FILE", LOCAL_ENV_FILE), env_file)
+
+
+def env_files_by_absolute_path() -> dict[str, str]:
+    """The variables that name this process's settings files, as absolute paths: for a
+    process started in another working directory."""
+    files = env_files()
+    if not files:
+        return {"RAG_PIPELINE_ENV_FILE": ""}
+    local, own = (os.path.abspath(f) for f in files)
+    return {"RAG_PIPELINE_LOCAL_ENV_FILE": local, "RAG_PIPELINE_ENV_FILE": own}
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read the settings, raising `SettingsError` with one readable line per bad variable."""
-    env_file = os.environ.get("RAG_PIPELINE_ENV_FILE", ".env") or None
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[arg-type, call-arg]
+        return Settings(_env_file=env_files() or None,  # type: ignore[call-arg]
+                        **overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         lines = [describe_error(err) for err in exc.errors(include_url=False)]
         raise SettingsError(
-            "Invalid rag-pipeline configuration (environment or .env):\n  - "
+            "Invalid rag-pipeline configuration (environment, .env or local.env):\n  - "
             + "\n  - ".join(lines)
             + "\nSee .env.example and the configuration table in README.md."
         ) from None

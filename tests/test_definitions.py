@@ -62,7 +62,9 @@ def test_every_resource_field_is_a_setting_and_no_resource_repeats_a_default():
 
 def test_no_secret_value_reaches_resource_config(monkeypatch):
     # A key read from .env only (not exported) still reaches resources as an EnvVar.
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    # (setenv first, so that the variable build_resources exports is removed afterwards.)
+    monkeypatch.setenv("OPENAI_API_KEY", "placeholder")
+    monkeypatch.delenv("OPENAI_API_KEY")
     s = load_settings(openai_api_key="sk-canary-resource-config")
     resources = build_resources(s)
     for resource in resources.values():

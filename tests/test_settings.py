@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,3 +100,52 @@ def test_readme_documents_every_setting():
     readme = (ROOT / "README.md").read_text()
     documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", readme, flags=re.M))
     assert documented == {name.upper() for name in Settings.model_fields}
+
+
+def test_precedence_is_environment_then_dotenv_then_local_env(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("KAFKA_TOPIC=from_dotenv\nKAFKA_GROUP_ID=group_dotenv\n")
+    (tmp_path / "local.env").write_text("KAFKA_TOPIC=from_local\nKAFKA_DLQ_TOPIC=dlq_local\n"
+                                        "KAFKA_GROUP_ID=group_local\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAG_PIPELINE_ENV_FILE")
+    for name in ("KAFKA_TOPIC", "KAFKA_DLQ_TOPIC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KAFKA_GROUP_ID", "group_exported")
+    s = load_settings()
+    assert (s.kafka_group_id, s.kafka_topic, s.kafka_dlq_topic) == (
+        "group_exported", "from_dotenv", "dlq_local")
+
+
+def test_env_init_writes_the_local_password_and_no_dotenv(tmp_path):
+    # `make up` runs `rag-pipeline env init`. It used to write a .env pinning every default,
+    # which Dagster's CLI then loaded over exported variables.
+    done = subprocess.run([sys.executable, "-m", "rag_pipeline.local.cli", "env", "init"],
+                          cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert "local.env" in done.stdout
+    assert not (tmp_path / ".env").exists()
+    settings = [line for line in (tmp_path / "local.env").read_text().splitlines()
+                if line and not line.startswith("#")]
+    assert [line.split("=")[0] for line in settings] == ["POSTGRES_PASSWORD"]
+    assert (tmp_path / "local.env").stat().st_mode & 0o077 == 0
+
+
+def test_a_dagster_process_started_as_documented_uses_exported_values(tmp_path):
+    # The README's way: a Dagster CLI process in the checkout after `make up`, with settings
+    # exported for other services. The value the process uses is the exported one: here an
+    # invalid KAFKA_BOOTSTRAP_SERVERS that must make loading the code location fail.
+    subprocess.run([sys.executable, "-m", "rag_pipeline.local.cli", "env", "init"],
+                   cwd=tmp_path, capture_output=True, check=True)
+    shutil.copy(ROOT / "workspace.yaml", tmp_path / "workspace.yaml")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RAG_PIPELINE_", "KAFKA_", "POSTGRES_", "DAGSTER_HOME"))}
+    dagster = str(Path(sys.executable).parent / "dagster")
+
+    def validate(**exported: str) -> subprocess.CompletedProcess:
+        return subprocess.run([dagster, "definitions", "validate", "-w", "workspace.yaml"],
+                              cwd=tmp_path, env={**env, **exported}, capture_output=True,
+                              text=True, timeout=300)
+
+    assert validate().returncode == 0  # local.env's password is read
+    refused = validate(KAFKA_BOOTSTRAP_SERVERS="no-port-here")
+    assert refused.returncode != 0
+    assert "KAFKA_BOOTSTRAP_SERVERS" in refused.stdout + refused.stderr

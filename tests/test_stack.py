@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from rag_pipeline.kafka_io import KafkaOptions, consumer_config, producer_config
+from rag_pipeline.local.stack.kafka import format_storage, random_cluster_id, server_properties
 from rag_pipeline.settings import Settings
 
 MIB = 1024 * 1024
@@ -189,3 +191,23 @@ def test_port_in_use_gives_a_clear_message(tmp_path):
     assert result.returncode == 2
     assert f"port 127.0.0.1:{port} is already in use" in result.stderr
     assert "POSTGRES_PORT" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cluster_ids_never_start_with_a_dash():
+    # 0xF8 makes the first base64 character "-": such draws are thrown away, as Kafka does.
+    draws = iter([b"\xf8" + bytes(15), b"\xf8" * 16, bytes(16)])
+    assert random_cluster_id(lambda: next(draws)) == "AAAAAAAAAAAAAAAAAAAAAA"
+    assert not any(random_cluster_id().startswith("-") for _ in range(5000))
+
+
+def test_storage_formats_with_any_cluster_id(stack, settings: Settings, tmp_path):
+    # The failure a new user met 1 start in 64: an id starting with "-" taken for an option.
+    libs = settings.stack_path / "kafka" / "libs"
+    log_config = settings.stack_path / "kafka" / "log4j2.properties"
+    for n, cluster_id in enumerate(["-dash" + "A" * 17, random_cluster_id()]):
+        data_dir = tmp_path / f"data{n}"
+        config = tmp_path / f"server{n}.properties"
+        config.write_text(server_properties(settings, data_dir))
+        format_storage(shutil.which("java") or "java", f"{libs}/*", log_config, config,
+                       cluster_id)
+        assert f"cluster.id={cluster_id}" in (data_dir / "meta.properties").read_text()

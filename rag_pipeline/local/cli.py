@@ -10,7 +10,6 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +22,14 @@ import click
 
 from rag_pipeline.local import PROJECT_ROOT
 from rag_pipeline.local.stack import LocalStack, StackError
-from rag_pipeline.settings import Settings, SettingsError, load_settings
+from rag_pipeline.local.stack.dagster_dev import DagsterDev
+from rag_pipeline.settings import (
+    LOCAL_ENV_FILE,
+    Settings,
+    SettingsError,
+    env_files_by_absolute_path,
+    load_settings,
+)
 
 
 class UserError(click.ClickException):
@@ -55,25 +61,27 @@ def main() -> None:
 # --- env -----------------------------------------------------------------------------------
 @main.group()
 def env() -> None:
-    """The .env file with the settings of this checkout."""
+    """The settings files of this checkout (local.env for the local stack)."""
 
 
 @env.command("init")
-@click.option("--path", type=click.Path(path_type=Path), default=Path(".env"), show_default=True)
+@click.option("--path", type=click.Path(path_type=Path), default=Path(LOCAL_ENV_FILE),
+              show_default=True)
 def env_init(path: Path) -> None:
-    """Create .env from .env.example with a fresh random PostgreSQL password (if missing)."""
+    """Create local.env with a fresh random password for the local PostgreSQL (if missing).
+
+    It holds that password and nothing else, and every other source wins over it: exported
+    variables and your own .env. (Dagster's CLI loads a .env of its working directory over
+    the environment, so the project never writes one: a pinned default there would silently
+    beat what you export.)
+    """
     if path.exists():
         click.echo(f"{path} exists; left unchanged.")
         return
-    example = PROJECT_ROOT / ".env.example"
-    if not example.exists():
-        raise UserError(f"{example} not found: run this from a checkout of rag-pipeline.")
-    lines = []
-    for line in example.read_text().splitlines():
-        if line.startswith("POSTGRES_PASSWORD="):
-            line = f"POSTGRES_PASSWORD={secrets.token_urlsafe(18)}"
-        lines.append(line)
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(
+        "# Written by `rag-pipeline env init` for the local stack (make up). Lowest precedence:\n"
+        "# exported variables and .env win over it. Every setting: .env.example, README.\n"
+        f"POSTGRES_PASSWORD={secrets.token_urlsafe(18)}\n")
     path.chmod(0o600)
     click.echo(f"Created {path} (random POSTGRES_PASSWORD for the local stack).")
 
@@ -97,8 +105,14 @@ def stack_up() -> None:
 @click.option("--purge", is_flag=True, help="Also delete the stack's data folder.")
 @user_errors
 def stack_down(purge: bool) -> None:
-    """Stop every service of the local stack."""
-    stopped = LocalStack(_settings()).down(purge=purge)
+    """Stop Dagster (if `rag-pipeline dev` left it running) and every service of the stack."""
+    try:
+        settings = _settings()
+    except SettingsError:
+        # Stopping needs no password; without local.env (a stack never started, or purged)
+        # every other setting still says where the stack's processes are.
+        settings = load_settings(postgres_password="not-needed-to-stop")
+    stopped = LocalStack(settings).down(purge=purge)
     click.echo(f"Stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
 
 
@@ -176,6 +190,9 @@ def dagster_env(settings: Settings) -> dict[str, str]:
     return {
         **os.environ,
         "DAGSTER_HOME": str(home),
+        # Dagster runs in DAGSTER_HOME, where no .env is (Dagster would load one over the
+        # environment); the code location reads this checkout's files, by absolute path.
+        **env_files_by_absolute_path(),
         "POSTGRES_HOST": settings.postgres_host,
         "POSTGRES_PORT": str(settings.postgres_port),
         "POSTGRES_USER": settings.postgres_user,
@@ -192,9 +209,12 @@ def dagster_env(settings: Settings) -> dict[str, str]:
 def dev(no_stack: bool, no_demo: bool) -> None:
     """The whole thing: the stack, the Dagster UI and daemon (`dagster dev`), the demo crawl.
 
-    Runs in the foreground; Ctrl-C stops Dagster (`rag-pipeline stack down` stops the stack).
+    Runs in the foreground; Ctrl-C or closing the terminal stops Dagster (`rag-pipeline
+    stack down` stops the stack, and Dagster too if it is still running).
     """
     settings = _settings()
+    dagster_dev = DagsterDev(settings)
+    dagster_dev.require_not_running()  # before starting anything
     if not no_stack:
         click.echo("Starting the local stack:")
         LocalStack(settings).up(progress=lambda msg: click.echo(f"  {msg}"))
@@ -206,35 +226,37 @@ def dev(no_stack: bool, no_demo: bool) -> None:
     argv = [dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
             "-h", "127.0.0.1", "-p", str(settings.dagster_port)]
     ui = f"http://127.0.0.1:{settings.dagster_port}"
-    log_file = settings.stack_path / "logs" / "dagster.log"
+    log_file = dagster_dev.process.log_file
     click.echo(f"Starting Dagster (UI and daemon); its log: {log_file}")
-    with log_file.open("ab") as log:
-        process = subprocess.Popen(argv, env=environment, cwd=PROJECT_ROOT, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+    # A hang-up (terminal closed) or SIGTERM ends Dagster as Ctrl-C does: Dagster runs in a
+    # session of its own, so nothing else would stop it.
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
+    dagster_dev.start(argv, environment)
     try:
-        if not _wait_for_ui(ui, process):
+        if not _wait_for_ui(ui, dagster_dev):
             raise UserError(f"Dagster did not start; see {log_file}")
         click.echo(f"Dagster UI: {ui}  (Ctrl-C stops Dagster; `rag-pipeline stack down` "
                    "stops the stack)")
         if not no_demo:
             _run_demo(settings)
-        process.wait()
+        while dagster_dev.alive():
+            time.sleep(1)
     except KeyboardInterrupt:
         click.echo("Stopping Dagster ...")
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        dagster_dev.stop()
 
 
-def _wait_for_ui(ui: str, process: subprocess.Popen, timeout: float = 180.0) -> bool:
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _wait_for_ui(ui: str, dagster_dev: DagsterDev, timeout: float = 180.0) -> bool:
     import httpx
 
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
+    while time.monotonic() < deadline and dagster_dev.alive():
         try:
             if httpx.get(f"{ui}/server_info", timeout=2).status_code == 200:
                 return True

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from rag_pipeline.local.stack.dagster_dev import DagsterDev
 from rag_pipeline.local.stack.kafka import KafkaService
 from rag_pipeline.local.stack.postgres import PostgresService
 from rag_pipeline.local.stack.processes import (
@@ -119,8 +120,10 @@ class LocalStack:
                 progress(f"{service.name}: {service.address} is not local, not started")
 
     def down(self, purge: bool = False) -> list[str]:
-        stopped = [svc.name for svc in (self.model, self.go_api, self.kafka, self.postgres)
-                   if svc.stop()]
+        """Stop everything the quick start started: Dagster first, then the services."""
+        stopped = ["dagster"] if DagsterDev(self.settings).stop() else []
+        stopped += [svc.name for svc in (self.model, self.go_api, self.kafka, self.postgres)
+                    if svc.stop()]
         if purge and self.settings.stack_path.exists():
             shutil.rmtree(self.settings.stack_path)
         return stopped

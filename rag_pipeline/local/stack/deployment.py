@@ -21,6 +21,7 @@ import psutil
 import psycopg
 
 from rag_pipeline.local import PROJECT_ROOT
+from rag_pipeline.local.stack.dagster_dev import processes_with_dagster_home
 from rag_pipeline.settings import Settings
 
 CODE_LOCATION = ["-m", "rag_pipeline.definitions"]
@@ -114,17 +115,9 @@ class DagsterDeployment:
                 os.killpg(process.pid, signal.SIGKILL)
         # Code servers and run workers may start sessions of their own: find them by the
         # DAGSTER_HOME they inherited. None may outlive the deployment.
-        for straggler in self._stragglers():
+        for straggler in processes_with_dagster_home(self.home):
             with contextlib.suppress(psutil.Error):
                 straggler.kill()
-
-    def _stragglers(self) -> list[psutil.Process]:
-        found = []
-        for process in psutil.process_iter():
-            with contextlib.suppress(psutil.Error):
-                if process.environ().get("DAGSTER_HOME") == str(self.home):
-                    found.append(process)
-        return found
 
     def cleanup(self) -> None:
         self.stop()

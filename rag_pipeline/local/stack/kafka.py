@@ -6,9 +6,11 @@ later starts offline; the broker runs on the machine's Java 17.
 
 from __future__ import annotations
 
+import base64
 import shutil
 import subprocess
 import uuid
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -161,15 +163,7 @@ class KafkaService:
         log_config_path.write_text(log_config.read_text())
         classpath = f"{libs}/*"
         if not (data_dir / "meta.properties").exists():
-            cluster_id = _random_cluster_id()
-            result = subprocess.run(
-                [java, "-cp", classpath, f"-Dlog4j2.configurationFile={log_config_path}",
-                 "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
-                 "--standalone"],
-                capture_output=True, text=True, timeout=120,
-            )
-            if result.returncode != 0:
-                raise StackError(f"Formatting Kafka's storage failed:\n{result.stderr[-2000:]}")
+            format_storage(java, classpath, log_config_path, config, random_cluster_id())
         self.process.start(
             [java, "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
              f"-Dlog4j2.configurationFile={log_config_path}", "-cp", classpath,
@@ -205,7 +199,27 @@ class KafkaService:
         return self.process.stop(timeout=30)
 
 
-def _random_cluster_id() -> str:
-    import base64
+def random_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id: URL-safe base64 of 16 random bytes, never starting with "-".
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    One id in 64 would start with "-", which command-line parsers take for an option;
+    Kafka's own `Uuid.randomUuid()` draws again in that case, and so do we.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes()).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def format_storage(java: str, classpath: str, log_config: Path, config: Path,
+                   cluster_id: str) -> None:
+    """Format a KRaft node's storage (`kafka-storage format --standalone`)."""
+    result = subprocess.run(
+        [java, "-cp", classpath, f"-Dlog4j2.configurationFile={log_config}",
+         # `--cluster-id=ID` as one argument: even an id that starts with "-" is a value.
+         "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config),
+         "--standalone"],
+        capture_output=True, text=True, timeout=120,
+    )
+    if result.returncode != 0:
+        raise StackError(f"Formatting Kafka's storage failed:\n{result.stderr[-2000:]}")

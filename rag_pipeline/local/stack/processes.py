@@ -81,7 +81,8 @@ class ServiceProcess:
             return None
         return pid if pid_alive(pid) else None
 
-    def start(self, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
+    def start(self, argv: Sequence[str], env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> int:
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
@@ -91,6 +92,7 @@ class ServiceProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                cwd=cwd,
                 start_new_session=True,  # survives the shell that ran `stack up`
             )
         self.pid_file.write_text(str(proc.pid))

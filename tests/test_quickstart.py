@@ -1,0 +1,99 @@
+"""The quick start as a user lives it: `rag-pipeline dev` (what `make up` runs) and
+`rag-pipeline stack down` (what `make down` runs), with real Dagster processes on the test
+stack's PostgreSQL.
+
+- closing the terminal (a hang-up) ends Dagster like Ctrl-C does;
+- a second `dev` while one runs is refused with a clear message, and starts nothing;
+- `stack down` stops a Dagster whose `dev` died without cleaning up.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rag_pipeline.local.stack.dagster_dev import DagsterDev, processes_with_dagster_home
+from rag_pipeline.local.stack.deployment import create_databases, drop_databases
+from rag_pipeline.settings import Settings, load_settings
+
+pytestmark = pytest.mark.e2e
+PORT = 13100
+
+
+@pytest.fixture
+def quickstart(stack, settings: Settings, unique: str, tmp_path: Path) -> Iterator[dict]:
+    """The environment of `rag-pipeline dev --no-stack` on a stack folder of its own."""
+    pipeline_db, dagster_db = f"qs_{unique}", f"qs_dagster_{unique}"
+    create_databases(settings, pipeline_db, dagster_db)
+    env = {**os.environ, "STACK_DIR": str(tmp_path / "stack"), "DAGSTER_PORT": str(PORT),
+           "POSTGRES_DB": pipeline_db, "DAGSTER_POSTGRES_DB": dagster_db,
+           "KAFKA_TOPIC": f"quickstart_{unique}"}
+    yield env
+    # (A fresh Settings: a model_copy would keep the cached stack_path of the test stack.)
+    DagsterDev(load_settings(stack_dir=tmp_path / "stack")).stop()
+    drop_databases(settings, pipeline_db, dagster_db)
+
+
+def start_dev(env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "rag_pipeline.local.cli", "dev",
+                             "--no-stack", "--no-demo"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def wait_for_ui(dev: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and dev.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{PORT}/server_info", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise AssertionError(f"the Dagster UI did not come up: {dev.communicate()[0][-3000:]}")
+
+
+def wait_until_gone(home: Path, timeout: float = 120) -> list:
+    deadline = time.monotonic() + timeout
+    while (left := processes_with_dagster_home(home)) and time.monotonic() < deadline:
+        time.sleep(1)
+    return left
+
+
+def test_a_hang_up_ends_dagster_and_a_second_start_is_refused(quickstart):
+    home = Path(quickstart["STACK_DIR"]) / "dagster_home"
+    dev = start_dev(quickstart)
+    wait_for_ui(dev)
+    assert len(processes_with_dagster_home(home)) >= 3  # dagster dev, webserver, daemon, ...
+
+    second = subprocess.run([sys.executable, "-m", "rag_pipeline.local.cli", "dev",
+                             "--no-stack", "--no-demo"], env=quickstart, capture_output=True,
+                            text=True, timeout=120)
+    assert second.returncode == 2
+    assert "Dagster is already running for this checkout" in second.stderr
+    assert "make down" in second.stderr
+
+    os.killpg(dev.pid, signal.SIGHUP)  # what closing the terminal sends
+    dev.wait(120)
+    assert wait_until_gone(home) == []
+
+
+def test_stack_down_stops_a_dagster_whose_dev_died(quickstart):
+    home = Path(quickstart["STACK_DIR"]) / "dagster_home"
+    dev = start_dev(quickstart)
+    wait_for_ui(dev)
+    os.kill(dev.pid, signal.SIGKILL)  # `rag-pipeline dev` alone: Dagster lives on
+    dev.wait(30)
+    assert processes_with_dagster_home(home)
+    down = subprocess.run([sys.executable, "-m", "rag_pipeline.local.cli", "stack", "down"],
+                          env=quickstart, capture_output=True, text=True, timeout=180)
+    assert down.returncode == 0, down.stderr
+    assert "dagster" in down.stdout
+    assert wait_until_gone(home, timeout=30) == []
