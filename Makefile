@@ -8,16 +8,18 @@ BIN := $(VENV)/bin
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
+	@PYTHON=$(PYTHON) scripts/require-tools up
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
-.env: | install
+# The local stack's random PostgreSQL password (and nothing else: see README, Configuration).
+local.env: | install
 	$(BIN)/rag-pipeline env init
 
 # Everything: the local stack, then the Dagster UI and daemon on http://127.0.0.1:3000.
-up: install .env
+up: tools-up install local.env
 	$(BIN)/rag-pipeline dev
 
 down: install
@@ -27,23 +29,30 @@ status: install
 	$(BIN)/rag-pipeline stack status
 
 # The whole test suite; it starts its own stack on other ports (see tests/conftest.py).
-test: install
-	$(BIN)/ruff check .
+# First the Go side of the contract (go/: types, validator, shared vectors, JSON Schema).
+test: tools-test install lint
+	cd go && go test ./...
 	$(BIN)/pytest
 
 lint: install
 	$(BIN)/ruff check .
+	@test -z "$$(gofmt -l go)" || { echo "gofmt: these files need formatting:"; gofmt -l go; exit 1; }
+	cd go && go vet ./...
 
-bench: install
+bench: tools-bench install
 	$(BIN)/python -m bench.run_all
 
 # The seven fault scenarios at full size (>= 1,000 pages each); table in docs/reliability.md.
-reliability: install
+reliability: tools-reliability install
 	$(BIN)/python -m bench.faults
 
 # Pictures of the running UI for the README (needs `make up` running).
-screenshots: install
+screenshots: tools-screenshots install
 	$(BIN)/python scripts/screenshots.py
+
+# What a target needs on the machine, said before anything is installed or started.
+tools-%:
+	@PYTHON=$(PYTHON) scripts/require-tools $*
 
 clean:
 	rm -rf $(VENV) .stack-test

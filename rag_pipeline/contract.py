@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from rag_pipeline.decoding import ENCODINGS, DecodeError, check_decodable
 from rag_pipeline.identity import normalize_url
@@ -31,6 +39,7 @@ HTML_TYPES = ("text/html", "application/xhtml+xml")
 JOB_ID_SNIFF = re.compile(rb'"job_id"\s*:\s*(\d{1,19})\b')
 COLLECTION_SNIFF = re.compile(rb'"collection_id"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+MAX_ERROR_MSG = 4000
 
 def clean_str(value: str) -> str:
     """Text safe for PostgreSQL: no NUL, no lone surrogates (from JSON "\\ud800")."""
@@ -85,7 +94,7 @@ class IndexingJob(BaseModel):
     request_id: int = Field(ge=0, le=MAX_INT64)
     project_id: int = Field(ge=0, le=MAX_INT64)
     user_id: str
-    collection_id: str
+    collection_id: str = Field(json_schema_extra={"pattern": f"^{COLLECTION_ID.pattern}$"})
     url: str
     depth: int = Field(ge=0)
     parent_url: str | None = None
@@ -259,13 +268,23 @@ def check_content(job: IndexingJob, limits: ContentLimits) -> IndexingJob | Reje
 
 # --- Records this project writes -----------------------------------------------------------
 class StatusUpdate(BaseModel):
-    """Body of PATCH {GO_BACKEND_URL}/api/v1/indexing/jobs/{job_id}/status."""
+    """Body of PATCH {GO_BACKEND_URL}/api/v1/indexing/jobs/{job_id}/status, as strict as the
+    Go backend's handler decodes it (go/contract): no unknown field, `error_msg` required
+    when the status is failed, at most MAX_ERROR_MSG characters."""
+
+    model_config = ConfigDict(extra="forbid")
 
     status: ReportedStatus
-    error_msg: str | None = None
+    error_msg: StrictStr | None = Field(default=None, max_length=MAX_ERROR_MSG)
+
+    @model_validator(mode="after")
+    def _failed_says_why(self) -> StatusUpdate:
+        if self.status == ReportedStatus.FAILED and not self.error_msg:
+            raise ValueError("error_msg is required when status is failed")
+        return self
 
     def body(self) -> dict[str, str]:
-        return self.model_dump(exclude_none=True)
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 class ResultMetrics(BaseModel):
@@ -298,3 +317,12 @@ class DeadLetter(BaseModel):
     retry_count: int = 0
     job_id: int | None = None
     collection_id: str | None = None
+
+
+def json_schemas() -> dict[str, str]:
+    """The JSON Schemas of the contract, as checked in under contract/schema/ for the Go side
+    (scripts/contract_files.py writes them; a test keeps them current)."""
+    schemas = {"indexing_job": IndexingJob, "status_update": StatusUpdate}
+    return {name: json.dumps({"$schema": "https://json-schema.org/draft/2020-12/schema",
+                              **model.model_json_schema()}, indent=1, sort_keys=True) + "\n"
+            for name, model in schemas.items()}

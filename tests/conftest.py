@@ -83,6 +83,23 @@ def shared_pool_closed() -> Iterator[None]:
     close_shared_pool()
 
 
+@pytest.fixture(scope="session")
+def go_bin(settings: Settings) -> Path:
+    """The commands of the Go module (go/cmd/...), built once per session."""
+    from tests.go_side import build_go
+
+    return build_go(settings.stack_path / "go-bin")
+
+
+@pytest.fixture(autouse=True)
+def no_model_key_leaks() -> Iterator[None]:
+    """A test that leaves a model key in os.environ would send every later test to a real
+    model endpoint (build_resources exports secrets it reads from a file)."""
+    yield
+    leaked = [n for n in ("OPENAI_API_KEY", "OPENAI_BASE_URL") if n in os.environ]
+    assert not leaked, f"the test left {leaked} in os.environ"
+
+
 @pytest.fixture
 def unique() -> str:
     """A short unique suffix for topics, collections and jobs of one test."""

@@ -7,11 +7,15 @@ crawl with changed pages, then a burst during which the daemon is SIGKILLed and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+import uuid
+import zlib
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +23,9 @@ from itertools import pairwise
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
+from psycopg import sql
 
 from rag_pipeline.ledger import JobLedger
 from rag_pipeline.local.corpus import pages as corpus_pages
@@ -27,6 +33,7 @@ from rag_pipeline.local.corpus import postgres_docs
 from rag_pipeline.local.publishing import OutgoingMessage, build_message, message_for
 from rag_pipeline.local.stack.deployment import DagsterDeployment, create_databases, drop_databases
 from rag_pipeline.settings import Settings
+from tests.go_side import publish_with_go, status_receiver
 from tests.helpers import (
     create_topic,
     dead_letters,
@@ -40,6 +47,7 @@ from tests.helpers import (
 pytestmark = pytest.mark.e2e
 PAGES_PER_COLLECTION = 80
 CANARY_API_KEY = "sk-canary-" + os.urandom(8).hex()
+GO_RECEIVER_PORT = 18090
 TERMINAL = ("completed", "failed", "dead")
 
 
@@ -71,7 +79,8 @@ class Deployment:
 
 
 @pytest.fixture(scope="module")
-def deployment(stack, settings: Settings, tmp_path_factory) -> Iterator[Deployment]:
+def deployment(stack, settings: Settings, tmp_path_factory, go_bin: Path
+               ) -> Iterator[Deployment]:
     unique = os.urandom(4).hex()
     # A database of its own: the ledger of the other tests holds queued jobs that this
     # deployment's sensor would otherwise take on.
@@ -80,7 +89,16 @@ def deployment(stack, settings: Settings, tmp_path_factory) -> Iterator[Deployme
     topic, dlq = f"e2e_jobs_{unique}", f"e2e_dlq_{unique}"
     create_topic(settings, topic, partitions=12)
     create_topic(settings, dlq, partitions=1)
+    # The API key only in a .env file, not exported: it must still reach resources as an
+    # EnvVar, never as a value in resource config or job snapshots.
+    dotenv = tmp_path_factory.mktemp("checkout") / ".env"
+    dotenv.write_text(f"OPENAI_API_KEY={CANARY_API_KEY}\n")
+    # The Go backend's own status handler (go/cmd/statusreceiver) receives every status.
+    receiver = contextlib.ExitStack()
+    go_api = receiver.enter_context(status_receiver(
+        go_bin, GO_RECEIVER_PORT, tmp_path_factory.mktemp("go") / "calls.jsonl"))
     dagster = DagsterDeployment.prepare(settings, tmp_path_factory.mktemp("dagster_home"), {
+        "GO_BACKEND_URL": go_api,
         "DAGSTER_POSTGRES_DB": dagster_db,
         "POSTGRES_DB": pipeline_db,
         "KAFKA_TOPIC": topic,
@@ -92,11 +110,11 @@ def deployment(stack, settings: Settings, tmp_path_factory) -> Iterator[Deployme
         "STUCK_RUN_TIMEOUT_SECONDS": "60",
         "QUEUED_JOB_GRACE_SECONDS": "30",
         # A recognisable API key (the stand-in accepts any): the security test looks for it.
-        "OPENAI_API_KEY": CANARY_API_KEY,
+        "RAG_PIPELINE_ENV_FILE": str(dotenv),
         "OPENAI_BASE_URL": settings.dev_llm_url,
     })
     e2e = settings.model_copy(update={"kafka_topic": topic, "kafka_dlq_topic": dlq,
-                                      "postgres_db": pipeline_db})
+                                      "postgres_db": pipeline_db, "go_backend_url": go_api})
     try:
         ui = dagster.start_webserver(settings.dagster_port)
         dagster.start_daemon()
@@ -105,9 +123,53 @@ def deployment(stack, settings: Settings, tmp_path_factory) -> Iterator[Deployme
         yield deployed
     finally:
         dagster.cleanup()
+        receiver.close()
         delete_topic(settings, topic)
         delete_topic(settings, dlq)
         drop_databases(settings, dagster_db, pipeline_db)
+
+
+def bytea_values(s: Settings, db: str) -> dict[str, bytes]:
+    """Every bytea value of a database, and its zlib-decompressed form where it has one
+    (Dagster stores job and execution plan snapshots zlib-compressed)."""
+    found: dict[str, bytes] = {}
+    with psycopg.connect(s.postgres_conninfo(db), **s.postgres_kwargs()) as conn:
+        columns = conn.execute(
+            "SELECT table_schema, table_name, column_name FROM information_schema.columns "
+            "WHERE data_type = 'bytea' AND table_schema NOT IN ('pg_catalog', "
+            "'information_schema')").fetchall()
+        for schema, table, column in columns:
+            query = sql.SQL("SELECT {} FROM {}.{} WHERE {} IS NOT NULL").format(
+                sql.Identifier(column), sql.Identifier(schema), sql.Identifier(table),
+                sql.Identifier(column))
+            values = [bytes(v) for (v,) in conn.execute(query)]
+            inflated = []
+            for value in values:
+                with contextlib.suppress(zlib.error):
+                    inflated.append(zlib.decompress(value))
+            found[f"{db}.{schema}.{table}.{column} (bytea, {len(inflated)} decompressed)"] = \
+                b"\n".join(values + inflated)
+    assert any("snapshots" in name and "0 decompressed" not in name for name in found), found
+    return found
+
+
+def resource_config(graphql: str) -> str:
+    """Every configured value of every resource, as the UI's resource pages show them."""
+    [repo] = _graphql(graphql, "{ repositoriesOrError { ... on RepositoryConnection { nodes "
+                      "{ name location { name } } } } }")["repositoriesOrError"]["nodes"]
+    shown = []
+    for name in ("kafka", "processing", "ledger", "lightrag", "outbox"):
+        selector = json.dumps({"repositoryLocationName": repo["location"]["name"],
+                               "repositoryName": repo["name"], "resourceName": name})
+        selector = re.sub(r'"(\w+)":', r"\1:", selector)  # GraphQL input object syntax
+        details = _graphql(graphql, "{ resourceDetailsOrError(resourceSelector: " + selector
+                           + ") { __typename ... on ResourceDetails { configuredValues "
+                           "{ key value type } } } }")["resourceDetailsOrError"]
+        assert details["__typename"] == "ResourceDetails", details
+        shown.append(json.dumps(details["configuredValues"]))
+    key = [v for v in json.loads(shown[3]) if v["key"] == "openai_api_key"]
+    assert key == [{"key": "openai_api_key", "value": "OPENAI_API_KEY", "type": "ENV_VAR"}]
+    return "\n".join(shown)
 
 
 def _daemons_healthy(graphql: str) -> bool:
@@ -151,7 +213,7 @@ def wait_terminal(ledger: JobLedger, job_ids: list[int], timeout: float = 900) -
 
 def accepted_statuses(settings: Settings, job_ids: set[int], timeout: float = 300
                       ) -> dict[int, list[dict]]:
-    """Every status the Go stand-in accepted for these jobs, once each job has one.
+    """Every status the Go status receiver accepted for these jobs, once each job has one.
 
     A job's terminal state and its callback row commit together, but the PATCH follows
     (after the run's batch, or from the reconciliation schedule), so wait for it.
@@ -351,6 +413,9 @@ def test_no_secret_appears_in_logs_records_metadata_dlq_or_api_calls(deployment,
                               env=env, capture_output=True, timeout=600, check=True)
         haystacks[f"database {db} (run records, event log, asset metadata, ledger)"] = \
             dump.stdout
+    for db in (deployment.env["DAGSTER_POSTGRES_DB"], s.postgres_db):
+        haystacks.update(bytea_values(s, db))
+    haystacks["resource config in the UI"] = resource_config(deployment.graphql).encode()
     haystacks["dead letter topic"] = b"\n".join(
         json.dumps(d).encode() for d in dead_letters(s, s.kafka_dlq_topic))
     haystacks["Go API calls"] = httpx.get(f"{s.go_backend_url}/calls", timeout=60).content
@@ -358,3 +423,29 @@ def test_no_secret_appears_in_logs_records_metadata_dlq_or_api_calls(deployment,
     for name, secret in secrets.items():
         for where, content in haystacks.items():
             assert secret.encode() not in content, f"{name} found in {where}"
+
+
+def test_a_collection_the_go_producer_publishes_reaches_the_go_receiver(
+        deployment, ledger_e2e, go_bin, tmp_path):
+    """Go at both ends: the Go producer publishes a folder of real pages for a new collection
+    (a UUID, as the backend makes it); the pipeline indexes it; the Go handler, decoding each
+    PATCH strictly with the Go types, has exactly one terminal status per job."""
+    s = deployment.settings
+    folder = tmp_path / "site"
+    folder.mkdir()
+    for page in corpus_pages(postgres_docs(), limit=12, offset=900):
+        (folder / page.name).write_bytes(page.read_bytes())
+    report = publish_with_go(go_bin, s.kafka_bootstrap_servers, s.kafka_topic, folder,
+                             "https://go-producer.docs.test", job_id_base())
+    collection, job_ids = report["collection_id"], report["job_ids"]
+    assert str(uuid.UUID(collection)) == collection and len(job_ids) == 12
+    rows = wait_terminal(ledger_e2e, job_ids)
+    assert {r["state"] for r in rows} == {"completed"}
+    assert {r["collection_id"] for r in rows} == {collection}
+    assert len(workspace_docs(ledger_e2e, [collection])[collection]) == 12
+    statuses = accepted_statuses(s, set(job_ids))
+    for job_id in job_ids:
+        assert [c["status"] for c in statuses[job_id] if not c["replay"]] == ["completed"]
+    refused = [c for c in httpx.get(f"{s.go_backend_url}/calls", timeout=30).json()
+               if c["answered"] != 200]
+    assert refused == [], refused  # no body the Go types refuse, in the whole module

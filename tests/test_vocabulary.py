@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from rag_pipeline.vocabulary import JobState, OutboxState, Outcome, Reason
-from tests.test_contract import MALFORMED
+from tests.test_contract_vectors import MESSAGES
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 FIELD_REASONS = {Reason.MISSING_FIELD, Reason.INVALID_FIELD}
@@ -36,6 +36,7 @@ def test_every_outcome_and_state_is_in_the_readme():
         assert f"`{value}`" in section, value
 
 
-def test_every_rejection_of_the_contract_is_a_reason():
-    for _name, _message, code, _job_id in MALFORMED:
-        assert code.split(":", 1)[0] in {r.value for r in Reason}, code
+def test_every_rejection_of_the_shared_vectors_is_a_reason():
+    for vector in MESSAGES:
+        if vector["expect"] != "accepted":
+            assert vector["expect"].split(":", 1)[0] in {r.value for r in Reason}, vector

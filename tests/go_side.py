@@ -1,0 +1,61 @@
+"""The Go side of the contract in the tests: the module in go/ built once per session, its
+status receiver as the Go API, its producer as the crawler."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+GO_MODULE = ROOT / "go"
+
+
+def build_go(target: Path) -> Path:
+    """`go build` the commands of go/ into `target` (Go fetches modules from its proxy)."""
+    go = shutil.which("go")
+    assert go, "the Go toolchain is missing: make test needs it (scripts/require-tools test)"
+    target.mkdir(parents=True, exist_ok=True)
+    subprocess.run([go, "build", "-o", str(target), "./cmd/..."], cwd=GO_MODULE, check=True,
+                   timeout=600)
+    return target
+
+
+@contextmanager
+def status_receiver(bin_dir: Path, port: int, record: Path) -> Iterator[str]:
+    """The Go status receiver on 127.0.0.1:`port`; its base URL."""
+    process = subprocess.Popen([str(bin_dir / "statusreceiver"), "-listen", f"127.0.0.1:{port}",
+                                "-record", str(record)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None, "the Go status receiver exited"
+            assert time.monotonic() < deadline, "the Go status receiver did not start"
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def publish_with_go(bin_dir: Path, brokers: str, topic: str, folder: Path, base_url: str,
+                    first_job_id: int) -> dict:
+    """The Go producer publishes a folder for a new collection; its JSON report."""
+    done = subprocess.run([str(bin_dir / "producer"), "-brokers", brokers, "-topic", topic,
+                           "-dir", str(folder), "-base-url", base_url,
+                           "-first-job-id", str(first_job_id)],
+                          capture_output=True, text=True, timeout=180, check=True)
+    return json.loads(done.stdout)
