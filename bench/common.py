@@ -33,6 +33,9 @@ def machine() -> dict[str, Any]:
         java = "unknown"
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        **provenance(),
+        # What else ran: a benchmark that shared the machine says so.
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
         "memory_mib": memory,
         "python": platform.python_version(),
@@ -40,6 +43,21 @@ def machine() -> dict[str, Any]:
         "java": java,
         "packages": {name: _version(name) for name in PACKAGES},
     }
+
+
+def provenance() -> dict[str, Any]:
+    """The commit the figures come from, and whether the work tree differed from it."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                                  timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"commit": git("rev-parse", "HEAD") or "unknown",
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
 def _version(name: str) -> str:

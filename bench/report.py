@@ -138,6 +138,25 @@ def rows() -> list[list[str]]:
     return out
 
 
+def scrape_table(scrape: dict[str, Any] | None) -> list[str]:
+    """The cost of one /metrics scrape as the ledger grows (bench/scrape.py)."""
+    if not scrape:
+        return []
+    m, s = scrape["machine"], scrape["settings"]
+    lines = [f"One `/metrics` scrape of the exporter as the ledger grows ({s['collections']:,} "
+             f"collections, median of {s['scrapes']} scrapes; commit {m.get('commit', '?')[:10]}"
+             f"{' (dirty)' if m.get('dirty') else ''}, load average {m.get('load_average_1m')} "
+             f"at the start, {m.get('date')}). Target at 1,000,000 jobs: within 1 s, under 1 "
+             "PostgreSQL CPU-second.", "",
+             "| jobs in the ledger | scrape (median) | slowest | PostgreSQL CPU s per scrape |",
+             "|---:|---:|---:|---:|"]
+    for r in scrape["results"]:
+        lines.append(f"| {r['jobs']:,} | {fmt(r['scrape_seconds_median'], 3)} s | "
+                     f"{fmt(r['scrape_seconds_max'], 3)} s | "
+                     f"{fmt(r['postgres_cpu_seconds_per_scrape'], 3)} |")
+    return [*lines, ""]
+
+
 def cpu_table(pipeline: dict[str, Any] | None) -> list[str]:
     """CPU seconds per kind of process during the 300 ms backlog, pipeline and direct."""
     r300 = (pipeline or {}).get("compare", {}).get("by_latency", {}).get("300")
@@ -186,6 +205,7 @@ def main() -> None:
     if has_plot:
         lines += ["![Backlog: pages/s and model utilisation](images/backlog.png)", ""]
     lines += cpu_table(pipeline)
+    lines += scrape_table(load("scrape"))
     notes = ROOT / "bench" / "NOTES.md"
     if notes.exists():
         lines += [notes.read_text().strip(), ""]

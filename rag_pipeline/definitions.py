@@ -56,6 +56,9 @@ def build_definitions(s: Settings,
         schedules=[build_reconcile_schedule(s.reconcile_cron, s.stuck_run_timeout_seconds,
                                             s.queued_job_grace_seconds)],
         resources={**build_resources(s), **(resources or {})},
+        # Run logs on the console: one JSON object per line, or text (LOG_FORMAT).
+        loggers={"console": dg.json_console_logger if s.log_format == "json"
+                 else dg.colored_console_logger},
         # Every job in the run's own process: a run is already a process that imports the
         # whole code location; a process per step would pay that again per step.
         executor=dg.in_process_executor,

@@ -419,6 +419,19 @@ def apportion_times(outcomes: list[JobOutcome], usage: ModelUsage, wall_seconds:
             outcome.metrics["storage_time_ms"] = round(other * share * 1000, 1)
 
 
+def model_counters(usage: ModelUsage) -> dict[tuple[str, str], float]:
+    """Model requests, tokens, retries and errors, as counters of the ledger."""
+    return {
+        ("model_requests", "kind=llm"): usage.llm_calls,
+        ("model_requests", "kind=embedding"): usage.embedding_calls,
+        ("model_retries", "kind=llm"): usage.llm_retries,
+        ("model_errors", "kind=llm"): usage.llm_failures,
+        ("model_tokens", "kind=prompt"): usage.prompt_tokens,
+        ("model_tokens", "kind=completion"): usage.completion_tokens,
+        ("model_tokens", "kind=embedding"): usage.embedding_tokens,
+    }
+
+
 def index_pages(ledger: JobLedger, pool: WorkspacePool, collection_id: str,
                 jobs: Sequence[RunJob], *, batch_bytes: int, batch_count: int,
                 max_retries: int,
@@ -444,8 +457,9 @@ def index_pages(ledger: JobLedger, pool: WorkspacePool, collection_id: str,
                 collection_id, [r.original_doc_id for r in results if r.original_doc_id])
             inserted = [outcome_of(r, r.page.doc_id in known, collection_id, originals)
                         for r in results]
-            apportion_times(inserted, pool.models.usage.minus(usage_at_start),
-                            time.monotonic() - batch_started)
+            batch_usage = pool.models.usage.minus(usage_at_start)
+            apportion_times(inserted, batch_usage, time.monotonic() - batch_started)
+            ledger.count(model_counters(batch_usage))
             outcomes += inserted
         recorded = ledger.finish_jobs(collection_id, outcomes, max_retries=max_retries)
         for outcome in recorded:

@@ -153,6 +153,14 @@ class Settings(BaseSettings):
         120, ge=0, description="a queued job this old with no run gets one"
     )
 
+    # --- Operations --------------------------------------------------------------------------
+    metrics_host: str = Field("127.0.0.1", description="address the metrics exporter listens "
+                              "on (0.0.0.0 in a container)")
+    metrics_port: int = Field(9108, ge=1, le=65535, description="port of the metrics exporter "
+                              "(/metrics, /healthz, /readyz)")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="logs as one JSON object per line, or text for people")
+
     # --- Local stack -------------------------------------------------------------------------
     stack_dir: Path = Field(Path(".stack"), description="folder of the local stack's data")
     kafka_controller_port: int = Field(9093, ge=1, le=65535, description="KRaft controller port")

@@ -268,7 +268,8 @@ def stage_messages(*, consumer: Any, producer: Any, ledger: JobLedger, config: S
     # Delivery is confirmed before the offsets advance: a rejected message is never lost.
     produce_confirmed(producer, config.dlq_topic, records)
 
-    result = ledger.stage(topic, staged, failed, next_offsets, expected=stored)
+    result = ledger.stage(topic, staged, failed, next_offsets, expected=stored,
+                          conflicts=len(conflicts))
     report.staged = len(result.inserted)
     report.duplicates += result.duplicates
     report.failed_recorded = result.failed_recorded

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TOOLS = ("bash", "make", "java", "mvn", "apt-get", "dpkg", "go", "grep", "chromium")
+TOOLS = ("bash", "make", "java", "mvn", "apt-get", "dpkg", "go", "grep", "chromium",
+         "prometheus", "promtool")
 
 
 def machine_without(tmp_path: Path, *absent: str) -> dict[str, str]:
@@ -32,14 +33,15 @@ def make(target: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("target", ["up", "test", "bench", "reliability"])
 def test_a_machine_with_every_tool_passes(tmp_path, target):
-    if not all(shutil.which(t) for t in ("java", "mvn", "go")):
-        pytest.fail("this machine lacks java, mvn or go, which make test itself needs")
+    if not all(shutil.which(t) for t in ("java", "mvn", "go", "prometheus", "promtool")):
+        pytest.fail("this machine lacks java, mvn, go or prometheus, which make test needs")
     done = make(target, machine_without(tmp_path))
     assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.parametrize(("target", "absent", "said"), [
-    ("test", "go", "make test: go is missing: the network fault scenario builds Toxiproxy"),
+    ("test", "go", "make test: go is missing: the Go side of the contract"),
+    ("test", "prometheus", "make test: prometheus is missing: the metrics test scrapes"),
     ("up", "java", "make up: java is missing: the local Kafka broker runs on Java 17"),
     ("up", "mvn", "make up: mvn is missing: Maven fetches the Kafka jars"),
     ("test", "apt-get", "make test: apt-get is missing: the real pages of the tests"),

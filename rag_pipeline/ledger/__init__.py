@@ -10,7 +10,8 @@ concern in this package:
 - `intake`: Kafka offsets and staging (the sensor);
 - `runs`: claims, cleaned texts, documents, finishing, requeues, heartbeats (runs, repairs);
 - `outbox`: the status reports to the Go API;
-- `inspection`: read-only counts for people.
+- `inspection`: read-only counts for people;
+- `counters`: counters that only grow, for the metrics exporter.
 
 Values always travel as query parameters; no SQL text is ever built from message content.
 """
@@ -24,6 +25,7 @@ from rag_pipeline.ledger.connection import (
     LedgerUnavailable,
     is_permanent_connection_error,
 )
+from rag_pipeline.ledger.counters import CounterQueries
 from rag_pipeline.ledger.inspection import InspectionQueries
 from rag_pipeline.ledger.intake import ConcurrentStaging, IntakeQueries
 from rag_pipeline.ledger.outbox import OutboxQueries
@@ -48,7 +50,8 @@ __all__ = ["ConcurrentStaging", "FailedMessage", "IndexedDocument", "JobLedger",
            "shared_ledger"]
 
 
-class JobLedger(SchemaQueries, IntakeQueries, RunQueries, OutboxQueries, InspectionQueries):
+class JobLedger(SchemaQueries, IntakeQueries, RunQueries, OutboxQueries, InspectionQueries,
+                CounterQueries):
     """Named queries over the ledger, on a psycopg 3 connection pool."""
 
 

@@ -32,7 +32,7 @@ class LedgerConnection:
     """A psycopg 3 connection pool on the ledger's database."""
 
     def __init__(self, conninfo: str, password: str, *, max_size: int = 4,
-                 application_name: str = "rag-pipeline") -> None:
+                 application_name: str = "rag-pipeline", wait_seconds: float = 30.0) -> None:
         self.conninfo = conninfo
         self._password = password
         self.pool = ConnectionPool(
@@ -43,6 +43,7 @@ class LedgerConnection:
             max_size=max_size,
             open=False,
             name="rag-pipeline-ledger",
+            timeout=wait_seconds,  # how long a caller waits for a connection
             # After a PostgreSQL restart every pooled connection is dead: check before lending
             # one, so the first query after a restart does not fail.
             check=ConnectionPool.check_connection,

@@ -9,7 +9,7 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from rag_pipeline.ledger.connection import LedgerConnection
-from rag_pipeline.ledger.records import RequestSummary
+from rag_pipeline.ledger.records import MetricsSnapshot, RequestSummary
 
 
 class InspectionQueries(LedgerConnection):
@@ -72,4 +72,35 @@ class InspectionQueries(LedgerConnection):
                 {"j": job_id},
             ).fetchall()
 
-
+    def metrics_snapshot(self, top_collections: int) -> MetricsSnapshot:
+        """Every gauge the exporter reports, on one connection (ages in seconds, 0 if none)."""
+        with self.pool.connection() as conn:
+            by_state = dict(conn.execute(
+                "SELECT state, count(*) FROM rag_pipeline.jobs GROUP BY state").fetchall())
+            oldest_queued = conn.execute(
+                "SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0) "
+                "FROM rag_pipeline.jobs WHERE state = 'queued'").fetchone()[0]
+            oldest_waiting = conn.execute(
+                "SELECT coalesce(extract(epoch FROM now() - min(j.created_at)), 0) "
+                "FROM rag_pipeline.jobs j WHERE j.state = 'queued' AND NOT EXISTS ("
+                "SELECT 1 FROM rag_pipeline.jobs r WHERE r.collection_id = j.collection_id "
+                "AND r.state = 'running')").fetchone()[0]
+            backlog = conn.execute(
+                "SELECT collection_id, count(*) FROM rag_pipeline.jobs "
+                "WHERE state IN ('queued', 'running') GROUP BY collection_id "
+                "ORDER BY count(*) DESC, collection_id").fetchall()
+            pending, oldest_pending = conn.execute(
+                "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) "
+                "FROM rag_pipeline.outbox WHERE state = 'pending'").fetchone()
+            slots = dict(conn.execute(
+                "SELECT kind, count(*) FILTER (WHERE holder IS NOT NULL AND expires_at > now()) "
+                "FROM rag_pipeline.model_slots GROUP BY kind").fetchall())
+            counters = conn.execute("SELECT name, labels, value FROM rag_pipeline.counters"
+                                    ).fetchall()
+        return MetricsSnapshot(
+            jobs_by_state=by_state, oldest_queued_age=float(oldest_queued),
+            oldest_waiting_age=float(oldest_waiting), backlog_top=backlog[:top_collections],
+            backlog_rest=sum(n for _, n in backlog[top_collections:]),
+            outbox_pending=pending, outbox_oldest_pending_age=float(oldest_pending),
+            model_slots_in_use=slots,
+            counters={(name, labels): value for name, labels, value in counters})

@@ -6,12 +6,14 @@ with an optimistic check that no other consumer moved the offsets meanwhile.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from rag_pipeline.ledger.connection import LedgerConnection
+from rag_pipeline.ledger.counters import Increments, add_counters, labels
 from rag_pipeline.ledger.outbox import enqueue_outbox_row
 from rag_pipeline.ledger.records import (
     FailedMessage,
@@ -46,11 +48,13 @@ class IntakeQueries(LedgerConnection):
         failed: Sequence[FailedMessage],
         offsets: dict[int, int],
         expected: dict[int, int | None],
+        conflicts: int = 0,
     ) -> StageResult:
         """Write staged jobs, failed jobs and new offsets in ONE transaction.
 
         `expected` holds the offsets this tick started from; if another consumer moved them
         meanwhile, nothing is written (ConcurrentStaging) and the next tick starts afresh.
+        Every rejected message and each of the `conflicts` is counted as a dead letter.
         """
         result = StageResult()
         with self.transaction() as conn:
@@ -58,9 +62,16 @@ class IntakeQueries(LedgerConnection):
             if jobs:
                 result.inserted = self._insert_jobs(conn, jobs)
                 result.duplicates = len(jobs) - len(result.inserted)
+            counted: Increments = Counter()
+            counted[("jobs_staged", "")] += len(result.inserted)
             for item in failed:
+                counted[("dead_letters", labels(reason=item.code.split(":", 1)[0]))] += 1
                 if item.job_id is not None and self._insert_failed(conn, item):
                     result.failed_recorded += 1
+                    counted[("jobs_finished", labels(outcome=None, reason=item.code.split(
+                        ":", 1)[0], state="failed"))] += 1
+            counted[("dead_letters", labels(reason="conflicting_job_id"))] += conflicts
+            add_counters(conn, counted)
         return result
 
     def _advance_offsets(self, conn: psycopg.Connection, topic: str, offsets: dict[int, int],

@@ -15,6 +15,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from rag_pipeline.ledger.connection import LedgerConnection
+from rag_pipeline.ledger.counters import add_counters
 from rag_pipeline.ledger.records import OutboxRow, ReportedStatus
 
 
@@ -64,6 +65,7 @@ class OutboxQueries(LedgerConnection):
 
     def mark_delivered(self, row_id: int, status_code: int) -> None:
         with self.transaction() as conn:
+            add_counters(conn, {("outbox_delivered", ""): 1, ("outbox_attempts", ""): 1})
             conn.execute(
                 "UPDATE rag_pipeline.outbox SET state = 'delivered', attempts = attempts + 1, "
                 "response_code = %s, delivered_at = now(), last_error = NULL WHERE id = %s",
@@ -71,6 +73,7 @@ class OutboxQueries(LedgerConnection):
 
     def mark_rejected(self, row_id: int, status_code: int, body: str) -> None:
         with self.transaction() as conn:
+            add_counters(conn, {("outbox_rejected", ""): 1, ("outbox_attempts", ""): 1})
             conn.execute(
                 "UPDATE rag_pipeline.outbox SET state = 'rejected', attempts = attempts + 1, "
                 "response_code = %s, response_body = %s, last_error = %s WHERE id = %s",
@@ -79,6 +82,7 @@ class OutboxQueries(LedgerConnection):
     def mark_retry(self, row_id: int, error: str, status_code: int | None,
                    delay_seconds: float) -> None:
         with self.transaction() as conn:
+            add_counters(conn, {("outbox_attempts", ""): 1})
             conn.execute(
                 "UPDATE rag_pipeline.outbox SET attempts = attempts + 1, last_error = %s, "
                 "response_code = %s, next_attempt_at = now() + make_interval(secs => %s) "

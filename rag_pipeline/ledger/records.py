@@ -190,3 +190,17 @@ class RequestSummary:
     pending: int
     oldest_pending: Any
 
+
+@dataclass
+class MetricsSnapshot:
+    """What the metrics exporter reads from the ledger at one scrape."""
+
+    jobs_by_state: dict[str, int]
+    oldest_queued_age: float
+    oldest_waiting_age: float
+    backlog_top: list[tuple[str, int]]
+    backlog_rest: int
+    outbox_pending: int
+    outbox_oldest_pending_age: float
+    model_slots_in_use: dict[str, int]
+    counters: dict[tuple[str, str], float]

@@ -8,12 +8,14 @@ outbox rows in ONE transaction.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
 from rag_pipeline.ledger.connection import LedgerConnection
+from rag_pipeline.ledger.counters import Increments, add_counters, count_finished
 from rag_pipeline.ledger.outbox import enqueue_outbox_row
 from rag_pipeline.ledger.records import (
     IndexedDocument,
@@ -167,6 +169,7 @@ class RunQueries(LedgerConnection):
         Returns the outcomes as recorded.
         """
         recorded = []
+        counted: Increments = Counter()
         with self.transaction() as conn:
             for o in outcomes:
                 if o.state == JobState.QUEUED:
@@ -186,15 +189,18 @@ class RunQueries(LedgerConnection):
                         (o.error_code, o.error_msg, o.job_id),
                     )
                 else:
-                    conn.execute(
+                    timing = conn.execute(
                         "UPDATE rag_pipeline.jobs SET state = %s, outcome = %s, error_code = %s, "
                         "last_error = %s, duplicate_of = %s, "
                         "metrics = coalesce(metrics, '{}'::jsonb) || %s::jsonb, "
                         "attempts = attempts + CASE WHEN %s = 'dead' THEN 1 ELSE 0 END, "
-                        "finished_at = now(), updated_at = now() WHERE job_id = %s",
+                        "finished_at = now(), updated_at = now() WHERE job_id = %s "
+                        "RETURNING extract(epoch FROM now() - started_at), "
+                        "extract(epoch FROM now() - created_at)",
                         (o.state, o.outcome, o.error_code, o.error_msg, o.duplicate_of,
                          json.dumps(o.metrics), o.state, o.job_id),
-                    )
+                    ).fetchone()
+                    count_finished(counted, o.state, o.outcome, o.error_code, *(timing or ()))
                 if o.document is not None:
                     d = o.document
                     conn.execute(
@@ -212,6 +218,7 @@ class RunQueries(LedgerConnection):
                     enqueue_outbox_row(conn, o.job_id, o.request_id, report[0], report[1],
                                            metrics)
                 recorded.append(o)
+            add_counters(conn, counted)
         return recorded
 
     def documents_missing_from_lightrag(self, collection_id: str) -> list[str]:

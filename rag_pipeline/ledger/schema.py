@@ -168,6 +168,28 @@ MIGRATIONS: list[tuple[int, str]] = [
             RENAME TO outbox_idempotency_key_key;
         """,
     ),
+    (
+        6,
+        """
+        -- Counters that only grow, written with what they count (ledger/counters.py);
+        -- the metrics exporter reads them at scrape time.
+        CREATE TABLE rag_pipeline.counters (
+            name text NOT NULL,
+            labels text NOT NULL DEFAULT '',
+            value double precision NOT NULL DEFAULT 0,
+            PRIMARY KEY (name, labels)
+        );
+        -- What was counted before the counters existed, so that totals start right.
+        INSERT INTO rag_pipeline.counters (name, labels, value)
+        SELECT 'jobs_finished', 'outcome=' || coalesce(outcome, '') || ',reason='
+               || coalesce(split_part(error_code, ':', 1), '') || ',state=' || state, count(*)
+        FROM rag_pipeline.jobs WHERE state IN ('completed', 'failed', 'dead')
+        GROUP BY 2;
+        INSERT INTO rag_pipeline.counters (name, labels, value)
+        SELECT 'outbox_' || state, '', count(*) FROM rag_pipeline.outbox
+        WHERE state IN ('delivered', 'rejected') GROUP BY 1;
+        """,
+    ),
 ]
 
 

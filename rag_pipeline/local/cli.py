@@ -23,6 +23,7 @@ import click
 from rag_pipeline.local import PROJECT_ROOT
 from rag_pipeline.local.stack import LocalStack, StackError
 from rag_pipeline.local.stack.dagster_dev import DagsterDev
+from rag_pipeline.local.stack.processes import ServiceProcess
 from rag_pipeline.settings import (
     LOCAL_ENV_FILE,
     Settings,
@@ -189,6 +190,7 @@ def dagster_env(settings: Settings) -> dict[str, str]:
     shutil.copyfile(source, home / "dagster.yaml")
     return {
         **os.environ,
+        "LOG_FORMAT": quickstart_log_format(settings),
         "DAGSTER_HOME": str(home),
         # Dagster runs in DAGSTER_HOME, where no .env is (Dagster would load one over the
         # environment); the code location reads this checkout's files, by absolute path.
@@ -199,6 +201,11 @@ def dagster_env(settings: Settings) -> dict[str, str]:
         "POSTGRES_PASSWORD": settings.postgres_password.get_secret_value(),
         "DAGSTER_POSTGRES_DB": settings.dagster_postgres_db,
     }
+
+
+def quickstart_log_format(settings: Settings) -> str:
+    """Text for people at a terminal, unless LOG_FORMAT was set (environment or a file)."""
+    return settings.log_format if "log_format" in settings.model_fields_set else "text"
 
 
 @main.command("dev")
@@ -224,7 +231,8 @@ def dev(no_stack: bool, no_demo: bool) -> None:
     environment = dagster_env(settings)
     dagster = str(Path(sys.executable).parent / "dagster")
     argv = [dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-            "-h", "127.0.0.1", "-p", str(settings.dagster_port)]
+            "-h", "127.0.0.1", "-p", str(settings.dagster_port),
+            "--log-format", "json" if environment["LOG_FORMAT"] == "json" else "colored"]
     ui = f"http://127.0.0.1:{settings.dagster_port}"
     log_file = dagster_dev.process.log_file
     click.echo(f"Starting Dagster (UI and daemon); its log: {log_file}")
@@ -236,6 +244,12 @@ def dev(no_stack: bool, no_demo: bool) -> None:
     try:
         if not _wait_for_ui(ui, dagster_dev):
             raise UserError(f"Dagster did not start; see {log_file}")
+        # The metrics exporter beside the daemon (same DAGSTER_HOME: stopped with Dagster).
+        ServiceProcess("exporter", settings.stack_path).start(
+            [str(Path(sys.executable).parent / "rag-pipeline-exporter")], env=environment,
+            cwd=dagster_dev.home)
+        click.echo(f"Metrics: http://{settings.metrics_host}:{settings.metrics_port}/metrics "
+                   "(also /healthz, /readyz)")
         click.echo(f"Dagster UI: {ui}  (Ctrl-C stops Dagster; `rag-pipeline stack down` "
                    "stops the stack)")
         if not no_demo:

@@ -22,8 +22,10 @@ from rag_pipeline.settings import Settings
 SERVICE_USER = "ragpg"
 PG_READY_TIMEOUT_S = 60
 WRONG_PASSWORD = (
-    "The local PostgreSQL was initialised with another POSTGRES_PASSWORD. Restore the old "
-    "password in .env, or remove the stack's data with `rag-pipeline stack down --purge`."
+    "The local PostgreSQL was initialised with another POSTGRES_PASSWORD (make up wrote it to "
+    "local.env). An exported POSTGRES_PASSWORD or one in .env wins over local.env: unset it "
+    "(or restore the old one), or remove the stack's data with `rag-pipeline stack down "
+    "--purge`."
 )
 
 

@@ -1,0 +1,223 @@
+"""Prometheus metrics, read from the truth at scrape time: the ledger, Kafka's high
+watermarks and the Dagster instance (rag_pipeline/exporter.py serves them).
+
+Nothing is kept in the exporter's memory between scrapes: counters are the ledger's
+(rag_pipeline.counters, written with what they count), gauges are queries. So a restarted
+exporter, or two of them, report the same values, and no counter goes backwards. Label
+values come from closed sets (states, outcomes, reason codes, kinds, partitions, the N
+largest backlogs plus "_other"), never from message content.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from rag_pipeline.ledger import JobLedger
+from rag_pipeline.vocabulary import JobState
+
+log = logging.getLogger(__name__)
+
+PREFIX = "rag_pipeline"
+TOP_COLLECTIONS = 20
+OTHER = "_other"
+INDEXING_JOB_NAMES = ("index_collection", "reindex_collection")
+SENSOR_NAME = "indexing_jobs_sensor"
+# Counter rows of the ledger -> (metric name, help, label names).
+COUNTERS = {
+    "jobs_staged": ("jobs_staged", "Jobs staged from Kafka into the ledger.", ()),
+    "jobs_finished": ("jobs_finished", "Jobs that reached a terminal state, by state, "
+                      "outcome and reason code.", ("state", "outcome", "reason")),
+    "dead_letters": ("dead_letters", "Records sent to the dead letter topic, by reason code.",
+                     ("reason",)),
+    "outbox_delivered": ("outbox_delivered", "Statuses the Go API accepted (2xx).", ()),
+    "outbox_rejected": ("outbox_rejected", "Statuses the Go API refused for good (4xx).", ()),
+    "outbox_attempts": ("outbox_attempts", "PATCH attempts of the status outbox.", ()),
+    "model_requests": ("model_requests", "Model requests, by kind (llm, embedding).", ("kind",)),
+    "model_tokens": ("model_tokens", "Model tokens, by kind (prompt, completion, embedding).",
+                     ("kind",)),
+    "model_retries": ("model_retries", "Model requests retried, by kind.", ("kind",)),
+    "model_errors": ("model_errors", "Model requests that failed for good, by kind.",
+                     ("kind",)),
+}
+HISTOGRAMS = {
+    "page_indexing_seconds": "Seconds from a run claiming a page to its completion.",
+    "job_latency_seconds": "Seconds from staging a job to its terminal state.",
+}
+
+
+def name(metric: str) -> str:
+    return f"{PREFIX}_{metric}"
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in text.split(",") if pair)
+
+
+@dataclass
+class Sources:
+    """Where the truth is; each may be missing (then its metrics are absent and
+    `rag_pipeline_exporter_source_up{source}` says 0)."""
+
+    ledger: JobLedger
+    kafka_watermarks: Callable[[], dict[int, int]] | None = None
+    dagster: Any | None = None  # a DagsterInstance
+    topic: str = "indexing_jobs"
+    model_bounds: dict[str, int] = field(default_factory=dict)
+
+
+class PipelineCollector(Collector):
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(name("exporter_source_up"), "1 when the source answered this "
+                               "scrape, by source (ledger, kafka, dagster).", labels=["source"])
+        for source, produce in (("ledger", self._ledger), ("kafka", self._kafka),
+                                ("dagster", self._dagster)):
+            try:
+                metrics = list(produce())
+            except Exception as exc:  # a source that is down must not hide the others
+                log.warning("metrics: %s unavailable: %s", source, exc)
+                up.add_metric([source], 0)
+                continue
+            up.add_metric([source], 1 if metrics or source == "ledger" else 0)
+            yield from metrics
+        yield up
+
+    # --- the ledger ----------------------------------------------------------------------
+    def _ledger(self) -> Iterable[Metric]:
+        snapshot = self.sources.ledger.metrics_snapshot(TOP_COLLECTIONS)
+        jobs = GaugeMetricFamily(name("jobs"), "Jobs in the ledger, by state.",
+                                 labels=["state"])
+        for state in JobState:
+            jobs.add_metric([state.value], snapshot.jobs_by_state.get(state.value, 0))
+        yield jobs
+        yield GaugeMetricFamily(name("oldest_queued_job_age_seconds"),
+                                "Age of the oldest queued job (0 when none waits).",
+                                value=snapshot.oldest_queued_age)
+        yield GaugeMetricFamily(name("oldest_job_waiting_for_run_age_seconds"),
+                                "Age of the oldest queued job of a collection that no run "
+                                "is working on (0 when none).", value=snapshot.oldest_waiting_age)
+        backlog = GaugeMetricFamily(
+            name("collection_backlog_jobs"), f"Queued and running jobs of the "
+            f"{TOP_COLLECTIONS} largest backlogs, and of the rest as collection=\"{OTHER}\".",
+            labels=["collection"])
+        for collection, count in snapshot.backlog_top:
+            backlog.add_metric([collection], count)
+        backlog.add_metric([OTHER], snapshot.backlog_rest)
+        yield backlog
+        yield GaugeMetricFamily(name("outbox_pending"), "Statuses waiting to reach the Go API.",
+                                value=snapshot.outbox_pending)
+        yield GaugeMetricFamily(name("outbox_oldest_pending_age_seconds"),
+                                "Age of the oldest status waiting to reach the Go API.",
+                                value=snapshot.outbox_oldest_pending_age)
+        slots = GaugeMetricFamily(name("model_slots_in_use"), "Model request slots held now, "
+                                  "by kind (shared by every run).", labels=["kind"])
+        bound = GaugeMetricFamily(name("model_slots"), "Model request slots, by kind "
+                                  "(LLM_MAX_CONCURRENCY, EMBEDDING_MAX_CONCURRENCY).",
+                                  labels=["kind"])
+        for kind, in_use in snapshot.model_slots_in_use.items():
+            slots.add_metric([kind], in_use)
+        for kind, size in self.sources.model_bounds.items():
+            bound.add_metric([kind], size)
+        yield slots
+        yield bound
+        yield from counter_metrics(snapshot.counters)
+
+    # --- Kafka -------------------------------------------------------------------------------
+    def _kafka(self) -> Iterable[Metric]:
+        if self.sources.kafka_watermarks is None:
+            return []
+        high = self.sources.kafka_watermarks()
+        stored = self.sources.ledger.stored_offsets(self.sources.topic)
+        lag = GaugeMetricFamily(name("kafka_consumer_lag_messages"), "Messages of the topic "
+                                "not staged yet: high watermark minus the ledger's offset.",
+                                labels=["topic", "partition"])
+        for partition, watermark in sorted(high.items()):
+            lag.add_metric([self.sources.topic, str(partition)],
+                           max(0, watermark - stored.get(partition, 0)))
+        return [lag]
+
+    # --- Dagster -----------------------------------------------------------------------------
+    def _dagster(self) -> Iterable[Metric]:
+        instance = self.sources.dagster
+        if instance is None:
+            return []
+        import dagster as dg
+        from dagster._core.definitions.run_request import InstigatorType
+
+        runs = GaugeMetricFamily(name("index_runs"), "Indexing runs in Dagster's storage, by "
+                                 "status.", labels=["status"])
+        for status in dg.DagsterRunStatus:
+            count = sum(instance.get_runs_count(dg.RunsFilter(job_name=job, statuses=[status]))
+                        for job in INDEXING_JOB_NAMES)
+            runs.add_metric([status.value], count)
+        now = time.time()
+        heartbeat = GaugeMetricFamily(name("dagster_daemon_heartbeat_age_seconds"),
+                                      "Seconds since each Dagster daemon last beat.",
+                                      labels=["daemon"])
+        for daemon, beat in (instance.get_daemon_heartbeats() or {}).items():
+            heartbeat.add_metric([daemon], max(0.0, now - beat.timestamp))
+        tick_age = GaugeMetricFamily(name("sensor_last_tick_age_seconds"),
+                                     "Seconds since the indexing sensor's last tick.")
+        figures = GaugeMetricFamily(name("sensor_last_tick"), "Figures of the indexing "
+                                    "sensor's last successful tick.", labels=["figure"])
+        tick = last_tick(instance, SENSOR_NAME, InstigatorType.SENSOR)
+        if tick is not None:
+            tick_age.add_metric([], max(0.0, now - tick.timestamp))
+            for figure, value in tick_figures(tick.cursor).items():
+                figures.add_metric([figure], value)
+        return [runs, heartbeat, tick_age, figures]
+
+
+def counter_metrics(rows: dict[tuple[str, str], float]) -> Iterator[Metric]:
+    for key, (metric, help_text, label_names) in COUNTERS.items():
+        family = CounterMetricFamily(name(metric), help_text, labels=list(label_names))
+        for (row_name, row_labels), value in sorted(rows.items()):
+            if row_name == key:
+                values = parse_labels(row_labels)
+                family.add_metric([values.get(label, "") for label in label_names], value)
+        yield family
+    for metric, help_text in HISTOGRAMS.items():
+        buckets = sorted(((parse_labels(labels)["le"], value)
+                          for (row, labels), value in rows.items() if row == f"{metric}_bucket"),
+                         key=lambda b: float(b[0]))
+        if not buckets:
+            buckets = [("+Inf", 0.0)]
+        yield HistogramMetricFamily(name(metric), help_text, buckets=buckets,
+                                    sum_value=rows.get((f"{metric}_sum", ""), 0.0))
+
+
+def last_tick(instance: Any, instigator_name: str, kind: Any) -> Any | None:
+    states = [s for s in instance.all_instigator_state(instigator_type=kind)
+              if s.name == instigator_name]
+    latest = None
+    for state in states:
+        ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
+        if ticks and (latest is None or ticks[0].timestamp > latest.timestamp):
+            latest = ticks[0]
+    return latest
+
+
+def tick_figures(cursor: str | None) -> dict[str, float]:
+    """The numbers of a `sensor_tick` line (the sensor's cursor)."""
+    try:
+        figures = json.loads(cursor or "{}")
+    except ValueError:
+        return {}
+    return {k: float(v) for k, v in figures.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)}
+

@@ -1,0 +1,225 @@
+"""Observability, checked by a real Prometheus: the exporter (rag-pipeline-exporter) scraped
+every second while a crawl is indexed by the daemon; the alert rules under deploy/prometheus
+checked and unit-tested by promtool; /readyz following PostgreSQL, Kafka and the daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from rag_pipeline.kafka_io import KafkaOptions, consumer_config
+from rag_pipeline.local.corpus import pages as corpus_pages
+from rag_pipeline.local.corpus import postgres_docs
+from rag_pipeline.local.publishing import message_for
+from tests.helpers import job_id_base, produce
+from tests.test_e2e import (  # noqa: F401 (module-scoped fixtures: a deployment of its own)
+    _wait,
+    crawl,
+    deployment,
+    ledger_e2e,
+    wait_terminal,
+)
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "deploy" / "prometheus"
+EXPORTER_PORT = 19108
+PROMETHEUS_PORT = 19090
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path, (f"{name} is missing: make test needs Prometheus (Debian: apt-get install "
+                  "prometheus; scripts/require-tools test says so before it starts)")
+    return path
+
+
+def test_alert_rules_are_valid_and_pass_their_unit_tests():
+    check = subprocess.run([tool("promtool"), "check", "rules", "alerts.yml"], cwd=RULES,
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "SUCCESS: 9 rules found" in check.stdout
+    tested = subprocess.run([tool("promtool"), "test", "rules", "alerts_test.yml"], cwd=RULES,
+                            capture_output=True, text=True, timeout=120)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+class Exporter:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = env, log
+        self.process: subprocess.Popen | None = None
+        self.url = f"http://127.0.0.1:{EXPORTER_PORT}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "rag-pipeline-exporter")], env=self.env,
+                stdout=out, stderr=subprocess.STDOUT)
+        _wait("the exporter", lambda: self._answers("/healthz"), 60, every=0.5)
+
+    def _answers(self, path: str) -> bool:
+        try:
+            return httpx.get(self.url + path, timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+    def readyz(self) -> tuple[int, dict]:
+        response = httpx.get(self.url + "/readyz", timeout=30)
+        return response.status_code, response.json()
+
+
+@pytest.fixture(scope="module")
+def exporter(deployment, tmp_path_factory) -> Iterator[Exporter]:  # noqa: F811
+    env = {**deployment.env, "METRICS_PORT": str(EXPORTER_PORT), "LOG_FORMAT": "json"}
+    running = Exporter(env, tmp_path_factory.mktemp("exporter") / "exporter.log")
+    running.start()
+    yield running
+    if running.process and running.process.poll() is None:
+        running.process.terminate()
+        running.process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def prometheus(exporter, tmp_path_factory) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("prometheus")
+    config = folder / "prometheus.yml"
+    config.write_text(json.dumps({  # JSON is YAML
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "rag-pipeline", "scrape_interval": "1s",
+                            "static_configs": [{"targets": [f"127.0.0.1:{EXPORTER_PORT}"]}]}],
+    }))
+    with (folder / "prometheus.log").open("ab") as out:
+        server = subprocess.Popen(
+            [tool("prometheus"), f"--config.file={config}",
+             f"--storage.tsdb.path={folder / 'data'}",
+             f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"],
+            stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{PROMETHEUS_PORT}"
+    try:
+        _wait("Prometheus", lambda: ready(url), 60, every=0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/-/ready", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def query(prometheus: str, promql: str) -> dict[tuple, float]:
+    """An instant query through Prometheus's HTTP API: {label values: value}."""
+    body = httpx.get(f"{prometheus}/api/v1/query", params={"query": promql}, timeout=30).json()
+    assert body["status"] == "success", body
+    return {tuple(sorted((k, v) for k, v in r["metric"].items() if k not in ("job", "instance")
+                         and k != "__name__")): float(r["value"][1])
+            for r in body["data"]["result"]}
+
+
+def fresh(prometheus: str, promql: str, expected, timeout: float = 60):
+    """Wait until Prometheus has scraped the value the ledger holds now."""
+    return _wait(f"{promql} == {expected}", lambda: query(prometheus, promql) == expected or None,
+                 timeout, every=1)
+
+
+def test_prometheus_sees_what_the_ledger_and_kafka_say(deployment, ledger_e2e, exporter,  # noqa: F811
+                                                      prometheus):
+    s = deployment.settings
+    collections = {f"m-{os.urandom(3).hex()}": corpus_pages(postgres_docs(), limit=10,
+                                                           offset=950)}
+    messages, owner = crawl(collections, job_id_base(), request_id=77)
+    bad = message_for({**json.loads(messages[0].value), "job_id": max(owner) + 1,
+                       "content": {"html": "***", "encoding": "gzip+base64"}})
+    produce(s, s.kafka_topic, [*messages, bad])
+    # While the crawl is indexed, Prometheus scrapes every second.
+    _wait("jobs being indexed", lambda: query(prometheus, 'rag_pipeline_jobs{state="running"}'
+                                              ) != {(("state", "running"),): 0.0}, 300)
+    wait_terminal(ledger_e2e, [*owner, max(owner) + 1])
+    _wait("no pending status", lambda: ledger_e2e.outbox_counts().get("pending", 0) == 0, 300)
+
+    states = ledger_e2e.job_states()
+    fresh(prometheus, 'rag_pipeline_jobs{state="completed"}',
+          {(("state", "completed"),): float(states["completed"])})
+    fresh(prometheus, 'rag_pipeline_jobs{state="failed"}',
+          {(("state", "failed"),): float(states.get("failed", 0))})
+    letters = {labels: value for (name, labels), value in ledger_e2e.counters().items()
+               if name == "dead_letters"}
+    assert letters.get("reason=bad_base64", 0) >= 1
+    fresh(prometheus, "rag_pipeline_dead_letters_total",
+          {(("reason", label.split("=", 1)[1]),): value for label, value in letters.items()})
+    fresh(prometheus, "rag_pipeline_outbox_pending", {(): 0.0})
+    consumer = Consumer(consumer_config(KafkaOptions.from_settings(s)))
+    try:
+        topic = consumer.list_topics(s.kafka_topic, timeout=10).topics[s.kafka_topic]
+        high = {p: consumer.get_watermark_offsets(TopicPartition(s.kafka_topic, p),
+                                                  timeout=10)[1] for p in topic.partitions}
+    finally:
+        consumer.close()
+    stored = ledger_e2e.stored_offsets(s.kafka_topic)
+    fresh(prometheus, "rag_pipeline_kafka_consumer_lag_messages",
+          {(("partition", str(p)), ("topic", s.kafka_topic)): float(max(0, h - stored.get(p, 0)))
+           for p, h in high.items()})
+    assert query(prometheus, 'rag_pipeline_exporter_source_up') == {
+        (("source", "dagster"),): 1.0, (("source", "kafka"),): 1.0, (("source", "ledger"),): 1.0}
+
+    # A restarted exporter continues every counter where it was: no reset in Prometheus.
+    exporter.kill()
+    exporter.start()
+    before = query(prometheus, "rag_pipeline_jobs_finished_total")
+    time.sleep(5)
+    after = query(prometheus, "rag_pipeline_jobs_finished_total")
+    assert after and all(after[k] >= v for k, v in before.items())
+    resets = query(prometheus, "resets({__name__=~\"rag_pipeline_.*_total\"}[10m])")
+    assert resets and set(resets.values()) == {0.0}, resets
+
+
+def test_readyz_follows_postgres_kafka_and_the_daemon(deployment, exporter, stack):  # noqa: F811
+    status, body = exporter.readyz()
+    assert status == 200 and body["ready"], body
+
+    def unready_on(check: str) -> dict:
+        def probe():
+            code, answer = exporter.readyz()
+            return answer if code == 503 and not answer["checks"][check]["ok"] else None
+        return _wait(f"/readyz to fail on {check}", probe, 120)
+
+    def ready_again() -> None:
+        _wait("/readyz to be ready again", lambda: exporter.readyz()[0] == 200, 240, every=2)
+
+    deployment.dagster.kill("daemon", signal.SIGTERM)
+    assert "heartbeat" in unready_on("daemon")["checks"]["daemon"]["why"]
+    deployment.dagster.start_daemon()
+    ready_again()
+
+    stack.postgres.stop()
+    try:
+        unready_on("postgres")
+    finally:
+        stack.postgres.start()
+    ready_again()
+
+    stack.kafka.stop()
+    try:
+        unready_on("kafka")
+    finally:
+        stack.kafka.start()
+    ready_again()
