@@ -1,6 +1,8 @@
 """Screenshots of the running Dagster UI with headless Chromium (Debian's `chromium`).
 
     make screenshots        # with `make up` running and the demo crawl processed
+    .venv/bin/python scripts/screenshots.py --prometheus http://127.0.0.1:9090
+                            # also Prometheus's graph of pages indexed per second
 
 Saves docs/images/{asset-graph,partitions,run-metadata-plots,crawl-requests}.png (the plots
 are reached by a click, driven over Chromium's DevTools protocol by
@@ -18,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 
@@ -32,6 +35,7 @@ CLICKED = {
     "run-metadata-plots": ("/assets/lightrag_documents?view=overview",
                            "Plots"),
 }
+PAGES_PER_SECOND = 'sum(rate(rag_pipeline_jobs_finished_total{state="completed"}[1m]))'
 DEBUG_PORT = 9333
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -53,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ui", default="http://127.0.0.1:3000")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
+    parser.add_argument("--prometheus", default=None,
+                        help="also Prometheus's graph page of pages indexed per second")
     args = parser.parse_args(argv)
     try:
         httpx.get(f"{args.ui}/server_info", timeout=5).raise_for_status()
@@ -69,6 +75,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"saved {target}")
     if CLICKED:
         capture_after_click(browser, args.ui, args.out)
+    if args.prometheus:
+        target = args.out / "prometheus-pages-per-second.png"
+        query = urlencode({"g0.expr": PAGES_PER_SECOND, "g0.tab": "0", "g0.range_input": "15m",
+                           "g0.stacked": "0"})
+        with tempfile.TemporaryDirectory() as profile:
+            subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}",
+                            f"--screenshot={target}", f"{args.prometheus}/graph?{query}"],
+                           check=True, capture_output=True, timeout=120)
+        print(f"saved {target}")
 
 
 def capture_after_click(browser: str, ui: str, out: Path) -> None:

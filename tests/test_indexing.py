@@ -17,7 +17,7 @@ import pytest
 from lightrag import QueryParam
 
 from rag_pipeline.identity import file_path, normalize_url
-from rag_pipeline.indexing import is_transient_failure
+from rag_pipeline.insertion import is_transient_failure
 from rag_pipeline.ledger import JobLedger
 from rag_pipeline.local.corpus import pages as corpus_pages
 from rag_pipeline.local.corpus import postgres_docs

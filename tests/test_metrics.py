@@ -22,6 +22,7 @@ from rag_pipeline.kafka_io import KafkaOptions, consumer_config
 from rag_pipeline.local.corpus import pages as corpus_pages
 from rag_pipeline.local.corpus import postgres_docs
 from rag_pipeline.local.publishing import message_for
+from rag_pipeline.workspaces import close_shared_pool
 from tests.helpers import job_id_base, produce
 from tests.test_e2e import (  # noqa: F401 (module-scoped fixtures: a deployment of its own)
     _wait,
@@ -53,6 +54,9 @@ def test_alert_rules_are_valid_and_pass_their_unit_tests():
     tested = subprocess.run([tool("promtool"), "test", "rules", "alerts_test.yml"], cwd=RULES,
                             capture_output=True, text=True, timeout=120)
     assert tested.returncode == 0, tested.stdout + tested.stderr
+    config = subprocess.run([tool("promtool"), "check", "config", "prometheus.yml"], cwd=RULES,
+                            capture_output=True, text=True, timeout=60)
+    assert config.returncode == 0, config.stdout + config.stderr
 
 
 class Exporter:
@@ -188,8 +192,11 @@ def test_prometheus_sees_what_the_ledger_and_kafka_say(deployment, ledger_e2e, e
     time.sleep(5)
     after = query(prometheus, "rag_pipeline_jobs_finished_total")
     assert after and all(after[k] >= v for k, v in before.items())
-    resets = query(prometheus, "resets({__name__=~\"rag_pipeline_.*_total\"}[10m])")
-    assert resets and set(resets.values()) == {0.0}, resets
+    for counter in ("jobs_staged_total", "jobs_finished_total", "dead_letters_total",
+                    "outbox_delivered_total", "outbox_attempts_total", "model_requests_total",
+                    "job_latency_seconds_count"):
+        resets = query(prometheus, f"resets(rag_pipeline_{counter}[10m])")
+        assert resets and set(resets.values()) == {0.0}, (counter, resets)
 
 
 def test_readyz_follows_postgres_kafka_and_the_daemon(deployment, exporter, stack):  # noqa: F811
@@ -215,6 +222,8 @@ def test_readyz_follows_postgres_kafka_and_the_daemon(deployment, exporter, stac
         unready_on("postgres")
     finally:
         stack.postgres.start()
+        # This process's LightRAG pool held connections to the stopped server.
+        close_shared_pool()
     ready_again()
 
     stack.kafka.stop()
