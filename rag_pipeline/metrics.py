@@ -54,7 +54,8 @@ COUNTERS = {
 }
 HISTOGRAMS = {
     "page_indexing_seconds": "Seconds from a run claiming a page to its completion.",
-    "job_latency_seconds": "Seconds from staging a job to its terminal state.",
+    "job_latency_seconds": "Seconds from the crawler producing a job's message (its Kafka "
+                           "timestamp; staging when Kafka has none) to its terminal state.",
 }
 
 

@@ -16,9 +16,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, TopicPartition
 
 from rag_pipeline.contract import ContentLimits, IndexingJob, parse_message
 from rag_pipeline.identity import doc_id
@@ -189,15 +190,23 @@ def read_messages(consumer: Any, topic: str, start: dict[int, int], budget: Tick
 
 
 def _staged_job(job: IndexingJob, value: bytes, topic: str, partition: int,
-                offset: int) -> StagedJob:
+                offset: int, produced_at: datetime | None) -> StagedJob:
     normalized = job.normalized_url
     return StagedJob(
         job_id=job.job_id, request_id=job.request_id, project_id=job.project_id,
         user_id=job.user_id, collection_id=job.collection_id, url=job.url,
         normalized_url=normalized, doc_id=doc_id(job.collection_id, normalized),
         title=job.content.title, details=job.crawl_details(), message=value, topic=topic,
-        partition=partition, offset=offset,
+        partition=partition, offset=offset, produced_at=produced_at,
     )
+
+
+def produced_at(message: Any) -> datetime | None:
+    """The message's Kafka timestamp (set by the producer or the broker), if it has one."""
+    kind, millis = message.timestamp()
+    if kind == TIMESTAMP_NOT_AVAILABLE or millis <= 0:
+        return None
+    return datetime.fromtimestamp(millis / 1000, UTC)
 
 
 def stage_messages(*, consumer: Any, producer: Any, ledger: JobLedger, config: StagingConfig,
@@ -233,7 +242,7 @@ def stage_messages(*, consumer: Any, producer: Any, ledger: JobLedger, config: S
         report.bytes_read += len(value or b"")
         parsed = parse_message(value, config.limits)
         if isinstance(parsed, IndexingJob):
-            job = _staged_job(parsed, value, topic, partition, offset)
+            job = _staged_job(parsed, value, topic, partition, offset, produced_at(message))
             first = seen.get(job.job_id)
             if first is None:
                 seen[job.job_id] = job

@@ -30,6 +30,10 @@ def finished(values: dict, state: str) -> float:
 def test_counters_count_with_the_work_and_never_go_backwards(topics, ledger, unique):
     before = metric_values(ledger)
     job_ids = staged_jobs(topics, ledger, unique, 3)
+    with ledger.pool.connection() as conn:  # the Kafka timestamp, for the latency histogram
+        ages = conn.execute("SELECT extract(epoch FROM now() - produced_at) FROM "
+                            "rag_pipeline.jobs WHERE job_id = ANY(%s)", (job_ids,)).fetchall()
+    assert len(ages) == 3 and all(age is not None and 0 <= age < 600 for (age,) in ages)
     produce(topics, topics.kafka_topic, [raw(b"k", b"{not json"), raw(b"k", b"")])
     tick(topics, ledger)
     complete(ledger, f"c-{unique}", job_ids[:2])

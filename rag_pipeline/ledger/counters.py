@@ -43,7 +43,7 @@ def count_finished(increments: Increments, state: str, outcome: str | None,
                    error_code: str | None, run_seconds: float | None = None,
                    latency_seconds: float | None = None) -> None:
     """A job reached a terminal state: by state, outcome and reason; a failed or dead one is
-    a dead letter too; the time its run took and its latency since staging."""
+    a dead letter too; the time its run took and its latency since it was produced."""
     reason = (error_code or "").split(":", 1)[0]
     increments[("jobs_finished", labels(outcome=outcome, reason=reason, state=state))] += 1
     if state in ("failed", "dead"):

@@ -98,7 +98,8 @@ class IntakeQueries(LedgerConnection):
     def _insert_jobs(self, conn: psycopg.Connection, jobs: Sequence[StagedJob]) -> list[int]:
         columns = ("job_id", "request_id", "project_id", "user_id", "collection_id", "url",
                    "normalized_url", "doc_id", "title", "details", "message", "message_sha256",
-                   "message_bytes", "kafka_topic", "kafka_partition", "kafka_offset")
+                   "message_bytes", "kafka_topic", "kafka_partition", "kafka_offset",
+                   "produced_at")
         conn.execute(
             "CREATE TEMP TABLE incoming_jobs (LIKE rag_pipeline.jobs INCLUDING DEFAULTS "
             "INCLUDING STORAGE) "
@@ -111,12 +112,13 @@ class IntakeQueries(LedgerConnection):
         ) as copy:
             copy.set_types(["int8", "int8", "int8", "text", "text", "text", "text", "text",
                             "text", "jsonb", "bytea", "bytea", "int4", "text", "int4", "int8",
-                            "text"])
+                            "timestamptz", "text"])
             for j in jobs:
                 copy.write_row((
                     j.job_id, j.request_id, j.project_id, j.user_id, j.collection_id, j.url,
                     j.normalized_url, j.doc_id, j.title, Jsonb(j.details), j.message,
-                    j.message_sha256, len(j.message), j.topic, j.partition, j.offset, "queued",
+                    j.message_sha256, len(j.message), j.topic, j.partition, j.offset,
+                    j.produced_at, "queued",
                 ))
         # ON CONFLICT DO NOTHING on both job_id and the Kafka coordinates: a redelivered
         # message or a job_id already in the ledger changes nothing.

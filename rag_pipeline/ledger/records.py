@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from rag_pipeline.vocabulary import (
@@ -59,6 +60,8 @@ class StagedJob:
     topic: str
     partition: int
     offset: int
+    # When the crawler produced the message (its Kafka timestamp), if Kafka says.
+    produced_at: datetime | None = None
     # Computed once: it is compared in memory, against the ledger, and stored.
     message_sha256: bytes = field(init=False)
 

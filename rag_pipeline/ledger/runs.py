@@ -196,7 +196,7 @@ class RunQueries(LedgerConnection):
                         "attempts = attempts + CASE WHEN %s = 'dead' THEN 1 ELSE 0 END, "
                         "finished_at = now(), updated_at = now() WHERE job_id = %s "
                         "RETURNING extract(epoch FROM now() - started_at), "
-                        "extract(epoch FROM now() - created_at)",
+                        "extract(epoch FROM now() - coalesce(produced_at, created_at))",
                         (o.state, o.outcome, o.error_code, o.error_msg, o.duplicate_of,
                          json.dumps(o.metrics), o.state, o.job_id),
                     ).fetchone()

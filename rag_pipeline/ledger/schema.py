@@ -190,6 +190,14 @@ MIGRATIONS: list[tuple[int, str]] = [
         WHERE state IN ('delivered', 'rejected') GROUP BY 1;
         """,
     ),
+    (
+        7,
+        """
+        -- When the crawler produced each message (its Kafka timestamp): the start of the
+        -- produce -> terminal status latency the metrics report.
+        ALTER TABLE rag_pipeline.jobs ADD COLUMN produced_at timestamptz;
+        """,
+    ),
 ]
 
 

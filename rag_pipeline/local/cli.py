@@ -6,6 +6,7 @@ stack trace.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -24,6 +25,7 @@ from rag_pipeline.local import PROJECT_ROOT
 from rag_pipeline.local.stack import LocalStack, StackError
 from rag_pipeline.local.stack.dagster_dev import DagsterDev
 from rag_pipeline.local.stack.processes import ServiceProcess
+from rag_pipeline.logs import configure_logging
 from rag_pipeline.settings import (
     LOCAL_ENV_FILE,
     Settings,
@@ -57,6 +59,9 @@ def _settings() -> Settings:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """rag-pipeline: Kafka -> Dagster -> LightRAG on PostgreSQL, and its local stack."""
+    # Log lines of the libraries below (text for a person at a terminal; LOG_FORMAT=json
+    # exported makes them JSON objects, as everywhere else).
+    configure_logging(os.environ.get("LOG_FORMAT", "text"), level=logging.WARNING)
 
 
 # --- env -----------------------------------------------------------------------------------
