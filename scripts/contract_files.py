@@ -149,6 +149,7 @@ STATUS_BODIES: list[tuple[str, str, bool]] = [
     ("status a number", '{"status": 1}', False),
     ("error_msg a number", '{"status": "failed", "error_msg": 5}', False),
     ("unknown field", '{"status": "completed", "progress": 1}', False),
+    ("field name in capitals", '{"STATUS": "completed"}', False),
     ("not an object", '["completed"]', False),
     ("not json", "status=completed", False),
     ("error_msg too long", json.dumps({"status": "failed", "error_msg": "x" * 4001}), False),

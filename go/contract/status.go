@@ -20,6 +20,15 @@ func DecodeStatusUpdate(body io.Reader) (StatusUpdate, error) {
 	if _, err := raw.ReadFrom(io.LimitReader(body, 1<<20)); err != nil {
 		return update, fmt.Errorf("reading the body: %w", err)
 	}
+	// encoding/json matches field names case-insensitively: check the exact names first.
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw.Bytes(), &fields); err == nil {
+		for name := range fields {
+			if name != "status" && name != "error_msg" {
+				return update, fmt.Errorf("unknown field %q", name)
+			}
+		}
+	}
 	decoder := json.NewDecoder(bytes.NewReader(raw.Bytes()))
 	decoder.DisallowUnknownFields()
 	if err := decoder.Decode(&update); err != nil {
