@@ -161,9 +161,9 @@ def resource_config(graphql: str) -> str:
         selector = json.dumps({"repositoryLocationName": repo["location"]["name"],
                                "repositoryName": repo["name"], "resourceName": name})
         selector = re.sub(r'"(\w+)":', r"\1:", selector)  # GraphQL input object syntax
-        details = _graphql(graphql, "{ resourceDetailsOrError(resourceSelector: " + selector
+        details = _graphql(graphql, "{ topLevelResourceDetailsOrError(resourceSelector: " + selector
                            + ") { __typename ... on ResourceDetails { configuredValues "
-                           "{ key value type } } } }")["resourceDetailsOrError"]
+                           "{ key value type } } } }")["topLevelResourceDetailsOrError"]
         assert details["__typename"] == "ResourceDetails", details
         shown.append(json.dumps(details["configuredValues"]))
     key = [v for v in json.loads(shown[3]) if v["key"] == "openai_api_key"]
