@@ -39,15 +39,25 @@ def observe(increments: Increments, name: str, seconds: float,
     increments[(f"{name}_count", "")] += 1
 
 
+def reason_label(error_code: str | None) -> str:
+    """A reason code without its field (`missing_field:url` -> `missing_field`): label values
+    stay a closed set whatever the messages name."""
+    return (error_code or "").split(":", 1)[0]
+
+
+def count_dead_letter(increments: Increments, error_code: str | None, state: str) -> None:
+    increments[("dead_letters", labels(reason=reason_label(error_code) or state))] += 1
+
+
 def count_finished(increments: Increments, state: str, outcome: str | None,
                    error_code: str | None, run_seconds: float | None = None,
                    latency_seconds: float | None = None) -> None:
     """A job reached a terminal state: by state, outcome and reason; a failed or dead one is
     a dead letter too; the time its run took and its latency since it was produced."""
-    reason = (error_code or "").split(":", 1)[0]
+    reason = reason_label(error_code)
     increments[("jobs_finished", labels(outcome=outcome, reason=reason, state=state))] += 1
     if state in ("failed", "dead"):
-        increments[("dead_letters", labels(reason=reason or state))] += 1
+        count_dead_letter(increments, error_code, state)
     if run_seconds is not None and state == "completed":
         observe(increments, "page_indexing_seconds", float(run_seconds), PAGE_SECONDS_BUCKETS)
     if latency_seconds is not None:
@@ -67,14 +77,17 @@ def add_counters(conn: psycopg.Connection, increments: Mapping[tuple[str, str], 
                 "value = rag_pipeline.counters.value + EXCLUDED.value", rows)
 
 
+def read_counters(conn: psycopg.Connection) -> dict[tuple[str, str], float]:
+    rows = conn.execute("SELECT name, labels, value FROM rag_pipeline.counters").fetchall()
+    return {(name, label): value for name, label, value in rows}
+
+
 class CounterQueries(LedgerConnection):
     """Reading every counter, and adding to some outside another transaction."""
 
     def counters(self) -> dict[tuple[str, str], float]:
         with self.pool.connection() as conn:
-            rows = conn.execute("SELECT name, labels, value FROM rag_pipeline.counters"
-                                ).fetchall()
-        return {(name, label): value for name, label, value in rows}
+            return read_counters(conn)
 
     def count(self, increments: Mapping[tuple[str, str], float]) -> None:
         with self.transaction() as conn:

@@ -9,6 +9,7 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from rag_pipeline.ledger.connection import LedgerConnection
+from rag_pipeline.ledger.counters import read_counters
 from rag_pipeline.ledger.records import MetricsSnapshot, RequestSummary
 
 
@@ -95,12 +96,10 @@ class InspectionQueries(LedgerConnection):
             slots = dict(conn.execute(
                 "SELECT kind, count(*) FILTER (WHERE holder IS NOT NULL AND expires_at > now()) "
                 "FROM rag_pipeline.model_slots GROUP BY kind").fetchall())
-            counters = conn.execute("SELECT name, labels, value FROM rag_pipeline.counters"
-                                    ).fetchall()
+            counters = read_counters(conn)
         return MetricsSnapshot(
             jobs_by_state=by_state, oldest_queued_age=float(oldest_queued),
             oldest_waiting_age=float(oldest_waiting), backlog_top=backlog[:top_collections],
             backlog_rest=sum(n for _, n in backlog[top_collections:]),
             outbox_pending=pending, outbox_oldest_pending_age=float(oldest_pending),
-            model_slots_in_use=slots,
-            counters={(name, labels): value for name, labels, value in counters})
+            model_slots_in_use=slots, counters=counters)

@@ -13,7 +13,13 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from rag_pipeline.ledger.connection import LedgerConnection
-from rag_pipeline.ledger.counters import Increments, add_counters, labels
+from rag_pipeline.ledger.counters import (
+    Increments,
+    add_counters,
+    count_dead_letter,
+    count_finished,
+    labels,
+)
 from rag_pipeline.ledger.outbox import enqueue_outbox_row
 from rag_pipeline.ledger.records import (
     FailedMessage,
@@ -65,11 +71,13 @@ class IntakeQueries(LedgerConnection):
             counted: Increments = Counter()
             counted[("jobs_staged", "")] += len(result.inserted)
             for item in failed:
-                counted[("dead_letters", labels(reason=item.code.split(":", 1)[0]))] += 1
+                # A job of its own when its job_id could be read (a failed job: counted with
+                # its dead letter), a dead letter only otherwise.
                 if item.job_id is not None and self._insert_failed(conn, item):
                     result.failed_recorded += 1
-                    counted[("jobs_finished", labels(outcome=None, reason=item.code.split(
-                        ":", 1)[0], state="failed"))] += 1
+                    count_finished(counted, "failed", None, item.code)
+                else:
+                    count_dead_letter(counted, item.code, "failed")
             counted[("dead_letters", labels(reason="conflicting_job_id"))] += conflicts
             add_counters(conn, counted)
         return result
