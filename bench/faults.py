@@ -58,11 +58,11 @@ from rag_pipeline.settings import Settings
 
 TOXIPROXY_VERSION = "v2.12.0"
 TOXIPROXY_API = "http://127.0.0.1:28474"
-# Repairs at a pace a scenario can wait for: reconcile every minute, runs silent for 60 s
-# are dead (they beat every 15 s), queued jobs without a run are nudged after 30 s.
-FAST_REPAIRS = {"RECONCILE_CRON": "* * * * *", "STUCK_RUN_TIMEOUT_SECONDS": "60",
-                "QUEUED_JOB_GRACE_SECONDS": "30", "SENSOR_INTERVAL_SECONDS": "3",
-                "LLM_MAX_CONCURRENCY": "8"}
+# Repairs at a pace a scenario can wait for: reconcile every minute, queued jobs without a
+# run are nudged after 30 s. Liveness keeps its defaults (a run silent for 60 s is dead):
+# the recovery times measured are those a deployment gets.
+FAST_REPAIRS = {"RECONCILE_CRON": "* * * * *", "QUEUED_JOB_GRACE_SECONDS": "30",
+                "SENSOR_INTERVAL_SECONDS": "3", "LLM_MAX_CONCURRENCY": "8"}
 
 DOC = ROOT / "docs" / "reliability.md"
 

@@ -17,6 +17,8 @@ from rag_pipeline.assets.reconciliation import crawl_requests
 from rag_pipeline.jobs import INDEXING_JOBS, index_collection_job, reconcile_stuck_jobs_job
 from rag_pipeline.resources import RESOURCE_TYPES
 from rag_pipeline.schedules import build_reconcile_schedule
+from rag_pipeline.sensors.delivery import status_deliverer
+from rag_pipeline.sensors.liveness import run_liveness
 from rag_pipeline.sensors.reconciliation import build_run_failure_sensors
 from rag_pipeline.sensors.staging import build_indexing_jobs_sensor
 from rag_pipeline.settings import SECRET_FIELDS, Settings, env_name, load_settings, reveal
@@ -52,9 +54,8 @@ def build_definitions(s: Settings,
         assets=[*indexing_assets, crawl_requests],
         jobs=[*INDEXING_JOBS, reconcile_stuck_jobs_job],
         sensors=[build_indexing_jobs_sensor(index_collection_job, s.sensor_interval_seconds),
-                 *build_run_failure_sensors(INDEXING_JOBS)],
-        schedules=[build_reconcile_schedule(s.reconcile_cron, s.stuck_run_timeout_seconds,
-                                            s.queued_job_grace_seconds)],
+                 run_liveness, status_deliverer, *build_run_failure_sensors()],
+        schedules=[build_reconcile_schedule(s.reconcile_cron, s.queued_job_grace_seconds)],
         resources={**build_resources(s), **(resources or {})},
         # Run logs on the console: one JSON object per line, or text (LOG_FORMAT).
         loggers={"console": dg.json_console_logger if s.log_format == "json"

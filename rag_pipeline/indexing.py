@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from rag_pipeline.decoding import DecodeError, decode_html
 from rag_pipeline.identity import content_hash
 from rag_pipeline.insertion import InsertResult, insert_pages, outcome_of, plan_pages
 from rag_pipeline.ledger import JobLedger, JobOutcome, PageText, RunJob
+from rag_pipeline.ledger.connection import process_name
 from rag_pipeline.models import ModelUsage
 from rag_pipeline.vocabulary import FAILED_STATES, JobState, Outcome, Reason
 from rag_pipeline.workspaces import WorkspacePool
@@ -42,8 +42,6 @@ from rag_pipeline.workspaces import WorkspacePool
 log = logging.getLogger(__name__)
 
 LOCK_POLL_SECONDS = 1.0
-# A working run beats this often; reconciliation declares a silent one dead.
-HEARTBEAT_SECONDS = 15.0
 # The report field each outcome is counted in.
 OUTCOME_COUNTERS = {Outcome.INSERTED: "inserted", Outcome.REPLACED: "replaced",
                     Outcome.UNCHANGED: "unchanged", Outcome.DUPLICATE_CONTENT: "duplicates"}
@@ -159,37 +157,24 @@ def clean_pages(ledger: JobLedger, jobs: Sequence[RunJob], *, max_payload_bytes:
 
 
 # --- lightrag_documents -----------------------------------------------------------------
-@contextmanager
-def heartbeat(ledger: JobLedger, run_id: str, collection_id: str) -> Iterator[None]:
-    """Beat while the step works, so that reconciliation can tell a silent (dead) run."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        while True:
-            with contextlib.suppress(Exception):  # a missed beat is fine
-                ledger.heartbeat(run_id, collection_id)
-            if stop.wait(HEARTBEAT_SECONDS):
-                return
-
-    thread = threading.Thread(target=beat, name="rag-pipeline-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+class LockLost(ConnectionError):
+    """The collection lock's connection broke (PostgreSQL restarted, or the liveness check
+    terminated it): stop writing; a transient error, so the step retries and locks again."""
 
 
 @contextmanager
 def collection_lock(conninfo: str, password: str, collection_id: str,
-                    wait_seconds: float) -> Iterator[None]:
+                    wait_seconds: float) -> Iterator[Callable[[], None]]:
     """PostgreSQL advisory lock of one collection, held on its own connection while writing.
 
     Two runs that escaped the run queue's one-per-collection limit still never write one
-    LightRAG workspace at once. A killed writer's connection drops, and with it the lock.
+    LightRAG workspace at once. A killed writer's connection drops, and with it the lock; a
+    writer declared dead has it terminated (its session carries this process's name).
+    Yields `check()`, which raises LockLost once the lock's connection is gone: call it
+    before each write.
     """
     with psycopg.connect(conninfo, password=password, autocommit=True,
-                         application_name="rag-pipeline-writer") as conn:
+                         application_name=process_name()) as conn:
         deadline = time.monotonic() + wait_seconds
         key = f"rag_pipeline:collection:{collection_id}"
         while not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]:
@@ -199,10 +184,19 @@ def collection_lock(conninfo: str, password: str, collection_id: str,
                     f"(advisory lock held for more than {wait_seconds:.0f} s)"
                 )
             time.sleep(LOCK_POLL_SECONDS)
+
+        def check() -> None:
+            try:
+                conn.execute("SELECT 1")
+            except psycopg.Error as exc:
+                raise LockLost(f"the lock of collection {collection_id} was lost "
+                               f"({type(exc).__name__}: {exc})") from exc
+
         try:
-            yield
+            yield check
         finally:
-            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
 
 
 @dataclass
@@ -270,12 +264,16 @@ def model_counters(usage: ModelUsage) -> dict[tuple[str, str], float]:
 
 def index_pages(ledger: JobLedger, pool: WorkspacePool, collection_id: str,
                 jobs: Sequence[RunJob], *, batch_bytes: int, batch_count: int,
-                max_retries: int,
+                max_retries: int, owner: str | None = None,
+                check: Callable[[], None] | None = None,
                 on_batch: Callable[[list[JobOutcome]], None] | None = None) -> IndexReport:
     """Index the run's cleaned pages into the collection's workspace, batch by batch.
 
-    `on_batch` receives each batch's outcomes after they are recorded (the run delivers
-    their statuses right away, so the Go backend sees progress during a long run).
+    `owner` is the run: outcomes are recorded only while it still holds the jobs (fencing,
+    `JobLedger.finish_jobs`). `check` is called before each batch is written and raises
+    when the run may no longer write (its lease or its collection lock is gone).
+    `on_batch` receives each batch's outcomes after they are recorded (statuses are
+    delivered by the outbox deliverer, never from here: indexing does not wait on the Go API).
     """
     report = IndexReport()
     started = time.monotonic()
@@ -286,6 +284,8 @@ def index_pages(ledger: JobLedger, pool: WorkspacePool, collection_id: str,
         same = ledger.documents_with_content(collection_id, [p.content_hash for p in pages])
         to_index, outcomes = plan_pages(pages, known, same, collection_id)
         if to_index:
+            if check is not None:
+                check()
             batch_started = time.monotonic()
             usage_at_start = ModelUsage(**vars(pool.models.usage))
             results = pool.run(_insert_in_workspace(pool, collection_id, to_index, set(known)))
@@ -297,7 +297,8 @@ def index_pages(ledger: JobLedger, pool: WorkspacePool, collection_id: str,
             apportion_times(inserted, batch_usage, time.monotonic() - batch_started)
             ledger.count(model_counters(batch_usage))
             outcomes += inserted
-        recorded = ledger.finish_jobs(collection_id, outcomes, max_retries=max_retries)
+        recorded = ledger.finish_jobs(collection_id, outcomes, max_retries=max_retries,
+                                      owner=owner)
         for outcome in recorded:
             report.add(outcome)
         if on_batch is not None:

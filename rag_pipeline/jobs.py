@@ -11,13 +11,11 @@ import dagster as dg
 
 from rag_pipeline.assets.indexing import indexing_assets
 from rag_pipeline.assets.reconciliation import crawl_requests
-from rag_pipeline.hooks import RUN_HOOKS
 
 index_collection_job = dg.define_asset_job(
     "index_collection",
     selection=dg.AssetSelection.assets(*indexing_assets),
     description="Index a collection's queued pages (requested by indexing_jobs_sensor).",
-    hooks=RUN_HOOKS,
 )
 
 reindex_collection_job = dg.define_asset_job(
@@ -26,10 +24,10 @@ reindex_collection_job = dg.define_asset_job(
     config={"ops": {"raw_pages": {"config": {"scope": "everything"}}}},
     description="Process a collection again from the ledger (the latest job of every url): "
     "changed pages are replaced, unchanged ones skipped. Backfill it from the UI.",
-    hooks=RUN_HOOKS,
 )
 
-# The jobs that write a collection's workspace (watched by the run-failure sensors).
+# The jobs that write a collection's workspace. Any run of the indexing assets is watched
+# the same way (tag, run-failure sensors, liveness), whichever job it belongs to.
 INDEXING_JOBS = [index_collection_job, reindex_collection_job]
 
 reconcile_stuck_jobs_job = dg.define_asset_job(

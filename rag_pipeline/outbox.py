@@ -22,8 +22,10 @@ from __future__ import annotations
 import base64
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,11 +37,14 @@ from rag_pipeline.events import event_line
 from rag_pipeline.kafka_io import KafkaOptions, produce_confirmed, producer_config
 from rag_pipeline.ledger import JobLedger, JobOutcome, OutboxRow
 from rag_pipeline.settings import SettingsView
-from rag_pipeline.vocabulary import FAILED_STATES, TERMINAL_STATES
+from rag_pipeline.vocabulary import FAILED_STATES
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_4XX = (408, 409, 429)
+# Status PATCHes in flight at once per delivery: a slow Go API (seconds per answer) is still
+# drained at in-flight / latency statuses per second.
+DELIVERY_IN_FLIGHT = 16
 MAX_BODY = 2000
 # (key, value, headers) of one Kafka record.
 KafkaRecord = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
@@ -101,35 +106,55 @@ class GoApiClient:
 
 def deliver_outbox(ledger: JobLedger, client: GoApiClient, policy: DeliveryPolicy, *,
                    job_ids: Sequence[int] | None = None, limit: int = 500,
-                   deadline_seconds: float | None = None,
+                   deadline_seconds: float | None = None, in_flight: int = DELIVERY_IN_FLIGHT,
                    log_event: Callable[[str], None] | None = None) -> DeliveryReport:
-    """Deliver due outbox rows (or those of `job_ids`), within a time budget if given."""
+    """Deliver due outbox rows (or those of `job_ids`), `in_flight` requests at a time,
+    within a time budget if given: a row not started before the deadline is released for
+    the next delivery, so a slow or hanging Go API costs at most the budget plus one timeout.
+    """
     report = DeliveryReport()
     started = time.monotonic()
     rows = ledger.lease_outbox(limit=limit, lease_seconds=policy.lease_seconds,
                                job_ids=job_ids)
-    for n, row in enumerate(rows):
+    lock = threading.Lock()
+
+    def deliver_one(row: OutboxRow) -> bool:
         if deadline_seconds is not None and time.monotonic() - started > deadline_seconds:
-            ledger.release_outbox([r.id for r in rows[n:]])  # for the next deliverer
-            break
+            return False
         try:
             response = client.patch_status(row)
         except httpx.HTTPError as exc:
-            _retry(ledger, row, policy, f"{type(exc).__name__}: {exc}", None, report)
-            continue
-        if 200 <= response.status_code < 300:
-            ledger.mark_delivered(row.id, response.status_code)
-            report.delivered += 1
-        elif 400 <= response.status_code < 500 and response.status_code not in RETRYABLE_4XX:
-            ledger.mark_rejected(row.id, response.status_code, response.text[:MAX_BODY])
-            report.rejected += 1
-            (log_event or log.warning)(event_line(
-                "outbox_rejected", job_id=row.job_id, request_id=row.request_id,
-                status=row.status, http_status=response.status_code, body=response.text[:300]))
-        else:
-            _retry(ledger, row, policy, f"HTTP {response.status_code}", response.status_code,
-                   report)
+            with lock:
+                _retry(ledger, row, policy, f"{type(exc).__name__}: {exc}", None, report)
+            return True
+        with lock:
+            _record(ledger, row, response, policy, report, log_event or log.warning)
+        return True
+
+    with ThreadPoolExecutor(max_workers=max(1, min(in_flight, len(rows) or 1)),
+                            thread_name_prefix="outbox") as pool:
+        sent = list(pool.map(deliver_one, rows))
+    unsent = [row.id for row, done in zip(rows, sent, strict=True) if not done]
+    if unsent:
+        ledger.release_outbox(unsent)
     return report
+
+
+def _record(ledger: JobLedger, row: OutboxRow, response: httpx.Response,
+            policy: DeliveryPolicy, report: DeliveryReport,
+            log_event: Callable[[str], None]) -> None:
+    if 200 <= response.status_code < 300:
+        ledger.mark_delivered(row.id, response.status_code)
+        report.delivered += 1
+    elif 400 <= response.status_code < 500 and response.status_code not in RETRYABLE_4XX:
+        ledger.mark_rejected(row.id, response.status_code, response.text[:MAX_BODY])
+        report.rejected += 1
+        log_event(event_line(
+            "outbox_rejected", job_id=row.job_id, request_id=row.request_id,
+            status=row.status, http_status=response.status_code, body=response.text[:300]))
+    else:
+        _retry(ledger, row, policy, f"HTTP {response.status_code}", response.status_code,
+               report)
 
 
 def _retry(ledger: JobLedger, row: OutboxRow, policy: DeliveryPolicy, error: str,
@@ -245,10 +270,10 @@ class Outbox:
 
         return Producer(producer_config(self.kafka))
 
-    def report(self, outcomes: Sequence[JobOutcome],
-               log_event: Callable[[str], None]) -> DeliveryReport:
+    def report(self, outcomes: Sequence[JobOutcome]) -> DeliveryReport:
         """After jobs were recorded: dead letters for failed and dead ones (confirmed), then
-        their statuses right away (the outbox keeps what fails), then result events."""
+        result events. Their statuses are already outbox rows, written with the jobs; the
+        deliverer sends them (`deliver`), so that nothing here waits on the Go API."""
         report = DeliveryReport()
         if any(o.state in FAILED_STATES for o in outcomes):
             producer = self._producer()
@@ -259,9 +284,6 @@ class Outbox:
                                      max_message_bytes=self.kafka.kafka_max_message_bytes)
             finally:
                 producer.flush(30)
-        terminal = [o.job_id for o in outcomes if o.state in TERMINAL_STATES]
-        if terminal:
-            report = self.deliver(job_ids=terminal, log_event=log_event)
         if self.publish_results:
             producer = self._producer()
             try:

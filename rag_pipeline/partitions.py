@@ -4,5 +4,8 @@ import dagster as dg
 
 collections_partitions = dg.DynamicPartitionsDefinition(name="collections")
 
-# Every indexing run carries this tag; dagster.yaml limits runs to one per unique value.
-COLLECTION_TAG = "rag_pipeline/collection"
+# The collection a run writes. Dagster puts this tag on every partitioned run, whoever
+# launches it (the staging sensor, a backfill, a materialization from the UI), and the only
+# partitions of this code location are collections: so dagster.yaml's limit of one run per
+# value of this tag holds for every run that writes a collection.
+COLLECTION_TAG = "dagster/partition"

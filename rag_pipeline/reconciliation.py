@@ -1,40 +1,23 @@
 """Repairing whatever went wrong on the way (the `reconcile_stuck_jobs` job), and what a
 run that died leaves behind (run-failure sensors).
 
-- `running` jobs whose run is no longer alive (failed, canceled, gone, or silent for
-  STUCK_RUN_TIMEOUT_SECONDS) are queued again with attempts+1, or declared dead once
-  attempts exceed MAX_RETRIES (dead letter + failed status);
+- the `running` jobs of a run that failed or was canceled are queued again with attempts+1,
+  or declared dead once attempts exceed MAX_RETRIES (dead letter + failed status); runs that
+  die silently are the liveness check's (`liveness.py`);
 - collections whose `queued` jobs have waited QUEUED_JOB_GRACE_SECONDS with no run are
   nudged, so that the sensor requests a new run;
 - undelivered statuses are sent again; rejected ones are listed;
 - per crawl request, a summary (total, completed, failed, dead, pending).
-
-The Dagster instance is reached through the `RunLookup` callables so that the logic is
-plain code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from rag_pipeline.events import event_line
 from rag_pipeline.ledger import JobLedger, JobOutcome, RequestSummary
-from rag_pipeline.vocabulary import JobState, Reason
-
-# What the Dagster instance says of a run: None when it does not know the run.
-RunLookup = Callable[[str], str | None]
-DEAD_RUN_STATUSES = ("FAILURE", "CANCELED", "SUCCESS")
-
-
-@dataclass
-class ReconcileReport:
-    runs_declared_dead: list[str] = field(default_factory=list)
-    jobs_requeued: int = 0
-    jobs_dead: int = 0
-    outcomes: list[JobOutcome] = field(default_factory=list)
+from rag_pipeline.vocabulary import Reason
 
 
 def release_jobs_of_run(ledger: JobLedger, run_ids: list[str], reason: str, max_retries: int,
@@ -46,33 +29,6 @@ def release_jobs_of_run(ledger: JobLedger, run_ids: list[str], reason: str, max_
                        collection_id=o.collection_id, run_id=run_ids[0], state=o.state,
                        reason=o.error_code, error=o.error_msg))
     return outcomes
-
-
-def reconcile_runs(ledger: JobLedger, run_status: RunLookup, *, stuck_after_seconds: float,
-                   max_retries: int, log: Callable[[str], None],
-                   now: datetime | None = None) -> ReconcileReport:
-    """Requeue or kill the jobs of runs that are no longer alive."""
-    report = ReconcileReport()
-    now = now or datetime.now(UTC)
-    for run_id, collection_id, last_sign in ledger.running_runs():
-        status = run_status(run_id)
-        silent = (now - last_sign).total_seconds() if last_sign is not None else None
-        if status is None:
-            reason = f"run {run_id} is unknown to Dagster"
-        elif status in DEAD_RUN_STATUSES:
-            reason = f"run {run_id} ended ({status}) with jobs still running"
-        elif silent is not None and silent > stuck_after_seconds:
-            reason = f"run {run_id} ({status}) showed no sign of life for {silent:.0f} s"
-        else:
-            continue
-        log(event_line("run_declared_dead", run_id=run_id, collection_id=collection_id,
-                       reason=reason))
-        report.runs_declared_dead.append(run_id)
-        outcomes = release_jobs_of_run(ledger, [run_id], reason, max_retries, log)
-        report.outcomes += outcomes
-        report.jobs_requeued += sum(1 for o in outcomes if o.state == JobState.QUEUED)
-        report.jobs_dead += sum(1 for o in outcomes if o.state == JobState.DEAD)
-    return report
 
 
 def nudge_stale_collections(ledger: JobLedger, has_run: Callable[[str], bool], *,

@@ -146,8 +146,13 @@ class Settings(BaseSettings):
 
     # --- Reconciliation ----------------------------------------------------------------------
     reconcile_cron: str = Field("*/5 * * * *", description="schedule of reconcile_stuck_jobs")
-    stuck_run_timeout_seconds: int = Field(
-        900, ge=10, description="a running job whose run shows no life this long is requeued"
+    run_heartbeat_timeout_seconds: int = Field(
+        60, ge=20, description="a run silent this long is declared dead: failed in Dagster, "
+        "its jobs requeued, its claims and lock taken away (it beats every 10 s)"
+    )
+    run_start_timeout_seconds: int = Field(
+        120, ge=30, description="a run launched (or queued with a free slot) this long "
+        "without a first heartbeat is declared dead the same way"
     )
     queued_job_grace_seconds: int = Field(
         120, ge=0, description="a queued job this old with no run gets one"

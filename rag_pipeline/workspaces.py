@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from psycopg.conninfo import make_conninfo
 
+from rag_pipeline.ledger.connection import process_name
 from rag_pipeline.model_slots import SharedSlots
 from rag_pipeline.models import ModelClient, ModelOptions
 from rag_pipeline.settings import SettingsView, reveal
@@ -102,6 +103,9 @@ def _export_postgres_env(pg: PostgresOptions) -> None:
         "POSTGRES_DATABASE": pg.postgres_db,
         "POSTGRES_MAX_CONNECTIONS": str(pg.max_connections),
     })
+    # LightRAG's sessions carry this process's name, so that a run declared dead loses them
+    # (liveness.py). An installation's own POSTGRES_SERVER_SETTINGS is kept.
+    os.environ.setdefault("POSTGRES_SERVER_SETTINGS", f"application_name={process_name()}")
 
 
 @dataclass

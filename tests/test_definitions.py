@@ -28,7 +28,8 @@ def test_code_location_holds_the_pipeline():
     assert {"index_collection", "reindex_collection", "reconcile_stuck_jobs"} <= {
         job.name for job in repo.get_all_jobs()}
     assert {s.name for s in repo.sensor_defs} == {
-        "indexing_jobs_sensor", "indexing_run_failed", "indexing_run_canceled"}
+        "indexing_jobs_sensor", "indexing_run_failed", "indexing_run_canceled",
+        "run_liveness", "status_deliverer"}
     [schedule] = repo.schedule_defs
     assert schedule.job_name == "reconcile_stuck_jobs"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING

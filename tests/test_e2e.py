@@ -104,10 +104,9 @@ def deployment(stack, settings: Settings, tmp_path_factory, go_bin: Path
         "KAFKA_TOPIC": topic,
         "KAFKA_DLQ_TOPIC": dlq,
         "SENSOR_INTERVAL_SECONDS": "3",
-        # Repairs within the test's patience: reconcile every minute, a silent run is dead
-        # after 60 s (runs beat every 15 s).
+        # Repairs within the test's patience: reconcile every minute (a silent run is dead
+        # after RUN_HEARTBEAT_TIMEOUT_SECONDS, 60 s by default).
         "RECONCILE_CRON": "* * * * *",
-        "STUCK_RUN_TIMEOUT_SECONDS": "60",
         "QUEUED_JOB_GRACE_SECONDS": "30",
         # A recognisable API key (the stand-in accepts any): the security test looks for it.
         "RAG_PIPELINE_ENV_FILE": str(dotenv),

@@ -1,5 +1,6 @@
-"""Job outcomes reach the Go backend: outbox delivery, run hooks, run-failure sensors,
-reconciliation. Real Kafka, PostgreSQL and LightRAG; the Go API stand-in over HTTP."""
+"""Job outcomes reach the Go backend: outbox delivery (the status_deliverer sensor),
+run-failure sensors, reconciliation. Real Kafka, PostgreSQL and LightRAG; the Go API
+stand-in over HTTP."""
 
 from __future__ import annotations
 
@@ -108,6 +109,14 @@ def test_go_api_down_then_recovering_loses_nothing_and_backs_off(
     assert all(r["attempts"] >= 2 for r in rows)
 
 
+def deliver_statuses(defs: dg.Definitions, instance) -> str:
+    """One tick of the status_deliverer sensor; returns its skip message."""
+    sensor = defs.resolve_sensor_def("status_deliverer")
+    with dg.build_sensor_context(instance=instance, definitions=defs,
+                                 resources=defs.resources) as context:
+        return sensor(context).skip_message
+
+
 def execute(defs: dg.Definitions, job: str, instance, partition: str | None = None,
             **kwargs) -> dg.ExecuteInProcessResult:
     if partition:
@@ -141,7 +150,10 @@ def test_every_job_of_a_mixed_batch_gets_exactly_one_terminal_status(
         assert [r.partition_key for r in result.run_requests if r.partition_key == collection]
         run = execute(defs, "index_collection", instance, collection)
         assert run.success
-    job_ids = [base + i for i in range(4)] + [base + 10, base + 11, base + 12]
+        job_ids = [base + i for i in range(4)] + [base + 10, base + 11, base + 12]
+        # The run sent nothing: statuses wait in the outbox for the deliverer.
+        assert not calls_for(go_api, job_ids)
+        deliver_statuses(defs, instance)
     calls = calls_for(go_api, job_ids)
     statuses = {j: [(c["status"], (c["error_msg"] or "").split(":")[0]) for c in accepted(calls[j])]
                 for j in job_ids}
@@ -185,6 +197,7 @@ def test_failed_runs_requeue_their_jobs_then_declare_them_dead(
                     dagster_run=run.dagster_run, dagster_event=failure,
                     resources=defs.resources).for_run_failure() as context:
                 sensor(context)
+            deliver_statuses(defs, instance)
             states = {r["job_id"]: (r["state"], r["attempts"]) for r in ledger.jobs(job_ids)}
             if attempt == 1:
                 assert states == {j: ("queued", 1) for j in job_ids}
@@ -199,30 +212,21 @@ def test_failed_runs_requeue_their_jobs_then_declare_them_dead(
     assert {letters[j]["retry_count"] for j in job_ids} == {2}
 
 
-def test_reconcile_schedule_requeues_jobs_of_vanished_runs_and_summarises_requests(
-        topics, ledger, unique, go_api):
-    collection = f"c-{unique}"
+def test_reconcile_schedule_summarises_requests(topics, ledger, unique, go_api):
     job_ids = staged_jobs(topics, ledger, unique, 3)
-    # A run that claimed jobs and then vanished (its worker was killed, its record is gone).
-    ledger.claim_jobs(collection, "vanished-run", ["vanished-run"], limit=10)
-    with ledger.transaction() as conn:
-        conn.execute("UPDATE rag_pipeline.jobs SET updated_at = now() - interval '1 hour' "
-                     "WHERE run_id = 'vanished-run'")
+    complete(ledger, f"c-{unique}", job_ids[:1])
     defs = build_definitions(topics)
     schedule = defs.resolve_schedule_def("reconcile_stuck_jobs_schedule")
     with dg.instance_for_test() as instance:
         context = dg.build_schedule_context(instance=instance,
                                             scheduled_execution_time=datetime.now(UTC))
         [request] = schedule.evaluate_tick(context).run_requests
-        config = request.run_config
-        result = execute(defs, "reconcile_stuck_jobs", instance, run_config=config)
+        result = execute(defs, "reconcile_stuck_jobs", instance, run_config=request.run_config)
         assert result.success
         [event] = result.get_asset_materialization_events()
         meta = {k: v.value for k, v in event.materialization.metadata.items()}
-    assert meta["runs_declared_dead"] >= 1 and meta["jobs_requeued"] >= 3
     assert "| request_id |" in meta["open_requests"]
-    assert {r["state"] for r in ledger.jobs(job_ids)} == {"queued"}
-    assert {r["attempts"] for r in ledger.jobs(job_ids)} == {1}
+    assert meta["jobs_completed"] >= 1 and meta["jobs_pending"] >= 2
 
 
 def test_stale_queued_collection_is_nudged_into_a_new_run_key(ledger, topics, unique):

@@ -21,7 +21,6 @@ from rag_pipeline.indexing import (
     StepReport,
     collection_lock,
     decode_pages,
-    heartbeat,
     index_pages,
 )
 from rag_pipeline.indexing import (
@@ -29,6 +28,7 @@ from rag_pipeline.indexing import (
 )
 from rag_pipeline.kafka_io import DeliveryFailed
 from rag_pipeline.ledger import JobLedger, JobOutcome, is_permanent_connection_error
+from rag_pipeline.liveness import RunLease
 from rag_pipeline.outbox import Outbox
 from rag_pipeline.partitions import collections_partitions
 from rag_pipeline.resources import (
@@ -80,14 +80,23 @@ def run_family(context: dg.AssetExecutionContext) -> list[str]:
     return [r for r in (run.run_id, run.parent_run_id, run.root_run_id) if r]
 
 
+def lease(context: dg.AssetExecutionContext, ledger: JobLedger,
+          processing: ProcessingResource) -> RunLease:
+    """The run's heartbeats while a step works (liveness.py): a run declared dead stops."""
+    return RunLease(ledger, context.run.run_id, context.partition_key,
+                    processing.run_heartbeat_timeout_seconds)
+
+
 def record_failures(context: dg.AssetExecutionContext, ledger: JobLedger, outbox: Outbox,
                     report: StepReport, max_retries: int) -> None:
-    """Pages that failed in this step: recorded, dead-lettered, reported to the Go API."""
+    """Pages that failed in this step: recorded (their statuses wait in the outbox for the
+    deliverer) and dead-lettered."""
     if not report.outcomes:
         return
     collection_id = context.partition_key
-    recorded = ledger.finish_jobs(collection_id, report.outcomes, max_retries=max_retries)
-    outbox.report(recorded, context.log.warning)
+    recorded = ledger.finish_jobs(collection_id, report.outcomes, max_retries=max_retries,
+                                  owner=context.run.run_id)
+    outbox.report(recorded)
     for o in recorded:
         context.log.warning(event_line("page_failed", job_id=o.job_id, request_id=o.request_id,
                                        collection_id=collection_id, run_id=context.run.run_id,
@@ -106,7 +115,7 @@ def raw_pages(context: dg.AssetExecutionContext, config: IndexingConfig,
               ledger: dg.ResourceParam[JobLedger], kafka: KafkaResource,
               outbox: OutboxResource, processing: ProcessingResource) -> dg.MaterializeResult:
     collection_id = context.partition_key
-    with retry_only_transient(), heartbeat(ledger, context.run.run_id, collection_id):
+    with retry_only_transient(), lease(context, ledger, processing):
         jobs = ledger.claim_jobs(collection_id, context.run.run_id, run_family(context),
                                  config.max_jobs or processing.jobs_per_run, config.scope)
         report = decode_pages(ledger, jobs, max_payload_bytes=processing.max_payload_bytes,
@@ -136,7 +145,7 @@ def clean_pages(context: dg.AssetExecutionContext, ledger: dg.ResourceParam[JobL
                 kafka: KafkaResource, outbox: OutboxResource,
                 processing: ProcessingResource) -> dg.MaterializeResult:
     collection_id = context.partition_key
-    with retry_only_transient(), heartbeat(ledger, context.run.run_id, collection_id):
+    with retry_only_transient(), lease(context, ledger, processing):
         jobs = ledger.adopt_jobs(collection_id, context.run.run_id, run_family(context))
         report = clean_run_pages(ledger, jobs,
                                  max_payload_bytes=processing.max_payload_bytes,
@@ -180,27 +189,32 @@ def lightrag_documents(context: dg.AssetExecutionContext,
     batch_count = max(16, 4 * lightrag.max_workers)
 
     def on_batch(outcomes: list[JobOutcome]) -> None:
-        # The Go backend sees progress batch by batch during a long run.
-        delivery = reporter.report(outcomes, context.log.warning)
+        # Dead letters now; statuses wait in the outbox for the deliverer (never on this path).
+        reporter.report(outcomes)
         done = sum(1 for o in outcomes if o.state == JobState.COMPLETED)
         context.log.info(event_line("index_batch", collection_id=collection_id,
                                     run_id=context.run.run_id, pages=len(outcomes),
-                                    completed=done, outbox_delivered=delivery.delivered,
-                                    outbox_retrying=delivery.retried))
+                                    completed=done))
 
     postgres = pool.options.postgres
-    with retry_only_transient(), heartbeat(ledger, context.run.run_id, collection_id):
+    with retry_only_transient(), lease(context, ledger, processing) as held:
         try:
             with collection_lock(postgres.conninfo, postgres.postgres_password, collection_id,
-                                 LOCK_WAIT_SECONDS):
+                                 LOCK_WAIT_SECONDS) as lock_held:
+                def check() -> None:
+                    held.check()
+                    lock_held()
+
                 report = index_pages(ledger, pool, collection_id, jobs,
                                      batch_bytes=processing.run_batch_bytes,
                                      batch_count=batch_count,
-                                     max_retries=processing.max_retries, on_batch=on_batch)
+                                     max_retries=processing.max_retries,
+                                     owner=context.run.run_id, check=check, on_batch=on_batch)
         except CollectionBusy as exc:
             raise dg.Failure(description=str(exc), allow_retries=True) from None
         left_running = ledger.running_jobs_of(run_family(context))
         missing = ledger.documents_missing_from_lightrag(collection_id)
+        ledger.finish_run(context.run.run_id, collection_id, "success")
     usage = report.usage
     pages = len(report.outcomes)
     return dg.MaterializeResult(

@@ -11,12 +11,7 @@ import dagster as dg
 from rag_pipeline.events import event_line
 from rag_pipeline.ledger import JobLedger
 from rag_pipeline.partitions import COLLECTION_TAG
-from rag_pipeline.reconciliation import (
-    nudge_stale_collections,
-    reconcile_runs,
-    summary_table,
-    totals,
-)
+from rag_pipeline.reconciliation import nudge_stale_collections, summary_table, totals
 from rag_pipeline.resources import KafkaResource, OutboxResource, ProcessingResource
 from rag_pipeline.vocabulary import OutboxState
 
@@ -28,7 +23,6 @@ DELIVERY_SECONDS = 120.0
 
 
 class ReconcileConfig(dg.Config):
-    stuck_run_timeout_seconds: int = 900
     queued_job_grace_seconds: int = 120
 
 
@@ -44,40 +38,26 @@ def crawl_requests(context: dg.AssetExecutionContext, config: ReconcileConfig,
                    ) -> dg.MaterializeResult:
     instance = context.instance
 
-    def run_status(run_id: str) -> str | None:
-        run = instance.get_run_by_id(run_id)
-        return run.status.value if run is not None else None
-
     def has_run(collection_id: str) -> bool:
         return bool(instance.get_run_ids(filters=dg.RunsFilter(
             tags={COLLECTION_TAG: collection_id}, statuses=ACTIVE_RUN_STATUSES), limit=1))
 
     log = context.log.warning
     reporter = outbox.bind(ledger, kafka)
-    report = reconcile_runs(ledger, run_status,
-                            stuck_after_seconds=config.stuck_run_timeout_seconds,
-                            max_retries=processing.max_retries, log=log)
-    released = reporter.report(report.outcomes, log)
     nudged = nudge_stale_collections(ledger, has_run,
                                      grace_seconds=config.queued_job_grace_seconds, log=log)
     delivery = reporter.deliver(limit=DELIVERY_LIMIT, deadline_seconds=DELIVERY_SECONDS,
                                 log_event=log)
-    delivery.add(released)
     for row in ledger.rejected_outbox():
         context.log.info(event_line("outbox_rejected_listed", job_id=row["job_id"],
                                     status=row["status"], http_status=row["response_code"]))
     summaries = ledger.request_summaries()
     counts = ledger.outbox_counts()
-    context.log.info(event_line("reconciled", runs_declared_dead=len(report.runs_declared_dead),
-                                jobs_requeued=report.jobs_requeued, jobs_dead=report.jobs_dead,
-                                collections_nudged=len(nudged),
+    context.log.info(event_line("reconciled", collections_nudged=len(nudged),
                                 outbox_delivered=delivery.delivered,
                                 outbox_retrying=delivery.retried))
     metadata = {k: dg.MetadataValue.int(v) for k, v in totals(summaries).items()}
     metadata.update({
-        "runs_declared_dead": dg.MetadataValue.int(len(report.runs_declared_dead)),
-        "jobs_requeued": dg.MetadataValue.int(report.jobs_requeued),
-        "jobs_dead": dg.MetadataValue.int(report.jobs_dead),
         "collections_nudged": dg.MetadataValue.int(len(nudged)),
         "outbox_delivered": dg.MetadataValue.int(delivery.delivered),
         "outbox_pending": dg.MetadataValue.int(counts.get(OutboxState.PENDING, 0)),

@@ -6,6 +6,9 @@ outbox, inspection); nothing else in the project opens a ledger connection of it
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Self
@@ -16,6 +19,16 @@ from psycopg_pool import ConnectionPool
 SCHEMA = "rag_pipeline"
 PERMANENT_CONNECTION_ERRORS = ("password authentication failed", "does not exist",
                                "no pg_hba.conf entry", "role", "permission denied")
+
+
+_PROCESS_TOKEN = secrets.token_hex(4)
+
+
+def process_name() -> str:
+    """The application_name of this process's PostgreSQL sessions (ledger, collection lock,
+    LightRAG): a run declared dead has the sessions of its process terminated by this name,
+    wherever that process runs. The random part keeps a reused pid from matching."""
+    return f"rag-pipeline:{socket.gethostname()[:30]}:{os.getpid()}:{_PROCESS_TOKEN}"
 
 
 class LedgerUnavailable(Exception):
@@ -32,12 +45,13 @@ class LedgerConnection:
     """A psycopg 3 connection pool on the ledger's database."""
 
     def __init__(self, conninfo: str, password: str, *, max_size: int = 4,
-                 application_name: str = "rag-pipeline", wait_seconds: float = 30.0) -> None:
+                 application_name: str | None = None, wait_seconds: float = 30.0) -> None:
         self.conninfo = conninfo
         self._password = password
         self.pool = ConnectionPool(
             conninfo,
-            kwargs={"password": password, "application_name": application_name,
+            kwargs={"password": password,
+                    "application_name": application_name or process_name(),
                     "connect_timeout": 10},
             min_size=1,
             max_size=max_size,

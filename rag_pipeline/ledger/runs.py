@@ -162,14 +162,19 @@ class RunQueries(LedgerConnection):
         return dict(rows)
 
     def finish_jobs(self, collection_id: str, outcomes: Sequence[JobOutcome],
-                    max_retries: int) -> list[JobOutcome]:
+                    max_retries: int, *, owner: str | None = None,
+                    released_from: Sequence[str] | None = None) -> list[JobOutcome]:
         """Record outcomes in ONE transaction: job rows, indexed documents, outbox rows.
 
         A job to retry (state QUEUED) whose attempts are used up becomes DEAD instead.
-        Returns the outcomes as recorded.
+        Fencing: with `owner` (the run finishing its own jobs) a job is recorded only while
+        that run still holds it and has not been declared dead; with `released_from` (a
+        repair) only while one of those runs still holds it. Outcomes that lost the job
+        are dropped. Returns the outcomes as recorded.
         """
         recorded = []
         counted: Increments = Counter()
+        fence, fence_args = _fence(owner, released_from)
         with self.transaction() as conn:
             for o in outcomes:
                 if o.state == JobState.QUEUED:
@@ -182,25 +187,28 @@ class RunQueries(LedgerConnection):
                         o.error_msg = (f"dead after {attempts + 1} attempts: "
                                        f"{o.error_msg or o.error_code}")
                 if o.state == JobState.QUEUED:
-                    conn.execute(
+                    if conn.execute(
                         "UPDATE rag_pipeline.jobs SET state = 'queued', run_id = NULL, "
                         "attempts = attempts + 1, error_code = %s, last_error = %s, "
-                        "updated_at = now() WHERE job_id = %s",
-                        (o.error_code, o.error_msg, o.job_id),
-                    )
+                        "updated_at = now() WHERE job_id = %s" + fence,
+                        (o.error_code, o.error_msg, o.job_id, *fence_args),
+                    ).rowcount == 0:
+                        continue
                 else:
                     timing = conn.execute(
                         "UPDATE rag_pipeline.jobs SET state = %s, outcome = %s, error_code = %s, "
                         "last_error = %s, duplicate_of = %s, "
                         "metrics = coalesce(metrics, '{}'::jsonb) || %s::jsonb, "
                         "attempts = attempts + CASE WHEN %s = 'dead' THEN 1 ELSE 0 END, "
-                        "finished_at = now(), updated_at = now() WHERE job_id = %s "
-                        "RETURNING extract(epoch FROM now() - started_at), "
+                        "finished_at = now(), updated_at = now() WHERE job_id = %s" + fence
+                        + " RETURNING extract(epoch FROM now() - started_at), "
                         "extract(epoch FROM now() - coalesce(produced_at, created_at))",
                         (o.state, o.outcome, o.error_code, o.error_msg, o.duplicate_of,
-                         json.dumps(o.metrics), o.state, o.job_id),
+                         json.dumps(o.metrics), o.state, o.job_id, *fence_args),
                     ).fetchone()
-                    count_finished(counted, o.state, o.outcome, o.error_code, *(timing or ()))
+                    if timing is None:
+                        continue
+                    count_finished(counted, o.state, o.outcome, o.error_code, *timing)
                 if o.document is not None:
                     d = o.document
                     conn.execute(
@@ -250,7 +258,8 @@ class RunQueries(LedgerConnection):
                 error_msg=f"{error_code}: {reason}", collection_id=collection_id))
         recorded: list[JobOutcome] = []
         for collection_id, outcomes in by_collection.items():
-            recorded += self.finish_jobs(collection_id, outcomes, max_retries=max_retries)
+            recorded += self.finish_jobs(collection_id, outcomes, max_retries=max_retries,
+                                         released_from=run_ids)
         return recorded
 
     def running_jobs_of(self, run_ids: Sequence[str]) -> int:
@@ -261,11 +270,69 @@ class RunQueries(LedgerConnection):
             ).fetchone()[0]
 
     # --- liveness and reconciliation ---------------------------------------------------------
-    def heartbeat(self, run_id: str, collection_id: str) -> None:
+    def heartbeat(self, run_id: str, collection_id: str, process: str) -> bool:
+        """The run is alive. False once it has been declared dead: it must stop writing."""
         with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO rag_pipeline.runs (run_id, collection_id) VALUES (%s, %s) "
-                "ON CONFLICT (run_id) DO UPDATE SET beat_at = now()", (run_id, collection_id))
+            return conn.execute(
+                "INSERT INTO rag_pipeline.runs (run_id, collection_id, process) "
+                "VALUES (%s, %s, %s) ON CONFLICT (run_id) DO UPDATE SET beat_at = now(), "
+                "process = EXCLUDED.process WHERE rag_pipeline.runs.declared_dead_at IS NULL "
+                "RETURNING run_id", (run_id, collection_id, process)).fetchone() is not None
+
+    def declared_dead(self, run_id: str) -> str | None:
+        """Why the run was declared dead, or None while it may work."""
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT declared_dead_reason FROM rag_pipeline.runs "
+                               "WHERE run_id = %s AND declared_dead_at IS NOT NULL",
+                               (run_id,)).fetchone()
+        return row[0] if row else None
+
+    def silent_runs(self, timeout_seconds: float) -> list[tuple[str, str, float]]:
+        """(run_id, collection_id, seconds silent) of runs that hold work or have not
+        finished and have not beaten for `timeout_seconds` (jobs of runs that never beat
+        count from the job's last update)."""
+        with self.pool.connection() as conn:
+            return conn.execute(
+                "SELECT run_id, collection_id, extract(epoch FROM now() - last_sign)::float8 "
+                "FROM (SELECT r.run_id, r.collection_id, r.beat_at AS last_sign "
+                "  FROM rag_pipeline.runs r WHERE r.finished_at IS NULL "
+                "  AND r.declared_dead_at IS NULL "
+                "  UNION ALL SELECT j.run_id, min(j.collection_id), max(j.updated_at) "
+                "  FROM rag_pipeline.jobs j WHERE j.state = 'running' AND NOT EXISTS "
+                "  (SELECT 1 FROM rag_pipeline.runs r WHERE r.run_id = j.run_id) "
+                "  GROUP BY j.run_id) s "
+                "WHERE last_sign < now() - make_interval(secs => %s) ORDER BY last_sign",
+                (timeout_seconds,)).fetchall()
+
+    def beating_runs(self, run_ids: Sequence[str]) -> set[str]:
+        """Those of `run_ids` that have beaten at least once."""
+        with self.pool.connection() as conn:
+            rows = conn.execute("SELECT run_id FROM rag_pipeline.runs WHERE run_id = ANY(%s)",
+                                (list(run_ids),)).fetchall()
+        return {r[0] for r in rows}
+
+    def declare_run_dead(self, run_id: str, collection_id: str, reason: str) -> int:
+        """Mark the run dead (its beats and outcomes are refused from now on) and terminate
+        the PostgreSQL sessions of its process: its collection lock is released and its
+        open transactions roll back. Returns the number of sessions terminated."""
+        with self.transaction() as conn:
+            row = conn.execute(
+                "INSERT INTO rag_pipeline.runs (run_id, collection_id, declared_dead_at, "
+                "declared_dead_reason) VALUES (%s, %s, now(), %s) ON CONFLICT (run_id) DO "
+                "UPDATE SET declared_dead_at = coalesce(rag_pipeline.runs.declared_dead_at, "
+                "now()), declared_dead_reason = coalesce("
+                "rag_pipeline.runs.declared_dead_reason, EXCLUDED.declared_dead_reason), "
+                "outcome = coalesce(rag_pipeline.runs.outcome, 'declared dead'), "
+                "finished_at = coalesce(rag_pipeline.runs.finished_at, now()) RETURNING process",
+                (run_id, collection_id, reason)).fetchone()
+        process = row[0] if row else None
+        if not process:
+            return 0
+        with self.pool.connection() as conn:
+            return conn.execute(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) "
+                "FROM pg_stat_activity WHERE application_name = %s AND pid <> pg_backend_pid()",
+                (process,)).fetchone()[0]
 
     def finish_run(self, run_id: str, collection_id: str, outcome: str) -> None:
         with self.transaction() as conn:
@@ -290,16 +357,6 @@ class RunQueries(LedgerConnection):
                                (run_id,)).fetchone()
         return row[0] if row else None
 
-    def running_runs(self) -> list[tuple[str, str, Any]]:
-        """(run_id, collection_id, last sign of life) of every run that owns running jobs."""
-        with self.pool.connection() as conn:
-            return conn.execute(
-                "SELECT j.run_id, min(j.collection_id), "
-                "greatest(max(r.beat_at), max(j.updated_at)) "
-                "FROM rag_pipeline.jobs j LEFT JOIN rag_pipeline.runs r USING (run_id) "
-                "WHERE j.state = 'running' GROUP BY j.run_id"
-            ).fetchall()
-
     def stale_queued_collections(self, older_than_seconds: float) -> list[str]:
         with self.pool.connection() as conn:
             rows = conn.execute(
@@ -318,3 +375,14 @@ class RunQueries(LedgerConnection):
             conn.execute("UPDATE rag_pipeline.jobs SET updated_at = now() "
                          "WHERE collection_id = %s AND state = 'queued'", (collection_id,))
 
+
+def _fence(owner: str | None, released_from: Sequence[str] | None
+           ) -> tuple[str, tuple[Any, ...]]:
+    """The condition a job row must meet to be finished (see `finish_jobs`)."""
+    if owner is not None:
+        return (" AND state = 'running' AND run_id = %s AND NOT EXISTS (SELECT 1 FROM "
+                "rag_pipeline.runs r WHERE r.run_id = %s AND r.declared_dead_at IS NOT NULL)",
+                (owner, owner))
+    if released_from is not None:
+        return " AND state = 'running' AND run_id = ANY(%s)", (list(released_from),)
+    return "", ()

@@ -198,6 +198,19 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE rag_pipeline.jobs ADD COLUMN produced_at timestamptz;
         """,
     ),
+    (
+        8,
+        """
+        -- Liveness (docs/design.md, invariant 9): a run declared dead by the liveness check
+        -- can no longer beat or finish jobs; `process` names the PostgreSQL sessions of its
+        -- process (their application_name), terminated when it is declared dead.
+        ALTER TABLE rag_pipeline.runs ADD COLUMN declared_dead_at timestamptz,
+            ADD COLUMN declared_dead_reason text, ADD COLUMN process text,
+            ADD COLUMN started_at timestamptz NOT NULL DEFAULT now();
+        CREATE INDEX runs_alive ON rag_pipeline.runs (beat_at)
+            WHERE finished_at IS NULL AND declared_dead_at IS NULL;
+        """,
+    ),
 ]
 
 

@@ -67,6 +67,8 @@ class ProcessingResource(dg.ConfigurableResource):
     run_batch_bytes: int
     max_retries: int
     retry_backoff: float
+    run_heartbeat_timeout_seconds: int
+    run_start_timeout_seconds: int
 
     def staging_config(self, kafka: KafkaResource) -> StagingConfig:
         return StagingConfig.from_settings(joined(kafka, self))

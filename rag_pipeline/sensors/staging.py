@@ -15,14 +15,9 @@ import dagster as dg
 from rag_pipeline.events import event_line
 from rag_pipeline.ledger import JobLedger, PendingCollection
 from rag_pipeline.partitions import COLLECTION_TAG, collections_partitions
-from rag_pipeline.resources import KafkaResource, OutboxResource, ProcessingResource
+from rag_pipeline.resources import KafkaResource, ProcessingResource
 from rag_pipeline.staging import stage_messages
 
-# Failed statuses of rejected messages go out with the tick that found them, within a small
-# budget so that a slow Go API never stretches the tick (the outbox keeps the rest).
-TICK_DELIVERY_LIMIT = 200
-TICK_DELIVERY_SECONDS = 5.0
-TICK_DELIVERY_TIMEOUT_SECONDS = 2.0
 # Runs that exist but have not claimed their jobs yet: another request would be redundant.
 WAITING_RUN_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
                         dg.DagsterRunStatus.STARTING]
@@ -55,22 +50,18 @@ def build_indexing_jobs_sensor(job: Any,
         "requests one index_collection run per collection with queued pages.",
     )
     def indexing_jobs_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource,
-                             ledger: dg.ResourceParam[JobLedger], outbox: OutboxResource,
+                             ledger: dg.ResourceParam[JobLedger],
                              processing: ProcessingResource) -> dg.SensorResult:
         with kafka.consumer() as consumer, kafka.producer() as producer:
             report = stage_messages(consumer=consumer, producer=producer, ledger=ledger,
                                     config=processing.staging_config(kafka),
                                     budget=kafka.budget)
-        delivery = outbox.bind(ledger, kafka).deliver(
-            limit=TICK_DELIVERY_LIMIT, deadline_seconds=TICK_DELIVERY_SECONDS,
-            timeout_seconds=TICK_DELIVERY_TIMEOUT_SECONDS, log_event=context.log.warning)
         pending = ledger.pending_collections()
         known = set(context.instance.get_dynamic_partitions(collections_partitions.name))
         new_partitions = sorted({p.collection_id for p in pending} - known)
         requests = run_requests(pending, waiting_collections(context.instance, job.name))
         line = event_line("sensor_tick", **report.summary(), runs_requested=len(requests),
-                          new_partitions=len(new_partitions),
-                          outbox_delivered=delivery.delivered)
+                          new_partitions=len(new_partitions))
         context.log.info(line)
         return dg.SensorResult(
             run_requests=requests,

@@ -6,7 +6,9 @@ to answer with an error status for a while or to be slow, and shows what it rece
 
 - `GET  /calls[?job_id=N]`  every recorded call, oldest first
 - `GET  /jobs`              the last accepted status per job
-- `POST /control`           `{"fail_status": 500, "fail_seconds": 60, "delay_ms": 0}`
+- `POST /control`           `{"fail_status": 500, "fail_seconds": 60, "delay_ms": 0,
+                              "hang_seconds": 0}` (hang: hold every request, answering
+                              none, until that many seconds have passed)
 - `POST /reset`             forget all calls
 """
 
@@ -35,6 +37,7 @@ class StatusRecorder:
         self.fail_status: int | None = None
         self.fail_until = 0.0
         self.delay_ms = 0
+        self.hang_until = 0.0
         if record_file and record_file.exists():
             for line in record_file.read_text().splitlines():
                 if line.strip():
@@ -81,6 +84,8 @@ def build_app(recorder: StatusRecorder) -> web.Application:
 
     @routes.patch("/api/v1/indexing/jobs/{job_id}/status")
     async def patch_status(request: web.Request) -> web.Response:
+        if recorder.hang_until > time.time():
+            await asyncio.sleep(recorder.hang_until - time.time())
         if recorder.delay_ms:
             await asyncio.sleep(recorder.delay_ms / 1000)
         try:
@@ -139,8 +144,10 @@ def build_app(recorder: StatusRecorder) -> web.Application:
         recorder.fail_status = body.get("fail_status")
         recorder.fail_until = time.time() + float(body.get("fail_seconds", 3600))
         recorder.delay_ms = int(body.get("delay_ms", 0))
+        recorder.hang_until = time.time() + float(body.get("hang_seconds", 0))
         return web.json_response({"fail_status": recorder.fail_status,
-                                  "delay_ms": recorder.delay_ms})
+                                  "delay_ms": recorder.delay_ms,
+                                  "hang_seconds": float(body.get("hang_seconds", 0))})
 
     @routes.post("/reset")
     async def reset(_: web.Request) -> web.Response:

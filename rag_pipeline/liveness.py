@@ -1,0 +1,203 @@
+"""Liveness from the ledger (docs/design.md, invariant 9): no collection stays blocked.
+
+Dagster cannot tell that a run worker died under the DefaultRunLauncher (its run monitoring
+needs another launcher), and the code server's own orphan check dies with its host. So runs
+prove they are alive in the ledger, wherever they execute:
+
+- a working run holds a `RunLease`: it beats every HEARTBEAT_SECONDS; a beat is refused once
+  the run has been declared dead, and a run that could not beat for most of the timeout
+  stops itself, so that it is gone before anyone declares it dead;
+- `check_liveness` (the `run_liveness` sensor, every few seconds) declares dead a run silent
+  for RUN_HEARTBEAT_TIMEOUT_SECONDS, or a run that Dagster has started (or queued while a
+  slot is free) for RUN_START_TIMEOUT_SECONDS without a first beat. Declaring dead, in this
+  order: the ledger refuses the run's beats and outcomes from then on; the PostgreSQL
+  sessions of its process are terminated (its collection lock is released, its open
+  transactions roll back); its running jobs are requeued (or dead after MAX_RETRIES); the
+  Dagster run is marked failed with the reason, which frees the per-collection run slot and
+  shows in the UI; the collection is nudged so that a new run is requested.
+
+Nothing here assumes that the daemon, the code server and the run share a host.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from rag_pipeline.events import event_line
+from rag_pipeline.ledger import JobLedger, JobOutcome
+from rag_pipeline.ledger.connection import process_name
+from rag_pipeline.vocabulary import JobState, Reason
+
+log = logging.getLogger(__name__)
+
+# A working run beats this often. RUN_HEARTBEAT_TIMEOUT_SECONDS (60 s by default) is twelve
+# missed beats: long enough for a PostgreSQL restart or a stalled network to pass without a
+# false alarm, short enough that a collection is taken over within about two minutes
+# (timeout + one check interval + the next run's start).
+HEARTBEAT_SECONDS = 5.0
+# A run that could not beat for this share of the timeout stops itself (before it is
+# declared dead, so that a cut-off run never writes after its jobs were given away).
+SELF_STOP_SHARE = 0.75
+# Exit status of a run worker that stopped itself because it lost its lease.
+LEASE_LOST_EXIT_STATUS = 70
+
+
+class RunDeclaredDead(Exception):
+    """This run was declared dead (or lost its lease): it must not write anything more."""
+
+
+def exit_process(reason: str) -> None:
+    """What a run worker does when it loses its lease: stop at once, writing nothing more."""
+    log.error(event_line("run_lease_lost", reason=reason, process=process_name()))
+    logging.shutdown()
+    os._exit(LEASE_LOST_EXIT_STATUS)
+
+
+class RunLease:
+    """A run's hold on its jobs and its collection, kept by heartbeats while it works.
+
+    Use as a context manager around a step's work; `check()` raises RunDeclaredDead once
+    the lease is lost (call it before every write that LightRAG would keep).
+    """
+
+    def __init__(self, ledger: JobLedger, run_id: str, collection_id: str,
+                 timeout_seconds: float, on_lost: Callable[[str], None] = exit_process,
+                 beat_seconds: float = HEARTBEAT_SECONDS, process: str | None = None) -> None:
+        self.ledger = ledger
+        self.run_id = run_id
+        self.collection_id = collection_id
+        self.timeout_seconds = timeout_seconds
+        self.on_lost = on_lost
+        self.beat_seconds = beat_seconds
+        self.process = process or process_name()  # whose sessions go when declared dead
+        self.lost_reason: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_beat = time.monotonic()
+
+    def __enter__(self) -> RunLease:
+        if not self.ledger.heartbeat(self.run_id, self.collection_id, self.process):
+            raise RunDeclaredDead(self._dead_message())
+        self._last_beat = time.monotonic()
+        self._thread = threading.Thread(target=self._beat, name="rag-pipeline-lease",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def check(self) -> None:
+        if self.lost_reason is not None:
+            raise RunDeclaredDead(self.lost_reason)
+
+    def _dead_message(self) -> str:
+        reason = self.ledger.declared_dead(self.run_id) or "declared dead"
+        return f"run {self.run_id} was declared dead ({reason}); it stops writing"
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.beat_seconds):
+            try:
+                alive = self.ledger.heartbeat(self.run_id, self.collection_id, self.process)
+            except Exception as exc:
+                silent = time.monotonic() - self._last_beat
+                if silent > SELF_STOP_SHARE * self.timeout_seconds:
+                    self._lose(f"no heartbeat reached PostgreSQL for {silent:.0f} s "
+                               f"({type(exc).__name__}); the run stops before it is declared "
+                               "dead")
+                    return
+                continue
+            if not alive:
+                self._lose(self._dead_message())
+                return
+            self._last_beat = time.monotonic()
+
+    def _lose(self, reason: str) -> None:
+        self.lost_reason = reason
+        self.on_lost(reason)
+
+
+# --- the check ---------------------------------------------------------------------------
+class RunStore(Protocol):
+    """What the check needs from Dagster's run storage (the sensor passes the instance's)."""
+
+    def status(self, run_id: str) -> str | None:
+        """The run's status name, or None when Dagster does not know it."""
+
+    def fail(self, run_id: str, message: str) -> bool:
+        """Mark a run that has not ended as failed; False when it had already ended."""
+
+    def unbeaten_candidates(self, older_than_seconds: float) -> list[tuple[str, str, str]]:
+        """(run_id, collection_id, status) of runs of collections that Dagster has started
+        or is starting, or that wait queued while a run slot is free and no run of their
+        collection is in progress, for longer than `older_than_seconds`."""
+
+
+IN_PROGRESS = ("STARTING", "STARTED", "NOT_STARTED", "QUEUED", "CANCELING")
+
+
+@dataclass
+class LivenessReport:
+    declared_dead: list[str] = field(default_factory=list)
+    jobs_requeued: int = 0
+    jobs_dead: int = 0
+    collections: set[str] = field(default_factory=set)
+    outcomes: list[JobOutcome] = field(default_factory=list)
+
+
+def declare_dead(ledger: JobLedger, runs: RunStore, run_id: str, collection_id: str,
+                 reason: str, max_retries: int, report: LivenessReport,
+                 emit: Callable[[str], None]) -> None:
+    """Take everything away from one run (see the module's docstring for the order)."""
+    sessions = ledger.declare_run_dead(run_id, collection_id, reason)
+    outcomes = ledger.requeue_jobs_of_runs([run_id], Reason.RUN_FAILED, reason, max_retries)
+    failed_in_dagster = runs.fail(run_id, f"rag-pipeline declared this run dead: {reason}")
+    report.declared_dead.append(run_id)
+    report.collections.add(collection_id)
+    report.outcomes += outcomes
+    report.jobs_requeued += sum(1 for o in outcomes if o.state == JobState.QUEUED)
+    report.jobs_dead += sum(1 for o in outcomes if o.state == JobState.DEAD)
+    emit(event_line("run_declared_dead", run_id=run_id, collection_id=collection_id,
+                    reason=reason, sessions_terminated=sessions, jobs=len(outcomes),
+                    failed_in_dagster=failed_in_dagster))
+
+
+def check_liveness(ledger: JobLedger, runs: RunStore, *, heartbeat_timeout_seconds: float,
+                   start_timeout_seconds: float, max_retries: int,
+                   emit: Callable[[str], None]) -> LivenessReport:
+    """Declare dead every run that stopped showing life, and free what it held."""
+    report = LivenessReport()
+    for run_id, collection_id, silent in ledger.silent_runs(heartbeat_timeout_seconds):
+        status = runs.status(run_id)
+        if status is not None and status not in IN_PROGRESS:
+            # It ended (its outcome was not recorded): nothing to stop, only jobs to free.
+            ledger.finish_run(run_id, collection_id, status.lower())
+            outcomes = ledger.requeue_jobs_of_runs(
+                [run_id], Reason.RUN_FAILED, f"the run ended ({status}) with jobs running",
+                max_retries)
+            report.outcomes += outcomes
+            if outcomes:
+                report.collections.add(collection_id)
+            continue
+        reason = (f"no heartbeat for {silent:.0f} s (RUN_HEARTBEAT_TIMEOUT_SECONDS="
+                  f"{heartbeat_timeout_seconds:.0f}); its process or host is gone")
+        declare_dead(ledger, runs, run_id, collection_id, reason, max_retries, report, emit)
+    candidates = runs.unbeaten_candidates(start_timeout_seconds)
+    beating = ledger.beating_runs([c[0] for c in candidates]) if candidates else set()
+    for run_id, collection_id, status in candidates:
+        if run_id in beating:
+            continue
+        reason = (f"{status.lower()} for more than {start_timeout_seconds:.0f} s without a "
+                  "first heartbeat (RUN_START_TIMEOUT_SECONDS); it never started working")
+        declare_dead(ledger, runs, run_id, collection_id, reason, max_retries, report, emit)
+    for collection_id in report.collections:
+        ledger.nudge(collection_id)  # a new run_key: the staging sensor requests a run
+    return report
