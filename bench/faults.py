@@ -2,32 +2,30 @@
 breaks, then the counts that the invariants promise are zero.
 
     make reliability       # = python -m bench.faults (>= 1,000 pages per scenario)
-    python -m bench.faults --pages 200 --only daemon_kills,postgres_restart
+    python -m bench.faults --pages 200 --only host_crash,go_api_hang
 
 For each scenario: pages are published at a steady rate to a pipeline run by
 dagster-daemon on fresh databases and topics; the fault starts mid-stream and ends by
 itself; then the scenario waits until every job is terminal and every status delivered,
-and counts:
+and counts (strictly, `bench/fault_accounting.py`) pages lost, pages duplicated or leaving
+leftovers, statuses undelivered; and the time from each fault's end to the first model call
+of the collections it blocked (recovery) and to the last page indexed (convergence).
 
-- lost: valid jobs published that never reached a terminal state;
-- duplicated: LightRAG documents beyond one per (collection, url), plus chunks of no
-  processed document (leftovers of an interrupted insert);
-- undelivered: terminal jobs without an accepted status at the Go API stand-in;
-- converge_s: from the end of the fault to the moment all of the above settled.
+Each scenario's result is merged into bench/results/faults.json by name as soon as it ends,
+with its own commit, dirty flag, machine and times; docs/reliability.md's table is generated
+from that file.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import shutil
-import signal
-import subprocess
+import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,12 @@ import psycopg
 from confluent_kafka import Producer
 
 from bench.common import machine, print_table, write_results
+from bench.fault_accounting import (
+    count,
+    first_model_call_after,
+    indexing_rate_ratio,
+    last_page_indexed_after,
+)
 from bench.harness import (
     RESULTS,
     ROOT,
@@ -50,21 +54,24 @@ from bench.harness import (
     split,
     unique_name,
 )
+from bench.toxiproxy import Toxiproxy, proxied
 from rag_pipeline.kafka_io import KafkaOptions, producer_config
 from rag_pipeline.ledger import JobLedger
 from rag_pipeline.local.publishing import OutgoingMessage
 from rag_pipeline.local.stack import LocalStack
+from rag_pipeline.local.stack.dagster_dev import processes_with_dagster_home
 from rag_pipeline.settings import Settings
 
-TOXIPROXY_VERSION = "v2.12.0"
-TOXIPROXY_API = "http://127.0.0.1:28474"
 # Repairs at a pace a scenario can wait for: reconcile every minute, queued jobs without a
 # run are nudged after 30 s. Liveness keeps its defaults (a run silent for 60 s is dead):
 # the recovery times measured are those a deployment gets.
 FAST_REPAIRS = {"RECONCILE_CRON": "* * * * *", "QUEUED_JOB_GRACE_SECONDS": "30",
                 "SENSOR_INTERVAL_SECONDS": "3", "LLM_MAX_CONCURRENCY": "8"}
+# How long the Go API misbehaves in go_api_hang and go_api_slow.
+GO_API_FAULT_SECONDS = 180.0
 
 DOC = ROOT / "docs" / "reliability.md"
+OUT = RESULTS / "faults.json"
 
 
 @dataclass
@@ -74,9 +81,15 @@ class FaultResult:
     lost: int
     duplicated: int
     undelivered: int
-    converge_s: float
+    recovery_s: float | None  # worst, from a fault's end to its collections' next model call
+    converge_s: float | None  # from the last fault's end to the last page indexed
     fault_s: float
     injected: bool  # False: the fault found no moment to strike (see notes)
+    # Go API faults: pages/s indexed during the fault over pages/s right after it.
+    indexing_rate_ratio: float | None = None
+    started_at: str = ""
+    ended_at: str = ""
+    leftovers: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -89,10 +102,20 @@ class Context:
     progress: Callable[[], float]  # share of the stream published so far
     notes: list[str]
     injected: bool = True
+    # (epoch time a fault ended, collections it blocked: None means every collection)
+    fault_ends: list[tuple[float, set[str] | None]] = field(default_factory=list)
 
     def wait_for_stream(self, share: float) -> None:
         while self.progress() < share:
             time.sleep(0.2)
+
+    def ended(self, blocked: set[str] | None = None) -> None:
+        self.fault_ends.append((time.time(), blocked))
+
+    def running_collections(self) -> set[str]:
+        with self.run.ledger.pool.connection() as conn:
+            return {r[0] for r in conn.execute("SELECT DISTINCT collection_id FROM "
+                                               "rag_pipeline.jobs WHERE state = 'running'")}
 
 
 # --- faults ------------------------------------------------------------------------------
@@ -103,21 +126,57 @@ def daemon_kills(ctx: Context) -> None:
         ctx.run.deployment.kill("daemon")
         time.sleep(3)
         ctx.run.deployment.start_daemon()
+        ctx.ended()
+
+
+def host_crash(ctx: Context) -> None:
+    """The host dies three times: the daemon, its code server and every run worker
+    SIGKILLed together (as a container restart, an OOM kill of the cgroup or a lost node
+    does), then the daemon restarted at once."""
+    for share in (0.25, 0.5, 0.75):
+        ctx.wait_for_stream(share)
+        _wait_for_live_inserts(ctx, 300)
+        blocked = ctx.running_collections()
+        killed = _kill_everything(ctx.run.deployment.home)
+        ctx.notes.append(f"crash at {share:.0%}: killed {killed} processes, "
+                         f"{len(blocked)} collections had runs")
+        ctx.run.deployment.start_daemon()
+        ctx.ended(blocked)
+        _wait_until_resumed(ctx, blocked, 600)
+
+
+def code_server_crash(ctx: Context) -> None:
+    """The code server and the run workers it launched SIGKILLed twice; the daemon lives
+    (and starts a new code server)."""
+    for share in (0.3, 0.6):
+        ctx.wait_for_stream(share)
+        _wait_for_live_inserts(ctx, 300)
+        blocked = ctx.running_collections()
+        victims = [p for p in processes_with_dagster_home(ctx.run.deployment.home)
+                   if p.pid != ctx.run.deployment.processes["daemon"].pid]
+        for victim in victims:
+            with contextlib.suppress(psutil.Error):
+                victim.kill()
+        ctx.notes.append(f"crash at {share:.0%}: killed the code server and run workers "
+                         f"({len(victims)} processes), {len(blocked)} collections had runs")
+        ctx.ended(blocked)
+        _wait_until_resumed(ctx, blocked, 600)
 
 
 def worker_kill(ctx: Context) -> None:
-    """A run's worker process SIGKILLed in the middle of LightRAG insertion."""
+    """The run worker that is inserting into LightRAG SIGKILLed mid-insert."""
     ctx.model.set(latency_ms=300)  # inserts that last long enough to be caught in the act
     ctx.wait_for_stream(0.3)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        workers = _run_workers(ctx.run.deployment.home)
-        inserting = _documents_in_progress(ctx.run.ledger)
-        if workers and inserting:
-            workers[0].kill()
-            ctx.notes.append(f"killed run worker {workers[0].pid} with {inserting} documents "
-                             "being processed")
-            break
+        inserting = _inserting_run_workers(ctx.run.ledger)
+        if inserting:
+            collection, pid = inserting[0]
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+                ctx.notes.append(f"killed run worker {pid} while it inserted into {collection}")
+                ctx.ended({collection})
+                break
         time.sleep(0.2)
     else:
         ctx.notes.append("no run worker was caught mid-insert")
@@ -125,20 +184,56 @@ def worker_kill(ctx: Context) -> None:
     ctx.model.set(latency_ms=0)
 
 
-def _run_workers(home: Path) -> list[psutil.Process]:
-    """Run worker processes: the code server starts each run in a spawned child
-    (`multiprocessing-fork`); other launchers use `dagster api execute_run`."""
-    return [p for p in psutil.process_iter(["cmdline"])
-            if any(mark in " ".join(p.info["cmdline"] or [])
-                   for mark in ("multiprocessing-fork", "execute_run"))
-            and "resource_tracker" not in " ".join(p.info["cmdline"] or [])
-            and _owned_by(p, home)]
+def _inserting_run_workers(ledger: JobLedger) -> list[tuple[str, int]]:
+    """(collection, pid) of runs whose workspace has documents being processed, from the
+    process name each run records with its heartbeat (rag-pipeline:host:pid:token)."""
+    with ledger.pool.connection() as conn:
+        if not conn.execute("SELECT to_regclass('public.lightrag_doc_status')").fetchone()[0]:
+            return []
+        rows = conn.execute(
+            "SELECT r.collection_id, r.process FROM rag_pipeline.runs r WHERE "
+            "r.finished_at IS NULL AND r.declared_dead_at IS NULL AND r.process IS NOT NULL "
+            "AND EXISTS (SELECT 1 FROM lightrag_doc_status s WHERE s.workspace = "
+            "r.collection_id AND s.status = 'processing')").fetchall()
+    return [(collection, int(process.split(":")[2])) for collection, process in rows]
 
 
-def _owned_by(process: psutil.Process, home: Path) -> bool:
-    with contextlib.suppress(psutil.Error):
-        return process.environ().get("DAGSTER_HOME") == str(home)
-    return False
+def _wait_for_live_inserts(ctx: Context, seconds: float) -> None:
+    """Until a live run worker is inserting (a crash right after a restart would only hit
+    the daemon); noted when none came."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if any(psutil.pid_exists(pid) for _, pid in _inserting_run_workers(ctx.run.ledger)):
+            return
+        time.sleep(0.5)
+    ctx.notes.append(f"no run worker was inserting within {seconds:.0f} s; crashed anyway")
+
+
+def _wait_until_resumed(ctx: Context, blocked: set[str], seconds: float) -> None:
+    """Until LightRAG took up a document of each blocked collection again, so that the next
+    crash does not fall into this one's recovery (each recovery is measured alone)."""
+    since = ctx.fault_ends[-1][0]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(psycopg.Error), ctx.run.ledger.pool.connection() as conn:
+            resumed = {r[0] for r in conn.execute(
+                "SELECT DISTINCT workspace FROM lightrag_doc_status WHERE workspace = ANY(%s) "
+                "AND updated_at AT TIME ZONE 'UTC' > to_timestamp(%s)",
+                (sorted(blocked), since)).fetchall()}
+            if resumed >= blocked:
+                return
+        time.sleep(1)
+    ctx.notes.append(f"blocked collections had not resumed {seconds:.0f} s after a crash")
+
+
+def _kill_everything(home: Path) -> int:
+    """SIGKILL every process of this deployment at once, as a dying host does."""
+    victims = processes_with_dagster_home(home)
+    for victim in victims:
+        with contextlib.suppress(psutil.Error):
+            victim.kill()
+    psutil.wait_procs(victims, timeout=30)
+    return len(victims)
 
 
 def _documents_in_progress(ledger: JobLedger) -> int:
@@ -156,6 +251,7 @@ def kafka_outage(ctx: Context) -> None:
     ctx.stack.kafka.stop()
     time.sleep(60)
     ctx.stack.kafka.start()
+    ctx.ended()
 
 
 def postgres_restart(ctx: Context) -> None:
@@ -170,6 +266,7 @@ def postgres_restart(ctx: Context) -> None:
         ctx.injected = False
     ctx.stack.postgres.stop()
     ctx.stack.postgres.start()
+    ctx.ended()
     ctx.model.set(latency_ms=0)
 
 
@@ -179,9 +276,30 @@ def go_api_outage(ctx: Context, down_s: float = 120, errors_s: float = 60) -> No
     ctx.stack.go_api.stop()
     time.sleep(down_s)
     ctx.stack.go_api.start()
-    httpx.post(f"{ctx.settings.go_backend_url}/control",
-               json={"fail_status": 500, "fail_seconds": errors_s})
+    _go_api_control(ctx, fail_status=500, fail_seconds=errors_s)
     time.sleep(errors_s)
+    ctx.ended()
+
+
+def go_api_hang(ctx: Context) -> None:
+    """The Go API accepts connections and answers nothing for 3 minutes, then recovers."""
+    ctx.wait_for_stream(0.2)
+    _go_api_control(ctx, hang_seconds=GO_API_FAULT_SECONDS)
+    time.sleep(GO_API_FAULT_SECONDS)
+    ctx.ended()
+
+
+def go_api_slow(ctx: Context) -> None:
+    """Every status PATCH takes 5 s for 3 minutes."""
+    ctx.wait_for_stream(0.2)
+    _go_api_control(ctx, delay_ms=5000)
+    time.sleep(GO_API_FAULT_SECONDS)
+    _go_api_control(ctx, delay_ms=0)
+    ctx.ended()
+
+
+def _go_api_control(ctx: Context, **knobs: Any) -> None:
+    httpx.post(f"{ctx.settings.go_backend_url}/control", json=knobs, timeout=10)
 
 
 def model_rate_limits(ctx: Context) -> None:
@@ -190,7 +308,8 @@ def model_rate_limits(ctx: Context) -> None:
                   spike_ms=3000)
     ctx.wait_for_stream(1.0)
     time.sleep(20)
-    ctx.model.set(latency_ms=0)
+    ctx.model.set(latency_ms=0)  # every other knob back to its default (spikes off)
+    ctx.ended()
 
 
 def network_faults(ctx: Context) -> None:
@@ -205,81 +324,22 @@ def network_faults(ctx: Context) -> None:
         proxy.toxic(name, "reset_peer", {"timeout": 500}, toxicity=0.3)
     time.sleep(15)
     proxy.clear()
+    ctx.ended()
 
 
 SCENARIOS: dict[str, Callable[[Context], None]] = {
     "daemon_kills": daemon_kills,
+    "host_crash": host_crash,
+    "code_server_crash": code_server_crash,
     "worker_kill": worker_kill,
     "kafka_outage": kafka_outage,
     "postgres_restart": postgres_restart,
     "go_api_outage": go_api_outage,
+    "go_api_hang": go_api_hang,
+    "go_api_slow": go_api_slow,
     "model_rate_limits": model_rate_limits,
     "network_faults": network_faults,
 }
-
-
-# --- Toxiproxy ---------------------------------------------------------------------------
-def toxiproxy_binary() -> Path:
-    """Toxiproxy's server, built with the Go toolchain once (cached in .stack-bench)."""
-    target = ROOT / ".stack-bench" / "toxiproxy" / "toxiproxy-server"
-    if target.exists():
-        return target
-    if shutil.which("go") is None:
-        raise SystemExit("network_faults needs Go to build Toxiproxy (go install)")
-    gobin = target.parent
-    gobin.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["go", "install",
-                    f"github.com/Shopify/toxiproxy/v2/cmd/server@{TOXIPROXY_VERSION}"],
-                   env={**os.environ, "GOBIN": str(gobin)}, check=True, timeout=900)
-    (gobin / "server").rename(target)
-    return target
-
-
-class Toxiproxy:
-    def __init__(self) -> None:
-        self.http = httpx.Client(base_url=TOXIPROXY_API, timeout=10)
-
-    def proxy(self, name: str, listen: str, upstream: str) -> None:
-        self.http.post("/proxies", json={"name": name, "listen": listen, "upstream": upstream,
-                                         "enabled": True}).raise_for_status()
-
-    def toxic(self, proxy: str, kind: str, attributes: dict[str, Any],
-              toxicity: float = 1.0) -> None:
-        for stream in ("upstream", "downstream"):
-            self.http.post(f"/proxies/{proxy}/toxics", json={
-                "name": f"{kind}_{stream}", "type": kind, "stream": stream,
-                "toxicity": toxicity, "attributes": attributes}).raise_for_status()
-
-    def clear(self) -> None:
-        for name in self.http.get("/proxies").json():
-            for toxic in self.http.get(f"/proxies/{name}/toxics").json():
-                self.http.delete(f"/proxies/{name}/toxics/{toxic['name']}")
-
-
-@contextlib.contextmanager
-def proxied(settings: Settings, stack: LocalStack) -> Iterator[Settings]:
-    """Kafka and PostgreSQL behind Toxiproxy: the settings the pipeline then uses."""
-    server = subprocess.Popen([str(toxiproxy_binary()), "-host", "127.0.0.1", "-port",
-                               "28474"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    kafka_proxy, pg_proxy = 29192, 25532
-    try:
-        time.sleep(1)
-        proxy = Toxiproxy()
-        proxy.proxy("kafka", f"127.0.0.1:{kafka_proxy}", settings.kafka_bootstrap_servers)
-        proxy.proxy("postgres", f"127.0.0.1:{pg_proxy}",
-                     f"{settings.postgres_host}:{settings.postgres_port}")
-        # The broker must send clients back through the proxy.
-        advertised = settings.model_copy(update={"kafka_advertised_port": kafka_proxy})
-        stack.kafka.stop()
-        LocalStack(advertised).kafka.start()
-        yield settings.model_copy(update={
-            "kafka_bootstrap_servers": f"127.0.0.1:{kafka_proxy}", "postgres_port": pg_proxy,
-            "kafka_advertised_port": kafka_proxy})
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        stack.kafka.stop()
-        stack.kafka.start()
 
 
 # --- one scenario --------------------------------------------------------------------------
@@ -302,36 +362,6 @@ def publish_stream(settings: Settings, messages: list[OutgoingMessage], seconds:
         raise RuntimeError("the stream's messages were not all delivered to Kafka")
 
 
-def count(ledger: JobLedger, owner: dict[int, str], go_api: str) -> tuple[int, int, int]:
-    job_ids = list(owner)
-    with ledger.pool.connection() as conn:
-        terminal = conn.execute("SELECT count(*) FROM rag_pipeline.jobs WHERE job_id = ANY(%s) "
-                                "AND state IN ('completed', 'failed', 'dead')",
-                                (job_ids,)).fetchone()[0]
-        collections = sorted(set(owner.values()))
-        if not conn.execute("SELECT to_regclass('public.lightrag_doc_chunks')").fetchone()[0]:
-            extra_docs = orphans = 0  # LightRAG has not created its tables yet
-        else:
-            extra_docs, orphans = _duplicates(conn, collections)
-    accepted = {c["job_id"] for c in httpx.get(f"{go_api}/calls", timeout=60).json()
-                if c["answered"] == 200}
-    undelivered = terminal - len(accepted & set(job_ids))
-    return len(job_ids) - terminal, extra_docs + orphans, undelivered
-
-
-def _duplicates(conn: Any, collections: list[str]) -> tuple[int, int]:
-    """Documents beyond one per (collection, url), and chunks of no processed document."""
-    extra_docs = conn.execute(
-        "SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) n FROM lightrag_doc_status "
-        "WHERE workspace = ANY(%s) AND status = 'processed' GROUP BY workspace, file_path) d "
-        "WHERE n > 1", (collections,)).fetchone()[0]
-    orphans = conn.execute(
-        "SELECT count(*) FROM lightrag_doc_chunks c WHERE c.workspace = ANY(%s) AND NOT "
-        "EXISTS (SELECT 1 FROM lightrag_doc_status s WHERE s.workspace = c.workspace AND "
-        "s.id = c.full_doc_id AND s.status = 'processed')", (collections,)).fetchone()[0]
-    return int(extra_docs), int(orphans)
-
-
 def run_scenario(name: str, settings: Settings, stack: LocalStack, model: Model, pages: int,
                  stream_seconds: float, timeout_s: float = 1800) -> FaultResult:
     fault = SCENARIOS[name]
@@ -339,6 +369,7 @@ def run_scenario(name: str, settings: Settings, stack: LocalStack, model: Model,
     collections = split(corpus(pages, offset=0), names)
     messages, owner = collection_messages(collections, job_id_base())
     model.set(latency_ms=0)
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
     scope = proxied(settings, stack) if name == "network_faults" else contextlib.nullcontext(
         settings)
     with scope as effective, pipeline(effective, extra_env=_env(effective)) as run:
@@ -349,19 +380,22 @@ def run_scenario(name: str, settings: Settings, stack: LocalStack, model: Model,
         streamer = threading.Thread(target=publish_stream,
                                     args=(run.settings, messages, stream_seconds, sent))
         streamer.start()
-        fault_started = time.monotonic()
+        fault_started, fault_epoch = time.monotonic(), time.time()
         fault(ctx)
-        fault_ended = time.monotonic()
+        fault_seconds = time.monotonic() - fault_started
         streamer.join()
-        deadline = fault_ended + timeout_s
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with contextlib.suppress(psycopg.OperationalError):  # PostgreSQL may be restarting
-                lost, duplicated, undelivered = count(run.ledger, owner, settings.go_backend_url)
-                if lost == 0 and undelivered == 0:
+                if count(run.ledger, owner, settings.go_backend_url).settled:
                     break
             time.sleep(2)
-        converge = time.monotonic() - fault_ended
-        lost, duplicated, undelivered = count(run.ledger, owner, settings.go_backend_url)
+        counts = count(run.ledger, owner, settings.go_backend_url)
+        recovery = recovery_seconds(ctx, list(owner))
+        last_end = ctx.fault_ends[-1][0] if ctx.fault_ends else time.time()
+        converge = last_page_indexed_after(run.ledger, list(owner), last_end)
+        rate_ratio = (indexing_rate_ratio(run.ledger, list(owner), fault_epoch, last_end)
+                      if name.startswith("go_api") else None)
         states = run.ledger.job_states()
         notes.append("jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
         with run.ledger.pool.connection() as conn:
@@ -369,8 +403,40 @@ def run_scenario(name: str, settings: Settings, stack: LocalStack, model: Model,
                     "SELECT job_id, last_error FROM rag_pipeline.jobs WHERE state <> 'completed' "
                     "ORDER BY job_id LIMIT 5").fetchall():
                 notes.append(f"job {job_id}: {(error or '')[:300]}")
-    return FaultResult(name, len(owner), lost, duplicated, undelivered, round(converge, 1),
-                       round(fault_ended - fault_started, 1), ctx.injected, notes)
+    return FaultResult(
+        name, len(owner), counts.lost, counts.duplicated, counts.undelivered,
+        None if recovery is None else round(recovery, 1),
+        None if converge is None else round(converge, 1), round(fault_seconds, 1),
+        ctx.injected, rate_ratio, started_at, datetime.now(UTC).isoformat(timespec="seconds"),
+        counts.details, notes)
+
+
+def recovery_seconds(ctx: Context, job_ids: list[int]) -> float | None:
+    """The worst, over the faults, of the time from a fault's end to the next model work:
+    for a fault that blocked collections, the first document of each of them LightRAG
+    took up again; otherwise the first model answer at all."""
+    worst: float | None = None
+    timeline = ctx.model.timeline()
+    for ended, blocked in ctx.fault_ends:
+        if blocked:
+            with ctx.run.ledger.pool.connection() as conn:
+                waits = [conn.execute(
+                    "SELECT extract(epoch FROM min(updated_at) AT TIME ZONE 'UTC')::float8 "
+                    "FROM lightrag_doc_status WHERE workspace = %s "
+                    "AND updated_at AT TIME ZONE 'UTC' > to_timestamp(%s)",
+                    (collection, ended)).fetchone()[0] for collection in sorted(blocked)]
+            seconds = [w - ended for w in waits if w is not None]
+            if len(seconds) < len(waits):
+                ctx.notes.append(f"a collection blocked at {ended:.0f} never resumed")
+                return None
+            value = max(seconds, default=0.0)
+        else:
+            after = first_model_call_after(timeline, ended)
+            if after is None:
+                continue  # nothing left to index after this fault
+            value = after
+        worst = value if worst is None else max(worst, value)
+    return worst
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -386,49 +452,78 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--stream-seconds", type=float, default=None,
                         help="how long the stream lasts (default: pages / 8)")
     parser.add_argument("--only", default=",".join(SCENARIOS))
-    parser.add_argument("--out", type=Path, default=RESULTS / "faults.json")
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
+    names = args.only.split(",")
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from "
+                     f"{', '.join(SCENARIOS)}")
     stream_seconds = args.stream_seconds or args.pages / 8
     results = []
     with bench_stack() as settings:
         stack, model = LocalStack(settings), Model(settings)
-        for name in args.only.split(","):
-            print(f"\n== {name}: {SCENARIOS[name].__doc__}")
+        for n, name in enumerate(names, 1):
+            print(f"\n== [{n}/{len(names)}] {name}: {SCENARIOS[name].__doc__}", flush=True)
             result = run_scenario(name, settings, stack, model, args.pages, stream_seconds)
-            print(asdict(result))
+            print(asdict(result), flush=True)
             results.append(result)
+            merged = merge_result(args.out, result, args.pages, stream_seconds)
+            if args.out == OUT:
+                write_doc(merged)
     print_table("Fault scenarios", ["scenario", "messages", "lost", "duplicated",
-                                    "undelivered", "converge s"],
-                [[r.scenario, r.messages, r.lost, r.duplicated, r.undelivered, r.converge_s]
-                 for r in results])
-    out = {"machine": machine(), "pages": args.pages, "stream_seconds": stream_seconds,
-           "results": [asdict(r) for r in results]}
-    write_results(args.out, out)
-    if args.out == RESULTS / "faults.json":
-        write_doc(out)
-    return out
+                                    "undelivered", "recovery s", "converge s"],
+                [[r.scenario, r.messages, r.lost, r.duplicated, r.undelivered, r.recovery_s,
+                  r.converge_s] for r in results])
+    return json.loads(args.out.read_text())
 
 
-def write_doc(out: dict[str, Any]) -> None:
-    """The results table of docs/reliability.md (between its markers); rows of scenarios
-    not run this time are kept."""
+def merge_result(path: Path, result: FaultResult, pages: int,
+                 stream_seconds: float) -> dict[str, Any]:
+    """Put one scenario's row into the results file by name, with its own provenance."""
+    merged: dict[str, Any] = {"scenarios": {}}
+    if path.exists():
+        with contextlib.suppress(ValueError):
+            loaded = json.loads(path.read_text())
+            if isinstance(loaded.get("scenarios"), dict):  # older files had another shape
+                merged = loaded
+    merged["scenarios"][result.scenario] = {
+        **asdict(result), "pages": pages, "stream_seconds": stream_seconds,
+        "machine": machine()}
+    write_results(path, merged)
+    return merged
+
+
+def write_doc(merged: dict[str, Any]) -> None:
+    """The results table of docs/reliability.md (between its markers), generated from the
+    results file: every row with the commit and date it came from."""
     begin, end = "<!-- faults:begin -->", "<!-- faults:end -->"
     text = DOC.read_text()
     head, _, rest = text.partition(begin)
-    old, _, tail = rest.partition(end)
-    rows = {line.split("|")[1].strip(" `"): line for line in old.splitlines()
-            if line.startswith("| `")}
-    for r in out["results"]:
-        rows[r["scenario"]] = (
-            f"| `{r['scenario']}` | {r['messages']} | {r['lost']} | {r['duplicated']} | "
-            f"{r['undelivered']} | {r['converge_s']:.0f} | {r['fault_s']:.0f} |")
-    ordered = [rows[name] for name in SCENARIOS if name in rows]
-    when = out["machine"]["date"][:10]
+    _, _, tail = rest.partition(end)
+    rows = []
+    for name in SCENARIOS:
+        r = merged["scenarios"].get(name)
+        if r is None:
+            rows.append(f"| `{name}` | not run with this accounting yet | | | | | | | | | |")
+            continue
+        m = r["machine"]
+        commit = m["commit"][:7] + (" (dirty)" if m.get("dirty") else "")
+        ratio = r.get("indexing_rate_ratio")
+        rows.append(
+            f"| `{name}` | {r['messages']} | {r['lost']} | {r['duplicated']} | "
+            f"{r['undelivered']} | {_seconds(r['recovery_s'])} | {_seconds(r['converge_s'])} | "
+            f"{r['fault_s']:.0f} | {'-' if ratio is None else ratio} | {m['date'][:10]} | "
+            f"{commit}, {m['cpus']} cores, load {m.get('load_average_1m', '?')} |")
     table = "\n".join([
-        "", f"Last run: {when}, {out['machine']['cpus']} cores, model stand-in at 0 ms.", "",
-        "| scenario | messages | lost | duplicated | undelivered | converge s | fault s |",
-        "|---|---:|---:|---:|---:|---:|---:|", *ordered, ""])
+        "", "| scenario | messages | lost | duplicated | undelivered | recovery s | converge s "
+        "| fault s | indexing rate during / after | date | commit, machine |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|", *rows, ""])
     DOC.write_text(head + begin + "\n" + table + "\n" + end + tail)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 if __name__ == "__main__":

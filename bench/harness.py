@@ -90,8 +90,14 @@ class Model:
         self.base = settings.dev_llm_url.removesuffix("/v1")
 
     def set(self, **knobs: Any) -> None:
-        httpx.post(f"{self.base}/control", json={"fail_rate": 0.0, "refuse_text": "",
-                                                 "jitter_ms": 0.0, **knobs}, timeout=10)
+        """These knobs; every other one back to its default (a scenario's latency spikes or
+        error rate never leak into the next)."""
+        from dataclasses import asdict
+
+        from rag_pipeline.local.devservers.llm import Knobs
+
+        httpx.post(f"{self.base}/control", json={**asdict(Knobs()), **knobs},
+                   timeout=10).raise_for_status()
 
     def reset(self) -> None:
         httpx.post(f"{self.base}/stats/reset", timeout=10)

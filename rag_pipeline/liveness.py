@@ -154,10 +154,10 @@ class LivenessReport:
 
 
 def declare_dead(ledger: JobLedger, runs: RunStore, run_id: str, collection_id: str,
-                 reason: str, max_retries: int, report: LivenessReport,
+                 reason: str, cause: str, max_retries: int, report: LivenessReport,
                  emit: Callable[[str], None]) -> None:
     """Take everything away from one run (see the module's docstring for the order)."""
-    sessions = ledger.declare_run_dead(run_id, collection_id, reason)
+    sessions = ledger.declare_run_dead(run_id, collection_id, reason, cause)
     outcomes = ledger.requeue_jobs_of_runs([run_id], Reason.RUN_FAILED, reason, max_retries)
     failed_in_dagster = runs.fail(run_id, f"rag-pipeline declared this run dead: {reason}")
     report.declared_dead.append(run_id)
@@ -189,7 +189,8 @@ def check_liveness(ledger: JobLedger, runs: RunStore, *, heartbeat_timeout_secon
             continue
         reason = (f"no heartbeat for {silent:.0f} s (RUN_HEARTBEAT_TIMEOUT_SECONDS="
                   f"{heartbeat_timeout_seconds:.0f}); its process or host is gone")
-        declare_dead(ledger, runs, run_id, collection_id, reason, max_retries, report, emit)
+        declare_dead(ledger, runs, run_id, collection_id, reason, "silent", max_retries, report,
+                     emit)
     candidates = runs.unbeaten_candidates(start_timeout_seconds)
     beating = ledger.beating_runs([c[0] for c in candidates]) if candidates else set()
     for run_id, collection_id, status in candidates:
@@ -197,7 +198,8 @@ def check_liveness(ledger: JobLedger, runs: RunStore, *, heartbeat_timeout_secon
             continue
         reason = (f"{status.lower()} for more than {start_timeout_seconds:.0f} s without a "
                   "first heartbeat (RUN_START_TIMEOUT_SECONDS); it never started working")
-        declare_dead(ledger, runs, run_id, collection_id, reason, max_retries, report, emit)
+        declare_dead(ledger, runs, run_id, collection_id, reason, "never_started", max_retries,
+                     report, emit)
     for collection_id in report.collections:
         ledger.nudge(collection_id)  # a new run_key: the staging sensor requests a run
     return report

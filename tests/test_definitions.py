@@ -72,3 +72,18 @@ def test_no_secret_value_reaches_resource_config(monkeypatch):
         assert "sk-canary-resource-config" not in repr(resource.model_dump())
     assert resources["lightrag"].openai_api_key == dg.EnvVar("OPENAI_API_KEY")
     assert os.environ["OPENAI_API_KEY"] == "sk-canary-resource-config"
+
+
+def test_every_run_of_a_collection_counts_against_the_one_per_collection_limit():
+    import yaml  # dagster's own dependency
+
+    from rag_pipeline.local import PROJECT_ROOT
+    from rag_pipeline.partitions import COLLECTION_TAG
+
+    config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    [limit] = config["concurrency"]["runs"]["tag_concurrency_limits"]
+    # The tag Dagster puts on every partitioned run, whoever launches it.
+    assert limit == {"key": COLLECTION_TAG, "value": {"applyLimitPerUniqueValue": True},
+                     "limit": 1}
+    assert COLLECTION_TAG == "dagster/partition"
+    assert config["sensors"]["use_threads"] is True  # a slow tick never delays another

@@ -22,9 +22,31 @@ import pytest
 
 from rag_pipeline.local.publishing import OutgoingMessage, build_message
 from rag_pipeline.outbox import DeliveryPolicy, GoApiClient, deliver_outbox
-from tests.helpers import MIB, dead_letters, index, job_id_base, produce, tick
+from tests.helpers import MIB, dead_letters, index, job_id_base, tick
 
 UUID = "6f1c8c9e-1d2b-4c3a-9e8f-000000000001"
+# Stored as given, byte for byte: SQL is data here.
+SQL_PAYLOAD = "Robert'); DROP TABLE rag_pipeline.jobs;-- \\' \" $$ ; SELECT pg_sleep(10);"
+
+
+def produce_located(settings, topic: str, messages: list[OutgoingMessage]
+                    ) -> list[tuple[int, int]]:
+    """Produce in order, one at a time; the (partition, offset) each message got."""
+    from confluent_kafka import Producer
+
+    from rag_pipeline.kafka_io import KafkaOptions, producer_config
+
+    producer = Producer(producer_config(KafkaOptions.from_settings(settings)))
+    located: list[tuple[int, int]] = []
+    for message in messages:
+        got: list[tuple[int, int]] = []
+        producer.produce(topic, key=message.key, value=message.value,
+                         on_delivery=lambda err, m, got=got: got.append(
+                             (m.partition(), m.offset()) if err is None else (-1, -1)))
+        producer.flush(60)
+        assert got and got[0][0] >= 0, "Kafka did not take a test message"
+        located.append(got[0])
+    return located
 
 
 @dataclass
@@ -41,10 +63,13 @@ def canary() -> Iterator[list[str]]:
     hits: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            hits.append(self.path)
+        def record(self) -> None:
+            hits.append(f"{self.command} {self.path}")
             self.send_response(200)
             self.end_headers()
+
+        # Every method a client could send: none may reach this server.
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = record
 
         def log_message(self, *args: object) -> None:
             pass
@@ -105,6 +130,8 @@ def cases(collection: str, base: int, canary_url: str) -> list[Case]:
              "missing_field:url"),
         Case("job_id beyond 64 bits", raw(json.dumps(variant(b, job_id=2**70)).encode()), None,
              "invalid_field:job_id"),
+        Case("sql in the title", msg(variant(b + 30, title=SQL_PAYLOAD, content_title=SQL_PAYLOAD)),
+             b + 30, "completed"),
         Case("sql in collection_id", msg(variant(b + 8, collection_id="x'; DROP TABLE jobs;--")),
              b + 8, "invalid_collection_id"),
         Case("path in collection_id", msg(variant(b + 9, collection_id="../../etc")), b + 9,
@@ -161,7 +188,9 @@ def test_every_kind_of_bad_input_ends_where_documented(
     base = job_id_base()
     all_cases = cases(collection, base, canary[0])
     assert len({c.name for c in all_cases}) >= 25
-    produce(topics, topics.kafka_topic, [c.message for c in all_cases])
+    located = dict(zip((c.name for c in all_cases),
+                       produce_located(topics, topics.kafka_topic, [c.message for c in all_cases]),
+                       strict=True))
 
     tracemalloc.start()
     try:
@@ -180,7 +209,10 @@ def test_every_kind_of_bad_input_ends_where_documented(
     deliver_outbox(ledger, client, DeliveryPolicy(), limit=1000)
     client.close()
 
-    letters = dead_letters(topics, topics.kafka_dlq_topic)
+    # Every dead letter is tied to the message it came from by the headers that locate it.
+    letters = {(int(d["headers"]["__connect.errors.partition"]),
+                int(d["headers"]["__connect.errors.offset"])): d
+               for d in dead_letters(topics, topics.kafka_dlq_topic)}
     statuses: dict[int, list[dict]] = {}
     for call in httpx.get(f"{topics.go_backend_url}/calls", timeout=30).json():
         if call["answered"] == 200:
@@ -191,15 +223,24 @@ def test_every_kind_of_bad_input_ends_where_documented(
             assert job["state"] == "completed", (case.name, job)
             assert [c["status"] for c in statuses[case.job_id]] == ["completed"], case.name
             continue
-        matching = [d for d in letters if d["error_class"] == case.expect
-                    and (case.job_id is None or d["job_id"] == case.job_id)]
-        assert matching, f"{case.name}: no dead letter {case.expect}"
+        letter = letters.get(located[case.name])
+        assert letter is not None, f"{case.name}: no dead letter for its message"
+        assert letter["error_class"] == case.expect, (case.name, letter["error_class"])
+        if case.job_id is not None:
+            assert letter["job_id"] == case.job_id, case.name
+        if letter["original_message_encoding"] == "utf-8" and not letter["original_truncated"]:
+            assert letter["original_message"].encode() == (case.message.value or b""), case.name
         if case.job_id is not None:
             [call] = statuses[case.job_id]
             assert call["status"] == "failed", case.name
             assert call["error_msg"].startswith(case.expect.split(":")[0]), (case.name, call)
     # Nothing in a message made the pipeline fetch anything: no URL is ever requested.
     assert canary[1:] == []
+    # SQL is stored as the data it is, byte for byte.
+    with ledger.pool.connection() as conn:
+        [title] = conn.execute("SELECT title FROM rag_pipeline.jobs WHERE job_id = %s",
+                               (base + 30,)).fetchone()
+    assert title.encode() == SQL_PAYLOAD.encode()
     # The injection attempts left the ledger and LightRAG's tables as they were.
     with ledger.pool.connection() as conn:
         for table in ("rag_pipeline.jobs", "rag_pipeline.outbox", "public.lightrag_doc_status",

@@ -241,3 +241,24 @@ def lightrag_statuses(ledger, workspace: str) -> set[str]:
         rows = conn.execute("SELECT DISTINCT status FROM lightrag_doc_status "
                             "WHERE workspace = %s", (workspace,)).fetchall()
     return {r[0] for r in rows}
+
+
+def test_a_materialization_from_the_ui_is_tagged_watched_and_recorded(topics, ledger, unique):
+    """The assets materialized outside the indexing jobs (the UI's Materialize button runs
+    the implicit asset job): the run carries the collection tag that the run queue limits
+    and the liveness check watches, and records its outcome without job hooks."""
+    from rag_pipeline.assets.indexing import indexing_assets
+
+    collection = f"lm-{unique}"
+    staged(topics, ledger, collection, 2, offset=560)
+    defs = build_definitions(topics)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("collections", [collection])
+        result = dg.materialize(indexing_assets, partition_key=collection, instance=instance,
+                                resources=defs.resources)
+        assert result.success
+        run = instance.get_run_by_id(result.run_id)
+    assert run.job_name == "__ephemeral_asset_job__"
+    assert run.tags[COLLECTION_TAG] == collection
+    assert ledger.run_outcome(result.run_id) == "success"
+    assert ledger.job_states(collection) == {"completed": 2}

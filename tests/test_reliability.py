@@ -2,15 +2,16 @@
 pipeline (dagster-daemon) while something breaks; afterwards nothing is lost, nothing is
 indexed twice, every status is delivered.
 
-The full-size run (>= 1,000 pages per scenario, all seven scenarios including the Kafka
-outage and the Go API outage of 3 minutes) is `make reliability`; its table is in
-docs/reliability.md.
+The full-size run (>= 1,000 pages per scenario, every scenario including the Kafka outage and
+the Go API outage of 3 minutes) is `make reliability`; its table is in docs/reliability.md.
+Here the Go API misbehaves for 45 s instead of 3 minutes.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from bench import faults
 from bench.faults import run_scenario
 from rag_pipeline.local.stack import LocalStack
 from tests.conftest import EXTERNAL
@@ -30,12 +31,21 @@ def model_base(stack, settings):
     model.set(latency_ms=0)
 
 
-@pytest.mark.parametrize("scenario", ["daemon_kills", "worker_kill", "postgres_restart",
+@pytest.mark.parametrize("scenario", ["daemon_kills", "host_crash", "code_server_crash",
+                                      "worker_kill", "postgres_restart", "go_api_hang",
                                       "model_rate_limits", "network_faults"])
-def test_fault_scenario_loses_nothing(stack, settings, model_base, scenario):
+def test_fault_scenario_loses_nothing(stack, settings, model_base, scenario, monkeypatch):
+    monkeypatch.setattr(faults, "GO_API_FAULT_SECONDS", 45.0)
     result = run_scenario(scenario, settings, LocalStack(settings), model_base, PAGES,
                           STREAM_SECONDS, timeout_s=900)
     print(result)
     assert result.messages == PAGES
     assert result.injected, result.notes
+    # Lost: not completed with a processed document in its own workspace; duplicated: a
+    # second document per url or anything a replaced or failed document left behind;
+    # undelivered: the Go API's last accepted status differs from the ledger's.
     assert (result.lost, result.duplicated, result.undelivered) == (0, 0, 0), result
+    assert set(result.leftovers) == {"extra_documents", "orphan_chunks", "orphan_chunk_vectors",
+                                     "orphan_entities", "orphan_relations"}, result.leftovers
+    # Every fault was followed by model work again and the last page was indexed.
+    assert result.recovery_s is not None and result.converge_s is not None, result

@@ -311,11 +311,18 @@ class RunQueries(LedgerConnection):
                                 (list(run_ids),)).fetchall()
         return {r[0] for r in rows}
 
-    def declare_run_dead(self, run_id: str, collection_id: str, reason: str) -> int:
+    def declare_run_dead(self, run_id: str, collection_id: str, reason: str,
+                         cause: str = "silent") -> int:
         """Mark the run dead (its beats and outcomes are refused from now on) and terminate
         the PostgreSQL sessions of its process: its collection lock is released and its
-        open transactions roll back. Returns the number of sessions terminated."""
+        open transactions roll back. `cause` (silent, never_started) labels the counter.
+        Returns the number of sessions terminated."""
         with self.transaction() as conn:
+            newly = conn.execute(
+                "SELECT NOT EXISTS (SELECT 1 FROM rag_pipeline.runs WHERE run_id = %s "
+                "AND declared_dead_at IS NOT NULL)", (run_id,)).fetchone()[0]
+            if newly:
+                add_counters(conn, {("runs_declared_dead", f"cause={cause}"): 1})
             row = conn.execute(
                 "INSERT INTO rag_pipeline.runs (run_id, collection_id, declared_dead_at, "
                 "declared_dead_reason) VALUES (%s, %s, now(), %s) ON CONFLICT (run_id) DO "

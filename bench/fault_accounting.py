@@ -1,0 +1,147 @@
+"""What a fault scenario counts afterwards: the invariants' promises, strictly.
+
+- lost: a valid page whose job did not end `completed` with its document `processed` in
+  LightRAG's doc status of its own workspace (a page completed as a duplicate of another
+  url counts through that url's document);
+- undelivered: a job whose last status accepted by the Go API differs from the ledger's
+  terminal state (or that has none);
+- duplicated: more than one processed document per (workspace, url), plus what a replaced,
+  failed or interrupted document left behind: chunks, chunk vectors, entity and relation
+  vectors that no processed document's chunk accounts for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from rag_pipeline.ledger import JobLedger
+
+# The Go API's status for each terminal state of the ledger.
+REPORTED = {"completed": "completed", "failed": "failed", "dead": "failed"}
+
+
+@dataclass
+class Counts:
+    lost: int
+    duplicated: int
+    undelivered: int
+    details: dict[str, int]
+
+    @property
+    def settled(self) -> bool:
+        return self.lost == 0 and self.undelivered == 0
+
+
+def count(ledger: JobLedger, owner: dict[int, str], go_api: str) -> Counts:
+    """`owner`: job_id -> collection of every valid page published."""
+    job_ids = list(owner)
+    collections = sorted(set(owner.values()))
+    with ledger.pool.connection() as conn:
+        lightrag = conn.execute("SELECT to_regclass('public.lightrag_doc_status')").fetchone()[0]
+        rows = conn.execute(
+            "SELECT j.job_id, j.state, "
+            + ("EXISTS (SELECT 1 FROM lightrag_doc_status s WHERE s.workspace = j.collection_id "
+               "AND s.status = 'processed' AND s.id = coalesce((SELECT d.doc_id FROM "
+               "rag_pipeline.documents d WHERE d.collection_id = j.collection_id "
+               "AND d.url = j.duplicate_of LIMIT 1), j.doc_id)) " if lightrag else "false ")
+            + "FROM rag_pipeline.jobs j WHERE j.job_id = ANY(%s)", (job_ids,)).fetchall()
+        leftovers = _leftovers(conn, collections) if lightrag else {}
+    state = {job_id: s for job_id, s, _ in rows}
+    indexed = {job_id for job_id, s, processed in rows if s == "completed" and processed}
+    accepted = _last_accepted(go_api, set(job_ids))
+    undelivered = sum(1 for j, s in state.items()
+                      if s in REPORTED and accepted.get(j) != REPORTED[s])
+    undelivered += sum(1 for j in job_ids if state.get(j) not in REPORTED)  # not terminal
+    return Counts(lost=len(job_ids) - len(indexed), duplicated=sum(leftovers.values()),
+                  undelivered=undelivered, details=leftovers)
+
+
+def _last_accepted(go_api: str, job_ids: set[int]) -> dict[int, str]:
+    last: dict[int, str] = {}
+    for call in httpx.get(f"{go_api}/calls", timeout=60).json():
+        if call["job_id"] in job_ids and call["answered"] == 200:
+            last[call["job_id"]] = call["status"]
+    return last
+
+
+# Documents beyond one per (workspace, url): file_path is one-to-one with the url.
+EXTRA_DOCUMENTS = (
+    "SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) n FROM lightrag_doc_status "
+    "WHERE workspace = ANY(%s) AND status = 'processed' GROUP BY workspace, file_path) d "
+    "WHERE n > 1")
+# Rows of {table} whose document is not a processed one.
+ORPHAN_BY_DOCUMENT = (
+    "SELECT count(*) FROM {table} c WHERE c.workspace = ANY(%s) AND NOT "
+    "EXISTS (SELECT 1 FROM lightrag_doc_status s WHERE s.workspace = c.workspace AND "
+    "s.id = c.full_doc_id AND s.status = 'processed')")
+# Rows of {table} (entity or relation vectors) whose chunks all belong to no processed
+# document.
+ORPHAN_BY_CHUNKS = (
+    "SELECT count(*) FROM {table} e WHERE e.workspace = ANY(%s) AND NOT "
+    "EXISTS (SELECT 1 FROM lightrag_doc_chunks c JOIN lightrag_doc_status s ON "
+    "s.workspace = c.workspace AND s.id = c.full_doc_id AND s.status = 'processed' "
+    "WHERE c.workspace = e.workspace AND c.id = ANY(e.chunk_ids))")
+# name -> (query, table prefix): vector tables carry the embedding model as a suffix
+# (lightrag_vdb_chunks_text_embedding_3_small_1536d).
+LEFTOVERS = {
+    "orphan_chunks": (ORPHAN_BY_DOCUMENT, "lightrag_doc_chunks"),
+    "orphan_chunk_vectors": (ORPHAN_BY_DOCUMENT, "lightrag_vdb_chunks"),
+    "orphan_entities": (ORPHAN_BY_CHUNKS, "lightrag_vdb_entity"),
+    "orphan_relations": (ORPHAN_BY_CHUNKS, "lightrag_vdb_relation"),
+}
+
+
+def _leftovers(conn: Any, collections: list[str]) -> dict[str, int]:
+    from psycopg import sql
+
+    found = {"extra_documents": int(conn.execute(EXTRA_DOCUMENTS, (collections,)).fetchone()[0])}
+    for name, (query, prefix) in LEFTOVERS.items():
+        tables = [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' "
+            "AND (table_name = %s OR table_name LIKE %s)", (prefix, prefix + "\\_%")
+        ).fetchall()]
+        if tables:
+            found[name] = sum(int(conn.execute(
+                sql.SQL(query).format(table=sql.Identifier(table)), (collections,)
+            ).fetchone()[0]) for table in tables)
+    return found
+
+
+def first_model_call_after(timeline: list[dict[str, Any]], moment: float) -> float | None:
+    """Seconds from `moment` (epoch) to the first model answer after it (1 s resolution)."""
+    for bucket in timeline:
+        if bucket["t"] >= int(moment) and bucket.get("chat_calls"):
+            return max(0.0, bucket["t"] - moment)
+    return None
+
+
+def last_page_indexed_after(ledger: JobLedger, job_ids: list[int], moment: float
+                            ) -> float | None:
+    """Seconds from `moment` (epoch) to the last of these jobs finishing."""
+    with ledger.pool.connection() as conn:
+        last = conn.execute("SELECT extract(epoch FROM max(finished_at))::float8 FROM "
+                            "rag_pipeline.jobs WHERE job_id = ANY(%s)", (job_ids,)).fetchone()[0]
+    return None if last is None else max(0.0, last - moment)
+
+
+def indexing_rate_ratio(ledger: JobLedger, job_ids: list[int], fault_start: float,
+                        fault_end: float) -> float | None:
+    """Pages indexed per second while the fault lasted, over the same figure for as long
+    right after it (the backlog keeps both windows busy): 1.0 means the fault cost nothing.
+    None when a window is too short to say."""
+    with ledger.pool.connection() as conn:
+        times = [r[0] for r in conn.execute(
+            "SELECT extract(epoch FROM finished_at)::float8 FROM rag_pipeline.jobs WHERE "
+            "job_id = ANY(%s) AND state = 'completed' ORDER BY finished_at",
+            (job_ids,)).fetchall()]
+    during_start = max(fault_start, next((t for t in times if t >= fault_start), fault_end))
+    length = fault_end - during_start
+    after_end = min(fault_end + length, times[-1] if times else fault_end)
+    if length < 30 or after_end - fault_end < 30:
+        return None
+    during = sum(1 for t in times if during_start <= t < fault_end) / length
+    after = sum(1 for t in times if fault_end <= t < after_end) / (after_end - fault_end)
+    return round(during / after, 3) if after else None
