@@ -42,7 +42,8 @@ lint: install
 bench: tools-bench install
 	$(BIN)/python -m bench.run_all
 
-# The seven fault scenarios at full size (>= 1,000 pages each); table in docs/reliability.md.
+# The eleven fault scenarios at full size (>= 1,000 pages each, about 2.5 hours); table in
+# docs/reliability.md. Some only: .venv/bin/python -m bench.faults --only host_crash,go_api_hang
 reliability: tools-reliability install
 	$(BIN)/python -m bench.faults
 

@@ -69,6 +69,9 @@ FAST_REPAIRS = {"RECONCILE_CRON": "* * * * *", "QUEUED_JOB_GRACE_SECONDS": "30",
                 "SENSOR_INTERVAL_SECONDS": "3", "LLM_MAX_CONCURRENCY": "8"}
 # How long the Go API misbehaves in go_api_hang and go_api_slow.
 GO_API_FAULT_SECONDS = 180.0
+# When (share of the stream published) the host, or the code server, crashes.
+HOST_CRASHES_AT = (0.25, 0.5, 0.75)
+CODE_SERVER_CRASHES_AT = (0.3, 0.6)
 
 DOC = ROOT / "docs" / "reliability.md"
 OUT = RESULTS / "faults.json"
@@ -133,7 +136,7 @@ def host_crash(ctx: Context) -> None:
     """The host dies three times: the daemon, its code server and every run worker
     SIGKILLed together (as a container restart, an OOM kill of the cgroup or a lost node
     does), then the daemon restarted at once."""
-    for share in (0.25, 0.5, 0.75):
+    for share in HOST_CRASHES_AT:
         ctx.wait_for_stream(share)
         _wait_for_live_inserts(ctx, 300)
         blocked = ctx.running_collections()
@@ -148,7 +151,7 @@ def host_crash(ctx: Context) -> None:
 def code_server_crash(ctx: Context) -> None:
     """The code server and the run workers it launched SIGKILLed twice; the daemon lives
     (and starts a new code server)."""
-    for share in (0.3, 0.6):
+    for share in CODE_SERVER_CRASHES_AT:
         ctx.wait_for_stream(share)
         _wait_for_live_inserts(ctx, 300)
         blocked = ctx.running_collections()

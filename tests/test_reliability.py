@@ -4,7 +4,8 @@ indexed twice, every status is delivered.
 
 The full-size run (>= 1,000 pages per scenario, every scenario including the Kafka outage and
 the Go API outage of 3 minutes) is `make reliability`; its table is in docs/reliability.md.
-Here the Go API misbehaves for 45 s instead of 3 minutes.
+Here the Go API misbehaves for 45 s instead of 3 minutes, and the host and the code server
+crash once each.
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ def model_base(stack, settings):
                                       "worker_kill", "postgres_restart", "go_api_hang",
                                       "model_rate_limits", "network_faults"])
 def test_fault_scenario_loses_nothing(stack, settings, model_base, scenario, monkeypatch):
+    # CI size: the Go API misbehaves for 45 s, the host and the code server crash once each.
     monkeypatch.setattr(faults, "GO_API_FAULT_SECONDS", 45.0)
+    monkeypatch.setattr(faults, "HOST_CRASHES_AT", (0.3,))
+    monkeypatch.setattr(faults, "CODE_SERVER_CRASHES_AT", (0.4,))
     result = run_scenario(scenario, settings, LocalStack(settings), model_base, PAGES,
                           STREAM_SECONDS, timeout_s=900)
     print(result)
