@@ -54,11 +54,13 @@ class InstanceRuns:
 
     def unbeaten_candidates(self, older_than_seconds: float) -> list[tuple[str, str, str]]:
         now = time.time()
-        active = [r for r in self.instance.get_run_records(
+        records = self.instance.get_run_records(
             filters=dg.RunsFilter(statuses=[*STARTING_OR_STARTED, S.QUEUED]))
-            if COLLECTION_TAG in r.dagster_run.tags]
-        in_progress = [r for r in active if r.dagster_run.status in STARTING_OR_STARTED]
-        busy = {r.dagster_run.tags[COLLECTION_TAG] for r in in_progress}
+        # Every run in progress takes a slot, tagged or not (reconcile_stuck_jobs too).
+        in_progress = [r for r in records if r.dagster_run.status in STARTING_OR_STARTED]
+        active = [r for r in records if COLLECTION_TAG in r.dagster_run.tags]
+        busy = {r.dagster_run.tags[COLLECTION_TAG] for r in in_progress
+                if COLLECTION_TAG in r.dagster_run.tags}
         slots = self._max_concurrent_runs()
         free_slot = slots is not None and len(in_progress) < slots
         found = []
