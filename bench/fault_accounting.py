@@ -127,21 +127,32 @@ def last_page_indexed_after(ledger: JobLedger, job_ids: list[int], moment: float
     return None if last is None else max(0.0, last - moment)
 
 
-def indexing_rate_ratio(ledger: JobLedger, job_ids: list[int], fault_start: float,
-                        fault_end: float) -> float | None:
-    """Pages indexed per second while the fault lasted, over the same figure for as long
-    right after it (the backlog keeps both windows busy): 1.0 means the fault cost nothing.
-    None when a window is too short to say."""
+def pages_per_second(ledger: JobLedger, job_ids: list[int]) -> float | None:
+    """Pages indexed per second, from the first claim to the last completion."""
     with ledger.pool.connection() as conn:
-        times = [r[0] for r in conn.execute(
-            "SELECT extract(epoch FROM finished_at)::float8 FROM rag_pipeline.jobs WHERE "
-            "job_id = ANY(%s) AND state = 'completed' ORDER BY finished_at",
-            (job_ids,)).fetchall()]
-    during_start = max(fault_start, next((t for t in times if t >= fault_start), fault_end))
-    length = fault_end - during_start
-    after_end = min(fault_end + length, times[-1] if times else fault_end)
-    if length < 30 or after_end - fault_end < 30:
+        done, first, last = conn.execute(
+            "SELECT count(*) FILTER (WHERE state = 'completed'), "
+            "extract(epoch FROM min(started_at))::float8, "
+            "extract(epoch FROM max(finished_at))::float8 FROM rag_pipeline.jobs "
+            "WHERE job_id = ANY(%s)", (job_ids,)).fetchone()
+    if not done or first is None or last is None or last <= first:
         return None
-    during = sum(1 for t in times if during_start <= t < fault_end) / length
-    after = sum(1 for t in times if fault_end <= t < after_end) / (after_end - fault_end)
-    return round(during / after, 3) if after else None
+    return round(done / (last - first), 3)
+
+
+def takeover(ledger: JobLedger, collection: str, since: float) -> dict[str, float | None]:
+    """Seconds from `since` (a restart) until the collection's dead run was declared dead,
+    a new run claimed its jobs, and LightRAG took up one of its documents (model work)."""
+    with ledger.pool.connection() as conn:
+        declared, claimed, worked = conn.execute(
+            "SELECT (SELECT extract(epoch FROM min(declared_dead_at))::float8 FROM "
+            "rag_pipeline.runs WHERE collection_id = %(c)s AND declared_dead_at > "
+            "to_timestamp(%(t)s)), "
+            "(SELECT extract(epoch FROM min(started_at))::float8 FROM rag_pipeline.jobs "
+            "WHERE collection_id = %(c)s AND started_at > to_timestamp(%(t)s)), "
+            "(SELECT extract(epoch FROM min(updated_at) AT TIME ZONE 'UTC')::float8 FROM "
+            "lightrag_doc_status WHERE workspace = %(c)s AND updated_at AT TIME ZONE 'UTC' > "
+            "to_timestamp(%(t)s))", {"c": collection, "t": since}).fetchone()
+    return {name: None if value is None else round(value - since, 1)
+            for name, value in (("declared_s", declared), ("claimed_s", claimed),
+                                ("model_work_s", worked))}

@@ -38,8 +38,9 @@ from bench.common import machine, print_table, write_results
 from bench.fault_accounting import (
     count,
     first_model_call_after,
-    indexing_rate_ratio,
     last_page_indexed_after,
+    pages_per_second,
+    takeover,
 )
 from bench.harness import (
     RESULTS,
@@ -88,11 +89,14 @@ class FaultResult:
     converge_s: float | None  # from the last fault's end to the last page indexed
     fault_s: float
     injected: bool  # False: the fault found no moment to strike (see notes)
-    # Go API faults: pages/s indexed during the fault over pages/s right after it.
-    indexing_rate_ratio: float | None = None
+    # Pages indexed per second, first claim to last completion (compare with no_fault).
+    pages_per_s: float | None = None
     started_at: str = ""
     ended_at: str = ""
     leftovers: dict[str, int] = field(default_factory=dict)
+    # Per fault that blocked collections: seconds from its end to the dead run declared
+    # dead, a new run claiming the jobs, and model work, per collection.
+    recovery_breakdown: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -122,6 +126,12 @@ class Context:
 
 
 # --- faults ------------------------------------------------------------------------------
+def no_fault(ctx: Context) -> None:
+    """Nothing breaks: the reference for the other scenarios' pages per second."""
+    ctx.wait_for_stream(1.0)
+    ctx.ended()
+
+
 def daemon_kills(ctx: Context) -> None:
     """dagster-daemon SIGKILLed five times during the stream, restarted each time."""
     for share in (0.15, 0.3, 0.45, 0.6, 0.75):
@@ -331,6 +341,7 @@ def network_faults(ctx: Context) -> None:
 
 
 SCENARIOS: dict[str, Callable[[Context], None]] = {
+    "no_fault": no_fault,
     "daemon_kills": daemon_kills,
     "host_crash": host_crash,
     "code_server_crash": code_server_crash,
@@ -383,7 +394,7 @@ def run_scenario(name: str, settings: Settings, stack: LocalStack, model: Model,
         streamer = threading.Thread(target=publish_stream,
                                     args=(run.settings, messages, stream_seconds, sent))
         streamer.start()
-        fault_started, fault_epoch = time.monotonic(), time.time()
+        fault_started = time.monotonic()
         fault(ctx)
         fault_seconds = time.monotonic() - fault_started
         streamer.join()
@@ -394,11 +405,11 @@ def run_scenario(name: str, settings: Settings, stack: LocalStack, model: Model,
                     break
             time.sleep(2)
         counts = count(run.ledger, owner, settings.go_backend_url)
-        recovery = recovery_seconds(ctx, list(owner))
+        breakdown: list[dict[str, Any]] = []
+        recovery = recovery_seconds(ctx, breakdown)
         last_end = ctx.fault_ends[-1][0] if ctx.fault_ends else time.time()
         converge = last_page_indexed_after(run.ledger, list(owner), last_end)
-        rate_ratio = (indexing_rate_ratio(run.ledger, list(owner), fault_epoch, last_end)
-                      if name.startswith("go_api") else None)
+        rate = pages_per_second(run.ledger, list(owner))
         states = run.ledger.job_states()
         notes.append("jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
         with run.ledger.pool.connection() as conn:
@@ -410,29 +421,26 @@ def run_scenario(name: str, settings: Settings, stack: LocalStack, model: Model,
         name, len(owner), counts.lost, counts.duplicated, counts.undelivered,
         None if recovery is None else round(recovery, 1),
         None if converge is None else round(converge, 1), round(fault_seconds, 1),
-        ctx.injected, rate_ratio, started_at, datetime.now(UTC).isoformat(timespec="seconds"),
-        counts.details, notes)
+        ctx.injected, rate, started_at, datetime.now(UTC).isoformat(timespec="seconds"),
+        counts.details, breakdown, notes)
 
 
-def recovery_seconds(ctx: Context, job_ids: list[int]) -> float | None:
+def recovery_seconds(ctx: Context, breakdown: list[dict[str, Any]]) -> float | None:
     """The worst, over the faults, of the time from a fault's end to the next model work:
     for a fault that blocked collections, the first document of each of them LightRAG
-    took up again; otherwise the first model answer at all."""
+    took up again (with the steps before it in `breakdown`); otherwise the first model
+    answer at all."""
     worst: float | None = None
     timeline = ctx.model.timeline()
-    for ended, blocked in ctx.fault_ends:
+    for n, (ended, blocked) in enumerate(ctx.fault_ends, 1):
         if blocked:
-            with ctx.run.ledger.pool.connection() as conn:
-                waits = [conn.execute(
-                    "SELECT extract(epoch FROM min(updated_at) AT TIME ZONE 'UTC')::float8 "
-                    "FROM lightrag_doc_status WHERE workspace = %s "
-                    "AND updated_at AT TIME ZONE 'UTC' > to_timestamp(%s)",
-                    (collection, ended)).fetchone()[0] for collection in sorted(blocked)]
-            seconds = [w - ended for w in waits if w is not None]
-            if len(seconds) < len(waits):
-                ctx.notes.append(f"a collection blocked at {ended:.0f} never resumed")
+            steps = {c: takeover(ctx.run.ledger, c, ended) for c in sorted(blocked)}
+            breakdown.append({"fault": n, "collections": steps})
+            seconds = [s["model_work_s"] for s in steps.values()]
+            if None in seconds:
+                ctx.notes.append(f"a collection blocked by fault {n} never resumed")
                 return None
-            value = max(seconds, default=0.0)
+            value = max(s for s in seconds if s is not None)
         else:
             after = first_model_call_after(timeline, ended)
             if after is None:
@@ -505,6 +513,7 @@ def write_doc(merged: dict[str, Any]) -> None:
     head, _, rest = text.partition(begin)
     _, _, tail = rest.partition(end)
     rows = []
+    reference = merged["scenarios"].get("no_fault", {}).get("pages_per_s")
     for name in SCENARIOS:
         r = merged["scenarios"].get(name)
         if r is None:
@@ -512,17 +521,23 @@ def write_doc(merged: dict[str, Any]) -> None:
             continue
         m = r["machine"]
         commit = m["commit"][:7] + (" (dirty)" if m.get("dirty") else "")
-        ratio = r.get("indexing_rate_ratio")
         rows.append(
             f"| `{name}` | {r['messages']} | {r['lost']} | {r['duplicated']} | "
             f"{r['undelivered']} | {_seconds(r['recovery_s'])} | {_seconds(r['converge_s'])} | "
-            f"{r['fault_s']:.0f} | {'-' if ratio is None else ratio} | {m['date'][:10]} | "
-            f"{commit}, {m['cpus']} cores, load {m.get('load_average_1m', '?')} |")
+            f"{r['fault_s']:.0f} | {_rate(r.get('pages_per_s'), reference)} | "
+            f"{m['date'][:10]} | {commit}, {m['cpus']} cores, "
+            f"load {m.get('load_average_1m', '?')} |")
     table = "\n".join([
         "", "| scenario | messages | lost | duplicated | undelivered | recovery s | converge s "
-        "| fault s | indexing rate during / after | date | commit, machine |",
+        "| fault s | pages/s (x no_fault) | date | commit, machine |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|", *rows, ""])
     DOC.write_text(head + begin + "\n" + table + "\n" + end + tail)
+
+
+def _rate(value: float | None, reference: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" + (f" ({value / reference:.2f})" if reference else "")
 
 
 def _seconds(value: float | None) -> str:

@@ -22,9 +22,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -40,6 +42,7 @@ from rag_pipeline.vocabulary import FAILED_STATES, JobState, Outcome, Reason
 from rag_pipeline.workspaces import WorkspacePool
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LOCK_POLL_SECONDS = 1.0
 # The report field each outcome is counted in.
@@ -49,6 +52,50 @@ OUTCOME_COUNTERS = {Outcome.INSERTED: "inserted", Outcome.REPLACED: "replaced",
 
 class CollectionBusy(Exception):
     """Another writer holds the collection's advisory lock."""
+
+
+class RunStalled(Exception):
+    """LightRAG made no progress for RUN_STALL_TIMEOUT_SECONDS: a run that beats but does
+    nothing would block its collection for good, so it fails and its jobs go to a new run."""
+
+
+# How often a waiting run looks at LightRAG's progress and at its own lease.
+PROGRESS_POLL_SECONDS = 2.0
+
+
+def model_activity(usage: ModelUsage) -> int:
+    """Anything the model client did: answers, retries, errors (a model outage is not a
+    stall of the run: its retries are activity)."""
+    return usage.llm_calls + usage.llm_retries + usage.llm_failures + usage.embedding_calls
+
+
+def await_progressing(future: Future[T], activity: Callable[[], int], stall_seconds: float,
+                      check: Callable[[], None] | None = None) -> T:
+    """Wait for a LightRAG insert while it makes progress and the run may still write.
+
+    Raises RunStalled after `stall_seconds` without model activity, and whatever `check`
+    raises (the run declared dead, its lock lost); either way the insert is cancelled.
+    """
+    last, changed = activity(), time.monotonic()
+    while True:
+        try:
+            return future.result(timeout=PROGRESS_POLL_SECONDS)
+        except FutureTimeout:
+            pass
+        now = activity()
+        if now != last:
+            last, changed = now, time.monotonic()
+        try:
+            if time.monotonic() - changed > stall_seconds:
+                raise RunStalled(
+                    f"LightRAG made no progress for {stall_seconds:.0f} s (no model answer, "
+                    "retry or error; RUN_STALL_TIMEOUT_SECONDS): the run stops, its jobs go "
+                    "to a new run")
+            if check is not None:
+                check()
+        except BaseException:
+            future.cancel()
+            raise
 
 
 def batches(items: Sequence[Any], size_of: Callable[[Any], int], max_bytes: int,
@@ -265,13 +312,15 @@ def model_counters(usage: ModelUsage) -> dict[tuple[str, str], float]:
 def index_pages(ledger: JobLedger, pool: WorkspacePool, collection_id: str,
                 jobs: Sequence[RunJob], *, batch_bytes: int, batch_count: int,
                 max_retries: int, owner: str | None = None,
-                check: Callable[[], None] | None = None,
+                check: Callable[[], None] | None = None, stall_seconds: float = 300.0,
                 on_batch: Callable[[list[JobOutcome]], None] | None = None) -> IndexReport:
     """Index the run's cleaned pages into the collection's workspace, batch by batch.
 
     `owner` is the run: outcomes are recorded only while it still holds the jobs (fencing,
-    `JobLedger.finish_jobs`). `check` is called before each batch is written and raises
-    when the run may no longer write (its lease or its collection lock is gone).
+    `JobLedger.finish_jobs`). `check` is called before each batch is written and while it
+    is, and raises when the run may no longer write (its lease or its collection lock is
+    gone): the insert in flight is cancelled. A batch without model activity for
+    `stall_seconds` raises RunStalled.
     `on_batch` receives each batch's outcomes after they are recorded (statuses are
     delivered by the outbox deliverer, never from here: indexing does not wait on the Go API).
     """
@@ -288,7 +337,9 @@ def index_pages(ledger: JobLedger, pool: WorkspacePool, collection_id: str,
                 check()
             batch_started = time.monotonic()
             usage_at_start = ModelUsage(**vars(pool.models.usage))
-            results = pool.run(_insert_in_workspace(pool, collection_id, to_index, set(known)))
+            results = await_progressing(
+                pool.submit(_insert_in_workspace(pool, collection_id, to_index, set(known))),
+                lambda: model_activity(pool.models.usage), stall_seconds, check)
             originals = ledger.document_urls(
                 collection_id, [r.original_doc_id for r in results if r.original_doc_id])
             inserted = [outcome_of(r, r.page.doc_id in known, collection_id, originals)

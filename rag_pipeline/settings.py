@@ -150,6 +150,11 @@ class Settings(BaseSettings):
         60, ge=20, description="a run silent this long is declared dead: failed in Dagster, "
         "its jobs requeued, its claims and lock taken away (it beats every 10 s)"
     )
+    run_stall_timeout_seconds: int = Field(
+        300, ge=60, description="a run whose LightRAG insert shows no progress (no model "
+        "answer, retry or error, no batch finished) this long fails, and its jobs go to a "
+        "new run; must exceed MODEL_TIMEOUT_SECONDS"
+    )
     run_start_timeout_seconds: int = Field(
         120, ge=30, description="a run launched (or queued with a free slot) this long "
         "without a first heartbeat is declared dead the same way"
@@ -200,6 +205,15 @@ class Settings(BaseSettings):
             if not host or not port.isdigit():
                 raise ValueError("must be host:port[,host:port...]")
         return value
+
+    @model_validator(mode="after")
+    def _stall_after_model_timeout(self) -> Settings:
+        if self.run_stall_timeout_seconds <= self.model_timeout_seconds:
+            raise ValueError(
+                f"RUN_STALL_TIMEOUT_SECONDS ({self.run_stall_timeout_seconds}) must exceed "
+                f"MODEL_TIMEOUT_SECONDS ({self.model_timeout_seconds:g}): one slow model request "
+                "is not a stall; raise the first or lower the second")
+        return self
 
     @model_validator(mode="after")
     def _no_postgres_workspace(self) -> Settings:

@@ -140,8 +140,11 @@ class WorkspacePool:
     # --- running coroutines ------------------------------------------------------------------
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run a coroutine on the pool's loop from synchronous code and wait for it."""
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        return future.result(timeout)
+        return self.submit(coro).result(timeout)
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        """Start a coroutine on the pool's loop; the caller decides how to wait."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     # --- instances ---------------------------------------------------------------------------
     async def workspace(self, collection_id: str) -> Any:

@@ -262,3 +262,56 @@ def test_a_materialization_from_the_ui_is_tagged_watched_and_recorded(topics, le
     assert run.tags[COLLECTION_TAG] == collection
     assert ledger.run_outcome(result.run_id) == "success"
     assert ledger.job_states(collection) == {"completed": 2}
+
+
+def _loop_future(coro):
+    """A coroutine running on an event loop thread of its own, as LightRAG's inserts do."""
+    import asyncio
+    import threading
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    return asyncio.run_coroutine_threadsafe(coro, loop)
+
+
+def test_an_insert_without_progress_is_cancelled_as_a_stall():
+    import asyncio
+
+    from rag_pipeline.indexing import RunStalled, await_progressing
+
+    started = time.monotonic()
+    future = _loop_future(asyncio.sleep(3600))  # wedged: never returns, nothing happens
+    with pytest.raises(RunStalled, match="no progress for 1 s"):
+        await_progressing(future, lambda: 0, stall_seconds=1)
+    assert future.cancelled()
+    assert time.monotonic() - started < 30
+
+
+def test_an_insert_that_keeps_making_progress_is_waited_for():
+    import asyncio
+    import itertools
+
+    from rag_pipeline.indexing import await_progressing
+
+    async def slow_but_busy() -> str:
+        await asyncio.sleep(6)
+        return "done"
+
+    ticks = itertools.count()  # the model answers between every look
+    assert await_progressing(_loop_future(slow_but_busy()), lambda: next(ticks),
+                             stall_seconds=1) == "done"
+
+
+def test_an_insert_is_cancelled_as_soon_as_the_run_may_no_longer_write():
+    import asyncio
+
+    from rag_pipeline.indexing import await_progressing
+    from rag_pipeline.liveness import RunDeclaredDead
+
+    def check() -> None:
+        raise RunDeclaredDead("declared dead while inserting")
+
+    future = _loop_future(asyncio.sleep(3600))
+    with pytest.raises(RunDeclaredDead):
+        await_progressing(future, lambda: 0, stall_seconds=600, check=check)
+    assert future.cancelled()

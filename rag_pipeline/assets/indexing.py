@@ -209,7 +209,9 @@ def lightrag_documents(context: dg.AssetExecutionContext,
                                      batch_bytes=processing.run_batch_bytes,
                                      batch_count=batch_count,
                                      max_retries=processing.max_retries,
-                                     owner=context.run.run_id, check=check, on_batch=on_batch)
+                                     owner=context.run.run_id, check=check,
+                                     stall_seconds=processing.run_stall_timeout_seconds,
+                                     on_batch=on_batch)
         except CollectionBusy as exc:
             raise dg.Failure(description=str(exc), allow_retries=True) from None
         left_running = ledger.running_jobs_of(run_family(context))

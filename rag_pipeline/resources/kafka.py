@@ -68,6 +68,7 @@ class ProcessingResource(dg.ConfigurableResource):
     max_retries: int
     retry_backoff: float
     run_heartbeat_timeout_seconds: int
+    run_stall_timeout_seconds: int
     run_start_timeout_seconds: int
 
     def staging_config(self, kafka: KafkaResource) -> StagingConfig:
