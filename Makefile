@@ -42,7 +42,7 @@ lint: install
 bench: tools-bench install
 	$(BIN)/python -m bench.run_all
 
-# The eleven fault scenarios at full size (>= 1,000 pages each, about 2.5 hours); table in
+# The eleven fault scenarios and a no_fault reference at full size (>= 1,000 pages each); table in
 # docs/reliability.md. Some only: .venv/bin/python -m bench.faults --only host_crash,go_api_hang
 reliability: tools-reliability install
 	$(BIN)/python -m bench.faults

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import faults
+from bench import fault_scenarios
 from bench.faults import run_scenario
 from rag_pipeline.local.stack import LocalStack
 from tests.conftest import EXTERNAL
@@ -37,9 +37,9 @@ def model_base(stack, settings):
                                       "model_rate_limits", "network_faults"])
 def test_fault_scenario_loses_nothing(stack, settings, model_base, scenario, monkeypatch):
     # CI size: the Go API misbehaves for 45 s, the host and the code server crash once each.
-    monkeypatch.setattr(faults, "GO_API_FAULT_SECONDS", 45.0)
-    monkeypatch.setattr(faults, "HOST_CRASHES_AT", (0.3,))
-    monkeypatch.setattr(faults, "CODE_SERVER_CRASHES_AT", (0.4,))
+    monkeypatch.setattr(fault_scenarios, "GO_API_FAULT_SECONDS", 45.0)
+    monkeypatch.setattr(fault_scenarios, "HOST_CRASHES_AT", (0.3,))
+    monkeypatch.setattr(fault_scenarios, "CODE_SERVER_CRASHES_AT", (0.4,))
     result = run_scenario(scenario, settings, LocalStack(settings), model_base, PAGES,
                           STREAM_SECONDS, timeout_s=900)
     print(result)
