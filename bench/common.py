@@ -46,7 +46,9 @@ def machine() -> dict[str, Any]:
 
 
 def provenance() -> dict[str, Any]:
-    """The commit the figures come from, and whether the work tree differed from it."""
+    """The commit the figures come from, and whether its code differed from it (what the
+    benchmarks write themselves - results and the docs generated from them - does not count,
+    or a run's second figure would call the first one's output a change)."""
     root = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str:
@@ -57,7 +59,8 @@ def provenance() -> dict[str, Any]:
             return ""
 
     return {"commit": git("rev-parse", "HEAD") or "unknown",
-            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                              ":(exclude)bench/results", ":(exclude)docs"))}
 
 
 def _version(name: str) -> str:
