@@ -32,7 +32,8 @@ from typing import Protocol
 from rag_pipeline.events import event_line
 from rag_pipeline.ledger import JobLedger, JobOutcome
 from rag_pipeline.ledger.connection import process_name
-from rag_pipeline.vocabulary import JobState, Reason
+from rag_pipeline.reconciliation import release_jobs_of_run
+from rag_pipeline.vocabulary import JobState
 
 log = logging.getLogger(__name__)
 
@@ -152,19 +153,25 @@ class LivenessReport:
     collections: set[str] = field(default_factory=set)
     outcomes: list[JobOutcome] = field(default_factory=list)
 
+    def released(self, collection_id: str, outcomes: list[JobOutcome]) -> None:
+        """Count the jobs a run gave back; their collection gets a new run."""
+        self.outcomes += outcomes
+        self.jobs_requeued += sum(1 for o in outcomes if o.state == JobState.QUEUED)
+        self.jobs_dead += sum(1 for o in outcomes if o.state == JobState.DEAD)
+        if outcomes:
+            self.collections.add(collection_id)
+
 
 def declare_dead(ledger: JobLedger, runs: RunStore, run_id: str, collection_id: str,
                  reason: str, cause: str, max_retries: int, report: LivenessReport,
                  emit: Callable[[str], None]) -> None:
     """Take everything away from one run (see the module's docstring for the order)."""
     sessions = ledger.declare_run_dead(run_id, collection_id, reason, cause)
-    outcomes = ledger.requeue_jobs_of_runs([run_id], Reason.RUN_FAILED, reason, max_retries)
+    outcomes = release_jobs_of_run(ledger, [run_id], reason, max_retries, emit)
     failed_in_dagster = runs.fail(run_id, f"rag-pipeline declared this run dead: {reason}")
     report.declared_dead.append(run_id)
-    report.collections.add(collection_id)
-    report.outcomes += outcomes
-    report.jobs_requeued += sum(1 for o in outcomes if o.state == JobState.QUEUED)
-    report.jobs_dead += sum(1 for o in outcomes if o.state == JobState.DEAD)
+    report.collections.add(collection_id)  # its queued run, if any, was failed with it
+    report.released(collection_id, outcomes)
     emit(event_line("run_declared_dead", run_id=run_id, collection_id=collection_id,
                     reason=reason, sessions_terminated=sessions, jobs=len(outcomes),
                     failed_in_dagster=failed_in_dagster))
@@ -180,12 +187,9 @@ def check_liveness(ledger: JobLedger, runs: RunStore, *, heartbeat_timeout_secon
         if status is not None and status not in IN_PROGRESS:
             # It ended (its outcome was not recorded): nothing to stop, only jobs to free.
             ledger.finish_run(run_id, collection_id, status.lower())
-            outcomes = ledger.requeue_jobs_of_runs(
-                [run_id], Reason.RUN_FAILED, f"the run ended ({status}) with jobs running",
-                max_retries)
-            report.outcomes += outcomes
-            if outcomes:
-                report.collections.add(collection_id)
+            report.released(collection_id, release_jobs_of_run(
+                ledger, [run_id], f"the run ended ({status}) with jobs running", max_retries,
+                emit))
             continue
         reason = (f"no heartbeat for {silent:.0f} s (RUN_HEARTBEAT_TIMEOUT_SECONDS="
                   f"{heartbeat_timeout_seconds:.0f}); its process or host is gone")
