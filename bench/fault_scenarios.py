@@ -17,11 +17,13 @@ import httpx
 import psutil
 import psycopg
 
+from bench.fault_accounting import takeover
 from bench.harness import Model, PipelineRun
 from bench.toxiproxy import Toxiproxy
 from rag_pipeline.ledger import JobLedger
 from rag_pipeline.local.stack import LocalStack
 from rag_pipeline.local.stack.dagster_dev import processes_with_dagster_home
+from rag_pipeline.partitions import COLLECTION_TAG
 from rag_pipeline.settings import Settings
 
 # How long the Go API misbehaves in go_api_hang and go_api_slow.
@@ -42,6 +44,10 @@ class Context:
     injected: bool = True
     # (epoch time a fault ended, collections it blocked: None means every collection)
     fault_ends: list[tuple[float, set[str] | None]] = field(default_factory=list)
+    # Per fault (index into fault_ends): collection -> the takeover steps, as observed live
+    # (the ledger's and LightRAG's timestamps are overwritten when a later crash hits the
+    # run that took over, so they cannot be read back afterwards).
+    takeovers: dict[int, dict[str, dict[str, float | None]]] = field(default_factory=dict)
 
     def wait_for_stream(self, share: float) -> None:
         while self.progress() < share:
@@ -51,9 +57,17 @@ class Context:
         self.fault_ends.append((time.time(), blocked))
 
     def running_collections(self) -> set[str]:
+        """Collections that a crash now would block: with jobs running, or with a run that
+        Dagster is starting or has started (a run killed while starting blocks too)."""
         with self.run.ledger.pool.connection() as conn:
-            return {r[0] for r in conn.execute("SELECT DISTINCT collection_id FROM "
-                                               "rag_pipeline.jobs WHERE state = 'running'")}
+            running = {r[0] for r in conn.execute("SELECT DISTINCT collection_id FROM "
+                                                  "rag_pipeline.jobs WHERE state = 'running'")}
+        with psycopg.connect(self.settings.postgres_conninfo(self.run.dagster_db),
+                             **self.settings.postgres_kwargs()) as conn:
+            running |= {r[0] for r in conn.execute(
+                "SELECT t.value FROM runs r JOIN run_tags t ON t.run_id = r.run_id "
+                "AND t.key = %s WHERE r.status IN ('STARTING', 'STARTED')", (COLLECTION_TAG,))}
+        return running
 
 
 
@@ -156,18 +170,23 @@ def _wait_for_live_inserts(ctx: Context, seconds: float) -> None:
 
 def _wait_until_resumed(ctx: Context, blocked: set[str], seconds: float) -> None:
     """Until LightRAG took up a document of each blocked collection again, so that the next
-    crash does not fall into this one's recovery (each recovery is measured alone)."""
+    crash does not fall into this one's recovery (each recovery is measured alone). Records
+    each collection's takeover steps the first time each is seen."""
     since = ctx.fault_ends[-1][0]
+    seen = ctx.takeovers.setdefault(len(ctx.fault_ends) - 1, {})
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        with contextlib.suppress(psycopg.Error), ctx.run.ledger.pool.connection() as conn:
-            resumed = {r[0] for r in conn.execute(
-                "SELECT DISTINCT workspace FROM lightrag_doc_status WHERE workspace = ANY(%s) "
-                "AND updated_at AT TIME ZONE 'UTC' > to_timestamp(%s)",
-                (sorted(blocked), since)).fetchall()}
-            if resumed >= blocked:
+        with contextlib.suppress(psycopg.Error):
+            for collection in sorted(blocked):
+                steps = seen.setdefault(collection, {})
+                if steps.get("model_work_s") is not None:
+                    continue
+                for name, value in takeover(ctx.run.ledger, collection, since).items():
+                    if steps.get(name) is None:
+                        steps[name] = value
+            if all(seen[c].get("model_work_s") is not None for c in blocked):
                 return
-        time.sleep(1)
+        time.sleep(0.5)
     ctx.notes.append(f"blocked collections had not resumed {seconds:.0f} s after a crash")
 
 

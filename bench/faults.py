@@ -170,7 +170,9 @@ def recovery_seconds(ctx: Context, breakdown: list[dict[str, Any]]) -> float | N
     timeline = ctx.model.timeline()
     for n, (ended, blocked) in enumerate(ctx.fault_ends, 1):
         if blocked:
-            steps = {c: takeover(ctx.run.ledger, c, ended) for c in sorted(blocked)}
+            observed = ctx.takeovers.get(n - 1, {})
+            steps = {c: observed.get(c) or takeover(ctx.run.ledger, c, ended)
+                     for c in sorted(blocked)}
             breakdown.append({"fault": n, "collections": steps})
             seconds = [s["model_work_s"] for s in steps.values()]
             if None in seconds:

@@ -7,8 +7,10 @@ prove they are alive in the ledger, wherever they execute:
 - a working run holds a `RunLease`: it beats every HEARTBEAT_SECONDS; a beat is refused once
   the run has been declared dead, and a run that could not beat for most of the timeout
   stops itself, so that it is gone before anyone declares it dead;
-- `check_liveness` (the `run_liveness` sensor, every few seconds) declares dead a run silent
-  for RUN_HEARTBEAT_TIMEOUT_SECONDS, or a run that Dagster has started (or queued while a
+- `check_liveness` (the `run_liveness` sensor, every few seconds) declares dead a run whose
+  process is gone (no PostgreSQL session left under its name, GONE_AFTER_SECONDS without a
+  beat: a killed process or container), a run silent for RUN_HEARTBEAT_TIMEOUT_SECONDS
+  (any death, a lost host or network too), or a run that Dagster has started (or queued while a
   slot is free) for RUN_START_TIMEOUT_SECONDS without a first beat. Declaring dead, in this
   order: the ledger refuses the run's beats and outcomes from then on; the PostgreSQL
   sessions of its process are terminated (its collection lock is released, its open
@@ -33,7 +35,7 @@ from rag_pipeline.events import event_line
 from rag_pipeline.ledger import JobLedger, JobOutcome
 from rag_pipeline.ledger.connection import process_name
 from rag_pipeline.reconciliation import release_jobs_of_run
-from rag_pipeline.vocabulary import JobState
+from rag_pipeline.vocabulary import DeathCause, JobState
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,11 @@ log = logging.getLogger(__name__)
 # false alarm, short enough that a collection is taken over within about two minutes
 # (timeout + one check interval + the next run's start).
 HEARTBEAT_SECONDS = 5.0
+# A killed process loses its PostgreSQL sessions at once (its kernel closes the sockets), so
+# a run with no session left and three beats missed is dead: taken over in seconds instead
+# of RUN_HEARTBEAT_TIMEOUT_SECONDS. Three beats, so that a live run whose connections broke
+# (a PostgreSQL restart, a pool recycling) has reconnected long before.
+GONE_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
 # A run that could not beat for this share of the timeout stops itself (before it is
 # declared dead, so that a cut-off run never writes after its jobs were given away).
 SELF_STOP_SHARE = 0.75
@@ -163,7 +170,7 @@ class LivenessReport:
 
 
 def declare_dead(ledger: JobLedger, runs: RunStore, run_id: str, collection_id: str,
-                 reason: str, cause: str, max_retries: int, report: LivenessReport,
+                 reason: str, cause: DeathCause, max_retries: int, report: LivenessReport,
                  emit: Callable[[str], None]) -> None:
     """Take everything away from one run (see the module's docstring for the order)."""
     sessions = ledger.declare_run_dead(run_id, collection_id, reason, cause)
@@ -179,10 +186,12 @@ def declare_dead(ledger: JobLedger, runs: RunStore, run_id: str, collection_id: 
 
 def check_liveness(ledger: JobLedger, runs: RunStore, *, heartbeat_timeout_seconds: float,
                    start_timeout_seconds: float, max_retries: int,
-                   emit: Callable[[str], None]) -> LivenessReport:
+                   emit: Callable[[str], None],
+                   gone_after_seconds: float = GONE_AFTER_SECONDS) -> LivenessReport:
     """Declare dead every run that stopped showing life, and free what it held."""
     report = LivenessReport()
-    for run_id, collection_id, silent in ledger.silent_runs(heartbeat_timeout_seconds):
+    for run_id, collection_id, silent, cause in ledger.silent_runs(heartbeat_timeout_seconds,
+                                                                   gone_after_seconds):
         status = runs.status(run_id)
         if status is not None and status not in IN_PROGRESS:
             # It ended (its outcome was not recorded): nothing to stop, only jobs to free.
@@ -191,9 +200,13 @@ def check_liveness(ledger: JobLedger, runs: RunStore, *, heartbeat_timeout_secon
                 ledger, [run_id], f"the run ended ({status}) with jobs running", max_retries,
                 emit))
             continue
-        reason = (f"no heartbeat for {silent:.0f} s (RUN_HEARTBEAT_TIMEOUT_SECONDS="
-                  f"{heartbeat_timeout_seconds:.0f}); its process or host is gone")
-        declare_dead(ledger, runs, run_id, collection_id, reason, "silent", max_retries, report,
+        if cause == DeathCause.GONE:
+            reason = (f"no heartbeat for {silent:.0f} s and no PostgreSQL session left: its "
+                      "process is gone")
+        else:
+            reason = (f"no heartbeat for {silent:.0f} s (RUN_HEARTBEAT_TIMEOUT_SECONDS="
+                      f"{heartbeat_timeout_seconds:.0f}); its process or host is gone")
+        declare_dead(ledger, runs, run_id, collection_id, reason, cause, max_retries, report,
                      emit)
     candidates = runs.unbeaten_candidates(start_timeout_seconds)
     beating = ledger.beating_runs([c[0] for c in candidates]) if candidates else set()
@@ -202,8 +215,8 @@ def check_liveness(ledger: JobLedger, runs: RunStore, *, heartbeat_timeout_secon
             continue
         reason = (f"{status.lower()} for more than {start_timeout_seconds:.0f} s without a "
                   "first heartbeat (RUN_START_TIMEOUT_SECONDS); it never started working")
-        declare_dead(ledger, runs, run_id, collection_id, reason, "never_started", max_retries,
-                     report, emit)
+        declare_dead(ledger, runs, run_id, collection_id, reason, DeathCause.NEVER_STARTED,
+                     max_retries, report, emit)
     for collection_id in report.collections:
         ledger.nudge(collection_id)  # a new run_key: the staging sensor requests a run
     return report

@@ -52,7 +52,8 @@ COUNTERS = {
     "model_errors": ("model_errors", "Model requests that failed for good, by kind.",
                      ("kind",)),
     "runs_declared_dead": ("runs_declared_dead", "Runs the liveness check declared dead, by "
-                           "cause (silent: stopped beating; never_started).", ("cause",)),
+                           "cause (gone: process gone from PostgreSQL; silent: stopped beating; "
+                           "never_started).", ("cause",)),
 }
 HISTOGRAMS = {
     "page_indexing_seconds": "Seconds from a run claiming a page to its completion.",

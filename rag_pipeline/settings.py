@@ -148,7 +148,8 @@ class Settings(BaseSettings):
     reconcile_cron: str = Field("*/5 * * * *", description="schedule of reconcile_stuck_jobs")
     run_heartbeat_timeout_seconds: int = Field(
         60, ge=20, description="a run silent this long is declared dead: failed in Dagster, "
-        "its jobs requeued, its claims and lock taken away (it beats every 10 s)"
+        "its jobs requeued, its claims and lock taken away (it beats every 5 s; a run whose "
+        "process is gone from PostgreSQL is declared dead after 15 s)"
     )
     run_stall_timeout_seconds: int = Field(
         300, ge=60, description="a run whose LightRAG insert shows no progress (no model "
@@ -156,8 +157,9 @@ class Settings(BaseSettings):
         "new run; must exceed MODEL_TIMEOUT_SECONDS"
     )
     run_start_timeout_seconds: int = Field(
-        120, ge=30, description="a run launched (or queued with a free slot) this long "
-        "without a first heartbeat is declared dead the same way"
+        60, ge=30, description="a run launched (or queued with a free slot) this long "
+        "without a first heartbeat is declared dead the same way (raise it where runs wait "
+        "for a node or an image pull, e.g. on Kubernetes)"
     )
     queued_job_grace_seconds: int = Field(
         120, ge=0, description="a queued job this old with no run gets one"

@@ -84,3 +84,15 @@ class ReportedStatus(StrEnum):
 
     COMPLETED = "completed"
     FAILED = "failed"
+
+
+class DeathCause(StrEnum):
+    """Why the liveness check declared a run dead (label of runs_declared_dead)."""
+
+    # No PostgreSQL session left under its process's name and a few beats missed: the
+    # process died and its kernel closed its connections (kill, OOM, container stop).
+    GONE = "gone"
+    # No beat for RUN_HEARTBEAT_TIMEOUT_SECONDS: any death, a lost host or network too.
+    SILENT = "silent"
+    # Launched (or queued with a free slot) for RUN_START_TIMEOUT_SECONDS, never beat.
+    NEVER_STARTED = "never_started"

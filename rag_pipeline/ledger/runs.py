@@ -24,6 +24,7 @@ from rag_pipeline.ledger.records import (
     PageText,
     RunJob,
 )
+from rag_pipeline.vocabulary import DeathCause
 
 
 class RunQueries(LedgerConnection):
@@ -287,22 +288,43 @@ class RunQueries(LedgerConnection):
                                (run_id,)).fetchone()
         return row[0] if row else None
 
-    def silent_runs(self, timeout_seconds: float) -> list[tuple[str, str, float]]:
-        """(run_id, collection_id, seconds silent) of runs that hold work or have not
-        finished and have not beaten for `timeout_seconds` (jobs of runs that never beat
-        count from the job's last update)."""
+    def silent_runs(self, timeout_seconds: float, gone_after_seconds: float
+                    ) -> list[tuple[str, str, float, DeathCause]]:
+        """(run_id, collection_id, seconds silent, cause) of unfinished runs that stopped
+        showing life:
+
+        - `silent`: no beat for `timeout_seconds` (jobs of runs that never beat count from
+          the job's last update). Covers every way of dying, a lost host or network too.
+        - `gone`: no beat for `gone_after_seconds` and no PostgreSQL session left under the
+          name of its process. A process that dies (SIGKILL, OOM kill, container or pod
+          stop) has its sockets closed by its kernel, so PostgreSQL drops its sessions at
+          once, while a live run holds a pooled session and reconnects within a beat. Not
+          trusted until the server itself has been up for `gone_after_seconds`: after a
+          PostgreSQL restart nobody has a session until their next beat.
+        """
         with self.pool.connection() as conn:
-            return conn.execute(
-                "SELECT run_id, collection_id, extract(epoch FROM now() - last_sign)::float8 "
-                "FROM (SELECT r.run_id, r.collection_id, r.beat_at AS last_sign "
+            rows = conn.execute(
+                "SELECT run_id, collection_id, extract(epoch FROM now() - last_sign)::float8, "
+                "  cause FROM ("
+                "  SELECT r.run_id, r.collection_id, r.beat_at AS last_sign, CASE "
+                "    WHEN r.beat_at < now() - make_interval(secs => %(timeout)s) THEN 'silent' "
+                "    WHEN r.beat_at < now() - make_interval(secs => %(gone)s) "
+                "      AND r.process IS NOT NULL "
+                "      AND pg_postmaster_start_time() < now() - make_interval(secs => %(gone)s) "
+                "      AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a "
+                "                      WHERE a.application_name = r.process) THEN 'gone' "
+                "    END AS cause "
                 "  FROM rag_pipeline.runs r WHERE r.finished_at IS NULL "
                 "  AND r.declared_dead_at IS NULL "
-                "  UNION ALL SELECT j.run_id, min(j.collection_id), max(j.updated_at) "
+                "  UNION ALL SELECT j.run_id, min(j.collection_id), max(j.updated_at), 'silent' "
                 "  FROM rag_pipeline.jobs j WHERE j.state = 'running' AND NOT EXISTS "
                 "  (SELECT 1 FROM rag_pipeline.runs r WHERE r.run_id = j.run_id) "
-                "  GROUP BY j.run_id) s "
-                "WHERE last_sign < now() - make_interval(secs => %s) ORDER BY last_sign",
-                (timeout_seconds,)).fetchall()
+                "  GROUP BY j.run_id "
+                "  HAVING max(j.updated_at) < now() - make_interval(secs => %(timeout)s)) s "
+                "WHERE cause IS NOT NULL ORDER BY last_sign",
+                {"timeout": timeout_seconds, "gone": gone_after_seconds}).fetchall()
+        return [(run_id, collection_id, silent, DeathCause(cause))
+                for run_id, collection_id, silent, cause in rows]
 
     def beating_runs(self, run_ids: Sequence[str]) -> set[str]:
         """Those of `run_ids` that have beaten at least once."""
@@ -312,10 +334,10 @@ class RunQueries(LedgerConnection):
         return {r[0] for r in rows}
 
     def declare_run_dead(self, run_id: str, collection_id: str, reason: str,
-                         cause: str = "silent") -> int:
+                         cause: DeathCause = DeathCause.SILENT) -> int:
         """Mark the run dead (its beats and outcomes are refused from now on) and terminate
         the PostgreSQL sessions of its process: its collection lock is released and its
-        open transactions roll back. `cause` (silent, never_started) labels the counter.
+        open transactions roll back. `cause` labels the counter.
         Returns the number of sessions terminated."""
         with self.transaction() as conn:
             newly = conn.execute(
