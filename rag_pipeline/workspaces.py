@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from psycopg.conninfo import make_conninfo
 
-from rag_pipeline.ledger.connection import process_name
+from rag_pipeline.ledger.connection import PROCESS_NAME_PREFIX, process_name
 from rag_pipeline.model_slots import SharedSlots
 from rag_pipeline.models import ModelClient, ModelOptions
 from rag_pipeline.settings import SettingsView, reveal
@@ -104,8 +104,11 @@ def _export_postgres_env(pg: PostgresOptions) -> None:
         "POSTGRES_MAX_CONNECTIONS": str(pg.max_connections),
     })
     # LightRAG's sessions carry this process's name, so that a run declared dead loses them
-    # (liveness.py). An installation's own POSTGRES_SERVER_SETTINGS is kept.
-    os.environ.setdefault("POSTGRES_SERVER_SETTINGS", f"application_name={process_name()}")
+    # (liveness.py). An installation's own POSTGRES_SERVER_SETTINGS is kept; one inherited
+    # from the process that spawned this one (a code server) names that process: replaced.
+    current = os.environ.get("POSTGRES_SERVER_SETTINGS")
+    if current is None or current.startswith(f"application_name={PROCESS_NAME_PREFIX}"):
+        os.environ["POSTGRES_SERVER_SETTINGS"] = f"application_name={process_name()}"
 
 
 @dataclass

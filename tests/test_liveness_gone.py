@@ -118,3 +118,21 @@ def test_a_killed_run_worker_is_taken_over_without_waiting_for_the_heartbeat_tim
         key = f"rag_pipeline:collection:{collection}"
         assert conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]
         conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
+
+def test_lightrag_sessions_carry_the_name_of_the_process_that_opens_them(monkeypatch):
+    """A run worker inherits its code server's environment: the name it inherits is
+    replaced by its own (a run declared dead must lose its LightRAG sessions too), while an
+    installation's own POSTGRES_SERVER_SETTINGS is kept."""
+    from rag_pipeline.ledger.connection import process_name
+    from rag_pipeline.workspaces import PostgresOptions, _export_postgres_env
+
+    pg = PostgresOptions(postgres_host="h", postgres_port=5432, postgres_user="u",
+                         postgres_password="p", postgres_db="d", max_connections=4)
+    monkeypatch.setattr(os, "environ", {  # what a code server passes to its run workers
+        "POSTGRES_SERVER_SETTINGS": "application_name=rag-pipeline:code:1:ab"})
+    _export_postgres_env(pg)
+    assert os.environ["POSTGRES_SERVER_SETTINGS"] == f"application_name={process_name()}"
+    os.environ["POSTGRES_SERVER_SETTINGS"] = "statement_timeout=600000"
+    _export_postgres_env(pg)
+    assert os.environ["POSTGRES_SERVER_SETTINGS"] == "statement_timeout=600000"

@@ -22,13 +22,14 @@ PERMANENT_CONNECTION_ERRORS = ("password authentication failed", "does not exist
 
 
 _PROCESS_TOKEN = secrets.token_hex(4)
+PROCESS_NAME_PREFIX = "rag-pipeline:"
 
 
 def process_name() -> str:
     """The application_name of this process's PostgreSQL sessions (ledger, collection lock,
     LightRAG): a run declared dead has the sessions of its process terminated by this name,
     wherever that process runs. The random part keeps a reused pid from matching."""
-    return f"rag-pipeline:{socket.gethostname()[:30]}:{os.getpid()}:{_PROCESS_TOKEN}"
+    return f"{PROCESS_NAME_PREFIX}{socket.gethostname()[:30]}:{os.getpid()}:{_PROCESS_TOKEN}"
 
 
 class LedgerUnavailable(Exception):
