@@ -268,8 +268,27 @@ def write_doc(merged: dict[str, Any]) -> None:
     table = "\n".join([
         "", "| scenario | messages | lost | duplicated | undelivered | recovery s | converge s "
         "| fault s | pages/s (x no_fault) | minutes | date | commit, machine |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|", *rows, ""])
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|", *rows, "",
+        *_takeover_table(merged)])
     DOC.write_text(head + begin + "\n" + table + "\n" + end + tail)
+
+
+def _takeover_table(merged: dict[str, Any]) -> list[str]:
+    """Per crash and blocked collection: seconds from the restart until its dead run was
+    declared dead, a new run claimed its jobs, and LightRAG took up one of its documents."""
+    rows = []
+    for name in SCENARIOS:
+        for fault in merged["scenarios"].get(name, {}).get("recovery_breakdown", []):
+            for collection, steps in fault["collections"].items():
+                rows.append(f"| `{name}` | {fault['fault']} | `{collection}` | "
+                            f"{_seconds(steps.get('declared_s'))} | "
+                            f"{_seconds(steps.get('claimed_s'))} | "
+                            f"{_seconds(steps.get('model_work_s'))} |")
+    if not rows:
+        return []
+    return ["Takeovers after each crash (seconds from the restart, same runs as above):", "",
+            "| scenario | crash | blocked collection | declared dead | jobs claimed again "
+            "| model work again |", "|---|---:|---|---:|---:|---:|", *rows, ""]
 
 
 def _rate(value: float | None, reference: float | None) -> str:
