@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from psycopg.conninfo import make_conninfo
 
 from rag_pipeline.ledger import JobLedger
 from rag_pipeline.local.corpus import pages, postgres_docs
@@ -191,9 +190,8 @@ def pipeline(settings: Settings, max_concurrent_runs: int = 4,
 
 
 def open_ledger(settings: Settings) -> JobLedger:
-    conninfo = make_conninfo(host=settings.postgres_host, port=settings.postgres_port,
-                             user=settings.postgres_user, dbname=settings.postgres_db)
-    ledger = JobLedger(conninfo, settings.postgres_password.get_secret_value()).open()
+    ledger = JobLedger(settings.postgres_conninfo(),
+                       settings.postgres_password.get_secret_value()).open()
     ledger.migrate()
     return ledger
 

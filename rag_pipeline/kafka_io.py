@@ -6,10 +6,10 @@ All message-size limits derive from KAFKA_MAX_MESSAGE_BYTES (>= 16 MiB), so a 10
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from rag_pipeline.settings import MIB, SettingsView
+from rag_pipeline.settings import MIB, SettingsView, reveal
 
 CLIENT_ID = "rag-pipeline"
 
@@ -24,6 +24,11 @@ class KafkaOptions:
     kafka_max_message_bytes: int
     # The bytes a consumer's reader keeps per tick; its prefetch is sized from it.
     sensor_max_bytes: int
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    kafka_ssl_ca_location: str = ""
 
     @classmethod
     def from_settings(cls, s: SettingsView) -> KafkaOptions:
@@ -33,17 +38,30 @@ class KafkaOptions:
             kafka_auto_offset_reset=s.kafka_auto_offset_reset,
             kafka_max_message_bytes=s.kafka_max_message_bytes,
             sensor_max_bytes=s.sensor_max_bytes,
+            kafka_security_protocol=s.kafka_security_protocol,
+            kafka_sasl_mechanism=s.kafka_sasl_mechanism,
+            kafka_sasl_username=s.kafka_sasl_username,
+            kafka_sasl_password=reveal(s.kafka_sasl_password),
+            kafka_ssl_ca_location=s.kafka_ssl_ca_location,
         )
 
 
 def client_config(options: KafkaOptions) -> dict[str, Any]:
-    return {
+    config: dict[str, Any] = {
         "bootstrap.servers": options.kafka_bootstrap_servers,
         "client.id": CLIENT_ID,
         # librdkafka logs connection failures at error level on every retry; our callers
         # report unreachable brokers themselves with the address and what to do.
         "log_level": 3,
+        "security.protocol": options.kafka_security_protocol,
     }
+    if options.kafka_security_protocol.startswith("SASL_"):
+        config.update({"sasl.mechanism": options.kafka_sasl_mechanism,
+                       "sasl.username": options.kafka_sasl_username,
+                       "sasl.password": options.kafka_sasl_password})
+    if options.kafka_ssl_ca_location:
+        config["ssl.ca.location"] = options.kafka_ssl_ca_location
+    return config
 
 
 def consumer_config(options: KafkaOptions) -> dict[str, Any]:

@@ -3,11 +3,14 @@
 The one home for everything the pipeline tells the outside world about a job:
 
 - **statuses** to the Go API: `PATCH {GO_BACKEND_URL}/api/v1/indexing/jobs/{job_id}/status`
-  with `{"status": ...}` (and `error_msg` for failures) and an `Idempotency-Key`. A status is
+  with `{"status": ...}` (and `error_msg` for failures), an `Idempotency-Key` and, when
+  GO_API_TOKEN is set, `Authorization: Bearer <token>`. A status is
   first an outbox row (`rag_pipeline.outbox`), written in the transaction that makes its job
   terminal, then delivered with a timeout and capped exponential backoff with jitter:
-  2xx delivered; 4xx other than 408/409/429 rejected (kept with the body, not retried
-  forever); anything else (5xx, 408/409/429, timeouts, connection errors) retried later;
+  2xx delivered; 4xx other than 401/403/408/409/429 rejected (kept with the body, not
+  retried forever); anything else (5xx, 408/409/429, timeouts, connection errors) retried
+  later; 401/403 too (a wrong or missing token is fixed by its operator, and no status may
+  be lost meanwhile), logged as `outbox_unauthorized`;
 - **dead letters** on KAFKA_DLQ_TOPIC for messages that cannot be processed (staging) and
   jobs that end failed or dead (runs, repairs), each with the original message and
   Kafka Connect-style headers naming its source topic, partition and offset;
@@ -36,12 +39,14 @@ from rag_pipeline.contract import DeadLetter, JobResultEvent, ResultMetrics, Sta
 from rag_pipeline.events import event_line
 from rag_pipeline.kafka_io import KafkaOptions, produce_confirmed, producer_config
 from rag_pipeline.ledger import JobLedger, JobOutcome, OutboxRow
-from rag_pipeline.settings import SettingsView
+from rag_pipeline.settings import SettingsView, reveal
 from rag_pipeline.vocabulary import FAILED_STATES
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_4XX = (408, 409, 429)
+# The Go API refused our credentials: retried (nothing lost) and logged with what to do.
+UNAUTHORIZED = (401, 403)
 # Status PATCHes in flight at once per delivery: a slow Go API (seconds per answer) is still
 # drained at in-flight / latency statuses per second.
 DELIVERY_IN_FLIGHT = 16
@@ -71,6 +76,7 @@ class DeliveryReport:
     rejected: int = 0
     retried: int = 0
     results_published: int = 0
+    unauthorized: int = 0
     errors: list[str] = field(default_factory=list)
 
     def add(self, other: DeliveryReport) -> None:
@@ -78,6 +84,7 @@ class DeliveryReport:
         self.rejected += other.rejected
         self.retried += other.retried
         self.results_published += other.results_published
+        self.unauthorized += other.unauthorized
         self.errors += other.errors
 
 
@@ -91,9 +98,10 @@ def backoff(attempts: int, policy: DeliveryPolicy) -> float:
 class GoApiClient:
     """The Go backend's status endpoint over HTTP."""
 
-    def __init__(self, base_url: str, timeout_seconds: float) -> None:
+    def __init__(self, base_url: str, timeout_seconds: float, token: str = "") -> None:
         self.base_url = base_url.rstrip("/")
-        self.http = httpx.Client(timeout=timeout_seconds)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(timeout=timeout_seconds, headers=headers)
 
     def close(self) -> None:
         self.http.close()
@@ -146,6 +154,15 @@ def _record(ledger: JobLedger, row: OutboxRow, response: httpx.Response,
     if 200 <= response.status_code < 300:
         ledger.mark_delivered(row.id, response.status_code)
         report.delivered += 1
+    elif response.status_code in UNAUTHORIZED:
+        _retry(ledger, row, policy, f"HTTP {response.status_code}", response.status_code,
+               report)
+        report.unauthorized += 1
+        if report.unauthorized == 1:  # once per delivery, not once per status
+            log_event(event_line(
+                "outbox_unauthorized", job_id=row.job_id, http_status=response.status_code,
+                action="the Go API refused the credentials; set GO_API_TOKEN to the bearer "
+                "token it expects (statuses wait in the outbox meanwhile)"))
     elif 400 <= response.status_code < 500 and response.status_code not in RETRYABLE_4XX:
         ledger.mark_rejected(row.id, response.status_code, response.text[:MAX_BODY])
         report.rejected += 1
@@ -257,13 +274,14 @@ class Outbox:
     publish_results: bool
     go_backend_url: str
     policy: DeliveryPolicy
+    go_api_token: str = field(default="", repr=False)
 
     @classmethod
     def from_settings(cls, ledger: JobLedger, s: SettingsView) -> Outbox:
         return cls(ledger=ledger, kafka=KafkaOptions.from_settings(s), kafka_topic=s.kafka_topic,
                    kafka_dlq_topic=s.kafka_dlq_topic, kafka_results_topic=s.kafka_results_topic,
                    publish_results=s.publish_results, go_backend_url=s.go_backend_url,
-                   policy=DeliveryPolicy.from_settings(s))
+                   policy=DeliveryPolicy.from_settings(s), go_api_token=reveal(s.go_api_token))
 
     def _producer(self) -> Any:
         from confluent_kafka import Producer
@@ -298,7 +316,7 @@ class Outbox:
                 log_event: Callable[[str], None] | None = None) -> DeliveryReport:
         """Deliver due statuses (or those of `job_ids`) within a time budget if given."""
         timeout = min(self.policy.timeout_seconds, timeout_seconds or self.policy.timeout_seconds)
-        client = GoApiClient(self.go_backend_url, timeout)
+        client = GoApiClient(self.go_backend_url, timeout, self.go_api_token)
         try:
             return deliver_outbox(self.ledger, client, self.policy, job_ids=job_ids,
                                   limit=limit, deadline_seconds=deadline_seconds,

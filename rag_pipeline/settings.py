@@ -28,7 +28,8 @@ MIN_KAFKA_MESSAGE_BYTES = 16 * MIB
 # RAG_PIPELINE_LOCAL_ENV_FILE name other files; RAG_PIPELINE_ENV_FILE="" reads no file.
 ENV_FILE = ".env"
 LOCAL_ENV_FILE = "local.env"
-SECRET_FIELDS = frozenset({"postgres_password", "openai_api_key"})
+SECRET_FIELDS = frozenset({"postgres_password", "openai_api_key", "kafka_sasl_password",
+                           "go_api_token"})
 
 
 class SettingsError(Exception):
@@ -64,6 +65,20 @@ class Settings(BaseSettings):
     )
     publish_results: bool = Field(
         False, description="also publish each job outcome to KAFKA_RESULTS_TOPIC"
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how clients talk to the brokers (librdkafka security.protocol)"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism when KAFKA_SECURITY_PROTOCOL is SASL_*"
+    )
+    kafka_sasl_username: str = Field("", description="SASL user when the protocol is SASL_*")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password when the protocol is SASL_* (secret)"
+    )
+    kafka_ssl_ca_location: str = Field(
+        "", description="PEM file of the CA that signed the brokers' certificates (SSL, "
+        "SASL_SSL); empty: the system's CAs"
     )
 
     # --- Sensor budgets (each tick must end well inside Dagster's 60 s gRPC limit) -----------
@@ -119,6 +134,23 @@ class Settings(BaseSettings):
     postgres_password: SecretStr = Field(description="PostgreSQL password (required)")
     postgres_db: str = Field("mcpdocs", description="database of LightRAG and the ledger")
     dagster_postgres_db: str = Field("dagster", description="database of Dagster's storage")
+    postgres_sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca",
+                              "verify-full"] = Field(
+        "prefer", description="TLS to PostgreSQL (libpq sslmode), for the ledger and LightRAG "
+        "alike; Dagster's storage takes libpq's PGSSLMODE"
+    )
+    postgres_sslrootcert: str = Field(
+        "", description="PEM file of the CA that signed the server's certificate (verify-ca, "
+        "verify-full); empty: the system's CAs"
+    )
+    ledger_pool_size: int = Field(
+        4, ge=2, le=50, description="PostgreSQL connections of the ledger pool per process "
+        "(docs/deployment.md, connection budget)"
+    )
+    lightrag_pool_size: int = Field(
+        8, ge=2, le=100, description="PostgreSQL connections of LightRAG's pool per run process "
+        "(docs/deployment.md, connection budget)"
+    )
 
     # --- Models ------------------------------------------------------------------------------
     openai_api_key: SecretStr | None = Field(
@@ -140,6 +172,10 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8080", description="base URL of the Go API that receives job statuses"
     )
     go_api_timeout_seconds: float = Field(10.0, gt=0, description="timeout of one status PATCH")
+    go_api_token: SecretStr | None = Field(
+        None, description="bearer token sent with every status PATCH, if the Go API wants one "
+        "(secret)"
+    )
     outbox_max_backoff_seconds: float = Field(
         300.0, gt=0, description="cap of the backoff between two delivery attempts of a status"
     )
@@ -176,6 +212,11 @@ class Settings(BaseSettings):
     # --- Local stack -------------------------------------------------------------------------
     stack_dir: Path = Field(Path(".stack"), description="folder of the local stack's data")
     kafka_controller_port: int = Field(9093, ge=1, le=65535, description="KRaft controller port")
+    kafka_sasl_port: int | None = Field(
+        None, ge=1, le=65535, description="port of a SASL_PLAINTEXT listener (PLAIN, user "
+        "rag-pipeline, password in <STACK_DIR>/kafka/sasl-password) the local Kafka adds, to "
+        "try KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT against; unset: none"
+    )
     kafka_advertised_port: int | None = Field(
         None, ge=1, le=65535,
         description="port the local Kafka tells clients to use (a TCP proxy in front of it)",
@@ -207,6 +248,28 @@ class Settings(BaseSettings):
             if not host or not port.isdigit():
                 raise ValueError("must be host:port[,host:port...]")
         return value
+
+    @model_validator(mode="after")
+    def _postgres_tls(self) -> Settings:
+        if self.postgres_sslrootcert and not Path(self.postgres_sslrootcert).is_file():
+            raise ValueError(
+                f"POSTGRES_SSLROOTCERT={self.postgres_sslrootcert} is not a readable file; give "
+                "the path of the CA's PEM file, or leave it empty for the system's CAs")
+        return self
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+                self.kafka_sasl_username and reveal(self.kafka_sasl_password)):
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD (and KAFKA_SASL_MECHANISM, "
+                f"{self.kafka_sasl_mechanism} now); set them or use PLAINTEXT / SSL")
+        if self.kafka_ssl_ca_location and not Path(self.kafka_ssl_ca_location).is_file():
+            raise ValueError(
+                f"KAFKA_SSL_CA_LOCATION={self.kafka_ssl_ca_location} is not a readable file; "
+                "give the path of the CA's PEM file, or leave it empty for the system's CAs")
+        return self
 
     @model_validator(mode="after")
     def _stall_after_model_timeout(self) -> Settings:
@@ -250,11 +313,7 @@ class Settings(BaseSettings):
         return self.stack_dir.expanduser().resolve()
 
     def postgres_conninfo(self, dbname: str | None = None) -> str:
-        """A libpq key/value string; the password is passed separately via `postgres_kwargs`."""
-        return (
-            f"host={self.postgres_host} port={self.postgres_port} "
-            f"user={self.postgres_user} dbname={dbname or self.postgres_db}"
-        )
+        return postgres_conninfo(self, dbname)
 
     def postgres_kwargs(self) -> dict[str, str]:
         return {"password": self.postgres_password.get_secret_value()}
@@ -287,6 +346,18 @@ def reveal(value: SecretStr | str | None) -> str:
     if isinstance(value, SecretStr):
         return value.get_secret_value()
     return value or ""
+
+
+def postgres_conninfo(s: SettingsView, dbname: str | None = None) -> str:
+    """The libpq connection string of every psycopg connection (the password is passed
+    separately, never in it): Settings, or a resource carrying the same names."""
+    from psycopg.conninfo import make_conninfo
+
+    tls = {"sslmode": s.postgres_sslmode}
+    if s.postgres_sslrootcert:
+        tls["sslrootcert"] = s.postgres_sslrootcert
+    return make_conninfo(host=s.postgres_host, port=s.postgres_port, user=s.postgres_user,
+                         dbname=dbname or s.postgres_db, **tls)
 
 
 def uses_stand_in_model(s: SettingsView) -> bool:

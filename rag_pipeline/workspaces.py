@@ -24,12 +24,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from psycopg.conninfo import make_conninfo
-
 from rag_pipeline.ledger.connection import PROCESS_NAME_PREFIX, process_name
 from rag_pipeline.model_slots import SharedSlots
 from rag_pipeline.models import ModelClient, ModelOptions
-from rag_pipeline.settings import SettingsView, reveal
+from rag_pipeline.settings import SettingsView, postgres_conninfo, reveal
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,17 +44,19 @@ class PostgresOptions:
     postgres_user: str
     postgres_password: str = field(repr=False)
     postgres_db: str
-    max_connections: int = 12
+    postgres_sslmode: str = "prefer"
+    postgres_sslrootcert: str = ""
+    lightrag_pool_size: int = 8
 
     @classmethod
     def from_settings(cls, s: SettingsView) -> PostgresOptions:
         return cls(s.postgres_host, s.postgres_port, s.postgres_user,
-                   reveal(s.postgres_password), s.postgres_db)
+                   reveal(s.postgres_password), s.postgres_db, s.postgres_sslmode,
+                   s.postgres_sslrootcert, s.lightrag_pool_size)
 
     @property
     def conninfo(self) -> str:
-        return make_conninfo(host=self.postgres_host, port=self.postgres_port,
-                             user=self.postgres_user, dbname=self.postgres_db)
+        return postgres_conninfo(self)
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,16 @@ def _export_postgres_env(pg: PostgresOptions) -> None:
         "POSTGRES_USER": pg.postgres_user,
         "POSTGRES_PASSWORD": pg.postgres_password,
         "POSTGRES_DATABASE": pg.postgres_db,
-        "POSTGRES_MAX_CONNECTIONS": str(pg.max_connections),
+        "POSTGRES_MAX_CONNECTIONS": str(pg.lightrag_pool_size),
     })
+    # TLS as for the ledger. LightRAG turns "prefer" into "require" (asyncpg's ssl=True), so
+    # prefer and allow are left to asyncpg's own default, which is prefer.
+    for name in ("POSTGRES_SSL_MODE", "POSTGRES_SSL_ROOT_CERT"):
+        os.environ.pop(name, None)
+    if pg.postgres_sslmode not in ("prefer", "allow"):
+        os.environ["POSTGRES_SSL_MODE"] = pg.postgres_sslmode
+    if pg.postgres_sslrootcert:
+        os.environ["POSTGRES_SSL_ROOT_CERT"] = pg.postgres_sslrootcert
     # LightRAG's sessions carry this process's name, so that a run declared dead loses them
     # (liveness.py). An installation's own POSTGRES_SERVER_SETTINGS is kept; one inherited
     # from the process that spawned this one (a code server) names that process: replaced.

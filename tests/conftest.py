@@ -40,6 +40,8 @@ if not EXTERNAL:
         {
             "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:19092",
             "KAFKA_CONTROLLER_PORT": "19093",
+            # A listener wanting SASL credentials (tests/test_connections.py).
+            "KAFKA_SASL_PORT": "19094",
             "POSTGRES_HOST": "127.0.0.1",
             "POSTGRES_PORT": "15432",
             "POSTGRES_USER": "postgres",

@@ -4,6 +4,7 @@ status receiver as the Go API, its producer as the crawler."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -28,11 +29,17 @@ def build_go(target: Path) -> Path:
 
 
 @contextmanager
-def status_receiver(bin_dir: Path, port: int, record: Path) -> Iterator[str]:
-    """The Go status receiver on 127.0.0.1:`port`; its base URL."""
-    process = subprocess.Popen([str(bin_dir / "statusreceiver"), "-listen", f"127.0.0.1:{port}",
-                                "-record", str(record)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+def status_receiver(bin_dir: Path, port: int, record: Path, token: str = "") -> Iterator[str]:
+    """The Go status receiver on 127.0.0.1:`port` (wanting `token` as bearer if given); its
+    base URL."""
+    argv = [str(bin_dir / "statusreceiver"), "-listen", f"127.0.0.1:{port}", "-record",
+            str(record)]
+    env = None
+    if token:
+        argv += ["-token-env", "STATUS_TOKEN"]
+        env = {**os.environ, "STATUS_TOKEN": token}
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

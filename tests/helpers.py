@@ -14,7 +14,6 @@ from typing import Any
 import dagster as dg
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from psycopg.conninfo import make_conninfo
 
 from rag_pipeline.assets.indexing import indexing_assets
 from rag_pipeline.definitions import build_definitions
@@ -113,9 +112,8 @@ def dead_letters(settings: Settings, dlq_topic: str) -> list[dict[str, Any]]:
 
 @contextmanager
 def open_ledger(settings: Settings) -> Iterator[JobLedger]:
-    conninfo = make_conninfo(host=settings.postgres_host, port=settings.postgres_port,
-                             user=settings.postgres_user, dbname=settings.postgres_db)
-    with JobLedger(conninfo, settings.postgres_password.get_secret_value()) as ledger:
+    with JobLedger(settings.postgres_conninfo(),
+                   settings.postgres_password.get_secret_value()) as ledger:
         ledger.migrate()
         yield ledger
 

@@ -47,6 +47,8 @@ from tests.helpers import (
 pytestmark = pytest.mark.e2e
 PAGES_PER_COLLECTION = 80
 CANARY_API_KEY = "sk-canary-" + os.urandom(8).hex()
+# The Go API here wants a bearer token (GO_API_TOKEN); the security test looks for it too.
+CANARY_GO_TOKEN = "go-canary-" + os.urandom(8).hex()
 GO_RECEIVER_PORT = 18090
 TERMINAL = ("completed", "failed", "dead")
 
@@ -96,9 +98,11 @@ def deployment(stack, settings: Settings, tmp_path_factory, go_bin: Path
     # The Go backend's own status handler (go/cmd/statusreceiver) receives every status.
     receiver = contextlib.ExitStack()
     go_api = receiver.enter_context(status_receiver(
-        go_bin, GO_RECEIVER_PORT, tmp_path_factory.mktemp("go") / "calls.jsonl"))
+        go_bin, GO_RECEIVER_PORT, tmp_path_factory.mktemp("go") / "calls.jsonl",
+        token=CANARY_GO_TOKEN))
     dagster = DagsterDeployment.prepare(settings, tmp_path_factory.mktemp("dagster_home"), {
         "GO_BACKEND_URL": go_api,
+        "GO_API_TOKEN": CANARY_GO_TOKEN,
         "DAGSTER_POSTGRES_DB": dagster_db,
         "POSTGRES_DB": pipeline_db,
         "KAFKA_TOPIC": topic,
@@ -399,7 +403,7 @@ def test_no_secret_appears_in_logs_records_metadata_dlq_or_api_calls(deployment,
     rows = wait_terminal(ledger_e2e, [*owner, max(owner) + 1])
     assert sorted(r["state"] for r in rows) == ["completed"] * 6 + ["failed"]
     secrets = {"POSTGRES_PASSWORD": s.postgres_password.get_secret_value(),
-               "OPENAI_API_KEY": CANARY_API_KEY}
+               "OPENAI_API_KEY": CANARY_API_KEY, "GO_API_TOKEN": CANARY_GO_TOKEN}
     haystacks: dict[str, bytes] = {}
     for path in [*deployment.dagster.home.rglob("*"), *(s.stack_path / "logs").rglob("*")]:
         if path.is_file():

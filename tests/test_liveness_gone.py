@@ -128,7 +128,7 @@ def test_lightrag_sessions_carry_the_name_of_the_process_that_opens_them(monkeyp
     from rag_pipeline.workspaces import PostgresOptions, _export_postgres_env
 
     pg = PostgresOptions(postgres_host="h", postgres_port=5432, postgres_user="u",
-                         postgres_password="p", postgres_db="d", max_connections=4)
+                         postgres_password="p", postgres_db="d")
     monkeypatch.setattr(os, "environ", {  # what a code server passes to its run workers
         "POSTGRES_SERVER_SETTINGS": "application_name=rag-pipeline:code:1:ab"})
     _export_postgres_env(pg)

@@ -17,8 +17,9 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 SCHEMA = "rag_pipeline"
+TLS_ERRORS = ("certificate", "ssl", "root cert")
 PERMANENT_CONNECTION_ERRORS = ("password authentication failed", "does not exist",
-                               "no pg_hba.conf entry", "role", "permission denied")
+                               "no pg_hba.conf entry", "role", "permission denied", *TLS_ERRORS)
 
 
 _PROCESS_TOKEN = secrets.token_hex(4)
@@ -71,10 +72,13 @@ class LedgerConnection:
             psycopg.connect(self.conninfo, password=self._password, connect_timeout=10).close()
         except psycopg.OperationalError as exc:
             if is_permanent_connection_error(exc):
+                said = str(exc).strip().splitlines()[-1]
+                check = ("POSTGRES_SSLMODE and POSTGRES_SSLROOTCERT (the CA of the server's "
+                         "certificate)" if any(m in said.lower() for m in TLS_ERRORS)
+                         else "POSTGRES_USER, POSTGRES_PASSWORD and POSTGRES_DB")
                 raise LedgerUnavailable(
-                    f"PostgreSQL refused the ledger connection ({self.conninfo}): "
-                    f"{str(exc).strip().splitlines()[-1]}. Check POSTGRES_USER, "
-                    "POSTGRES_PASSWORD and POSTGRES_DB.") from None
+                    f"PostgreSQL refused the ledger connection ({self.conninfo}): {said}. "
+                    f"Check {check}.") from None
         self.pool.open(wait=True, timeout=wait_timeout)
         return self
 

@@ -302,14 +302,11 @@ def _run_demo(settings: Settings) -> None:
 
 @contextmanager
 def _ledger(settings: Settings) -> Iterator[Any]:
-    from psycopg.conninfo import make_conninfo
-
     from rag_pipeline.ledger import JobLedger, LedgerUnavailable
 
-    conninfo = make_conninfo(host=settings.postgres_host, port=settings.postgres_port,
-                             user=settings.postgres_user, dbname=settings.postgres_db)
     try:
-        ledger = JobLedger(conninfo, settings.postgres_password.get_secret_value()).open()
+        ledger = JobLedger(settings.postgres_conninfo(),
+                           settings.postgres_password.get_secret_value()).open()
     except LedgerUnavailable as exc:
         raise UserError(str(exc)) from None
     except Exception as exc:

@@ -27,6 +27,11 @@ class KafkaResource(dg.ConfigurableResource):
     sensor_max_messages: int
     sensor_max_bytes: int
     sensor_time_budget_seconds: float
+    kafka_security_protocol: str
+    kafka_sasl_mechanism: str
+    kafka_sasl_username: str
+    kafka_sasl_password: str  # an EnvVar: its value never enters resource config
+    kafka_ssl_ca_location: str
 
     @property
     def options(self) -> KafkaOptions:

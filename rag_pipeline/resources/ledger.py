@@ -7,9 +7,9 @@ import dagster as dg
 # Documented (API docs, "ConfigurableResourceFactory") but not re-exported by dagster 1.13's
 # top-level package: it lets assets receive the plain JobLedger (ResourceParam[JobLedger]).
 from dagster._config.pythonic_config.resource import ConfigurableResourceFactory
-from psycopg.conninfo import make_conninfo
 
 from rag_pipeline.ledger import JobLedger, shared_ledger
+from rag_pipeline.settings import postgres_conninfo
 
 
 class LedgerResource(ConfigurableResourceFactory[JobLedger]):
@@ -21,8 +21,10 @@ class LedgerResource(ConfigurableResourceFactory[JobLedger]):
     postgres_user: str
     postgres_password: str
     postgres_db: str
+    postgres_sslmode: str
+    postgres_sslrootcert: str
+    ledger_pool_size: int
 
     def create_resource(self, context: dg.InitResourceContext) -> JobLedger:
-        conninfo = make_conninfo(host=self.postgres_host, port=self.postgres_port,
-                                 user=self.postgres_user, dbname=self.postgres_db)
-        return shared_ledger(conninfo, self.postgres_password)
+        return shared_ledger(postgres_conninfo(self), self.postgres_password,
+                             max_size=self.ledger_pool_size)

@@ -20,6 +20,9 @@ class LightRAGResource(dg.ConfigurableResource):
     postgres_user: str
     postgres_password: str
     postgres_db: str
+    postgres_sslmode: str
+    postgres_sslrootcert: str
+    lightrag_pool_size: int
     lightrag_graph_storage: str
     max_rag_instances: int
     rag_instance_ttl_seconds: int

@@ -16,6 +16,7 @@ class OutboxResource(dg.ConfigurableResource):
 
     go_backend_url: str
     go_api_timeout_seconds: float
+    go_api_token: str  # an EnvVar: its value never enters resource config
     outbox_max_backoff_seconds: float
     retry_backoff: float
 

@@ -8,10 +8,14 @@
 //	GET /jobs    the last accepted status per job
 //	GET /health  200
 //
-//	statusreceiver -listen 127.0.0.1:8090 [-record calls.jsonl]
+// With -token-env NAME, a PATCH must carry "Authorization: Bearer <value of $NAME>" (the
+// token is read from the environment, never from the command line); others answer 401.
+//
+//	statusreceiver -listen 127.0.0.1:8090 [-record calls.jsonl] [-token-env GO_API_TOKEN]
 package main
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -40,6 +44,7 @@ type recorder struct {
 	mu     sync.Mutex
 	calls  []call
 	record *os.File
+	token  string // the bearer token a PATCH must carry; empty: none
 }
 
 func (r *recorder) add(c call) {
@@ -60,6 +65,13 @@ func (r *recorder) patchStatus(w http.ResponseWriter, req *http.Request) {
 	}
 	c := call{JobID: jobID, IdempotencyKey: req.Header.Get("Idempotency-Key"),
 		At: time.Now().UTC().Format(time.RFC3339Nano)}
+	if !r.authorized(req) {
+		c.Answered, c.Problem = http.StatusUnauthorized, "missing or wrong bearer token"
+		r.add(c)
+		w.Header().Set("WWW-Authenticate", "Bearer")
+		http.Error(w, c.Problem, http.StatusUnauthorized)
+		return
+	}
 	update, err := contract.DecodeStatusUpdate(req.Body)
 	if err != nil {
 		c.Answered, c.Problem = http.StatusBadRequest, err.Error()
@@ -72,6 +84,14 @@ func (r *recorder) patchStatus(w http.ResponseWriter, req *http.Request) {
 	r.add(c)
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(map[string]any{"job_id": jobID, "status": update.Status})
+}
+
+func (r *recorder) authorized(req *http.Request) bool {
+	if r.token == "" {
+		return true
+	}
+	given := req.Header.Get("Authorization")
+	return subtle.ConstantTimeCompare([]byte(given), []byte("Bearer "+r.token)) == 1
 }
 
 func (r *recorder) seen(key string) bool {
@@ -114,8 +134,16 @@ func (r *recorder) jobs(w http.ResponseWriter, _ *http.Request) {
 func main() {
 	listen := flag.String("listen", "127.0.0.1:8090", "address to listen on")
 	recordPath := flag.String("record", "", "also append every call to this JSON-lines file")
+	tokenEnv := flag.String("token-env", "", "require the bearer token held by this environment variable")
 	flag.Parse()
 	r := &recorder{}
+	if *tokenEnv != "" {
+		r.token = os.Getenv(*tokenEnv)
+		if r.token == "" {
+			fmt.Fprintf(os.Stderr, "statusreceiver: -token-env %s: the variable is empty; set it to the token\n", *tokenEnv)
+			os.Exit(2)
+		}
+	}
 	if *recordPath != "" {
 		file, err := os.OpenFile(*recordPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 		if err != nil {

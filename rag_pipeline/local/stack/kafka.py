@@ -7,6 +7,7 @@ later starts offline; the broker runs on the machine's Java 17.
 from __future__ import annotations
 
 import base64
+import secrets
 import shutil
 import subprocess
 import uuid
@@ -78,21 +79,50 @@ def resolve_kafka_jars(libs_dir: Path) -> Path:
     return libs_dir
 
 
-def server_properties(settings: Settings, data_dir: Path) -> str:
+# The user of the local broker's SASL listener (KAFKA_SASL_PORT); its password is made once
+# per stack and kept in <STACK_DIR>/kafka/sasl-password.
+SASL_USER = "rag-pipeline"
+
+
+def sasl_password(root: Path) -> str:
+    """The local SASL listener's password, made on first use (readable by its owner only)."""
+    path = root / "sasl-password"
+    if not path.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(16))
+    return path.read_text().strip()
+
+
+def server_properties(settings: Settings, data_dir: Path, sasl_password: str = "") -> str:
     host, port = kafka_host_port(settings)
     ctrl = settings.kafka_controller_port
     advertised = settings.kafka_advertised_port or port
     max_bytes = settings.kafka_max_message_bytes
+    listeners = [f"PLAINTEXT://{host}:{port}", f"CONTROLLER://{host}:{ctrl}"]
+    advertised_listeners = [f"PLAINTEXT://{host}:{advertised}"]
+    sasl: list[str] = []
+    if settings.kafka_sasl_port:
+        # A listener that wants SASL/PLAIN credentials, as managed Kafka services do: the
+        # production connection settings are tried against it.
+        listeners.append(f"SASL_PLAINTEXT://{host}:{settings.kafka_sasl_port}")
+        advertised_listeners.append(f"SASL_PLAINTEXT://{host}:{settings.kafka_sasl_port}")
+        sasl = ["sasl.enabled.mechanisms=PLAIN",
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'user_{SASL_USER}="{sasl_password}";']
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.bootstrap.servers={host}:{ctrl}",
-            f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{ctrl}",
-            f"advertised.listeners=PLAINTEXT://{host}:{advertised}",
+            f"listeners={','.join(listeners)}",
+            f"advertised.listeners={','.join(advertised_listeners)}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,"
+            "SASL_PLAINTEXT:SASL_PLAINTEXT",
+            *sasl,
             f"log.dirs={data_dir}",
             f"num.partitions={settings.kafka_topic_partitions}",
             "offsets.topic.replication.factor=1",
@@ -153,11 +183,14 @@ class KafkaService:
         require_free_port(host, port, "Kafka", "KAFKA_BOOTSTRAP_SERVERS")
         require_free_port(host, self.settings.kafka_controller_port, "Kafka controller",
                           "KAFKA_CONTROLLER_PORT")
+        if self.settings.kafka_sasl_port:
+            require_free_port(host, self.settings.kafka_sasl_port, "Kafka SASL listener",
+                              "KAFKA_SASL_PORT")
         java = _require_tool("java", "Java 17 or newer to run the broker")
         libs = resolve_kafka_jars(self.root / "libs")
         data_dir = self.root / "data"
         config = self.root / "server.properties"
-        config.write_text(server_properties(self.settings, data_dir))
+        config.write_text(server_properties(self.settings, data_dir, sasl_password(self.root)))
         log_config = resources.files("rag_pipeline.local.stack").joinpath("kafka-log4j2.properties")
         log_config_path = self.root / "log4j2.properties"
         log_config_path.write_text(log_config.read_text())

@@ -1,0 +1,168 @@
+"""Production connections: a bearer token on the status PATCH (the Go API's own handler
+wants it), Kafka security settings passed to every client, and clear errors for what is
+missing."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from rag_pipeline.definitions import build_resources
+from rag_pipeline.kafka_io import KafkaOptions, client_config, consumer_config, producer_config
+from rag_pipeline.outbox import GoApiClient, deliver_outbox
+from rag_pipeline.settings import SettingsError, load_settings
+from tests.go_side import status_receiver
+from tests.test_outcomes import FAST, complete, staged_jobs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_statuses_carry_the_bearer_token_the_go_api_wants(
+        topics, ledger, unique, go_bin, tmp_path):
+    job_ids = staged_jobs(topics, ledger, unique, 2)
+    complete(ledger, f"c-{unique}", job_ids)
+    token = "tok-" + unique
+    with status_receiver(go_bin, free_port(), tmp_path / "calls.jsonl", token=token) as url:
+        events: list[str] = []
+        refused = deliver_outbox(ledger, GoApiClient(url, 5), FAST, job_ids=job_ids,
+                                 log_event=events.append)
+        # Refused credentials lose nothing: the statuses wait, and one event says what to do.
+        assert (refused.delivered, refused.rejected, refused.unauthorized) == (0, 0, 2)
+        assert {r["state"] for r in ledger.outbox_rows() if r["job_id"] in job_ids} == {
+            "pending"}
+        assert len(events) == 1 and "GO_API_TOKEN" in events[0] and token not in events[0]
+
+        ledger.release_outbox([r["id"] for r in ledger.outbox_rows() if r["job_id"] in job_ids])
+        sent = deliver_outbox(ledger, GoApiClient(url, 5, token), FAST, job_ids=job_ids)
+        assert sent.delivered == 2
+        calls = [c for c in httpx.get(f"{url}/calls").json() if c["job_id"] in job_ids]
+    assert sorted(c["answered"] for c in calls) == [200, 200, 401, 401]
+
+
+def test_kafka_security_reaches_every_client(monkeypatch):
+    # build_resources exports the secret for its EnvVar: removed again after the test.
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "placeholder")
+    monkeypatch.delenv("KAFKA_SASL_PASSWORD")
+    s = load_settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512",
+                      kafka_sasl_username="rag", kafka_sasl_password="kafka-canary")
+    options = KafkaOptions.from_settings(s)
+    for config in (consumer_config(options), producer_config(options)):
+        assert config["security.protocol"] == "SASL_SSL"
+        assert config["sasl.mechanism"] == "SCRAM-SHA-512"
+        assert (config["sasl.username"], config["sasl.password"]) == ("rag", "kafka-canary")
+    assert "kafka-canary" not in repr(options)
+    # Resources get the secret as an EnvVar; its value never enters resource config.
+    for resource in build_resources(s).values():
+        assert "kafka-canary" not in repr(resource.model_dump())
+    plain = consumer_config(KafkaOptions.from_settings(load_settings()))
+    assert plain["security.protocol"] == "PLAINTEXT" and "sasl.password" not in plain
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"kafka_security_protocol": "SASL_PLAINTEXT"}, "needs KAFKA_SASL_USERNAME and "
+     "KAFKA_SASL_PASSWORD"),
+    ({"kafka_security_protocol": "SASL_SSL", "kafka_sasl_username": "rag"},
+     "needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"),
+    ({"kafka_security_protocol": "SSL", "kafka_ssl_ca_location": "/nonexistent/ca.pem"},
+     "KAFKA_SSL_CA_LOCATION=/nonexistent/ca.pem is not a readable file"),
+    ({"kafka_security_protocol": "TLS"}, "KAFKA_SECURITY_PROTOCOL"),
+])
+def test_kafka_security_mistakes_are_named(overrides, message):
+    with pytest.raises(SettingsError, match=message):
+        load_settings(**overrides)
+
+
+def test_pages_flow_through_a_kafka_listener_that_wants_sasl_credentials(stack, settings,
+                                                                         unique):
+    """The local broker's SASL_PLAINTEXT listener (KAFKA_SASL_PORT): the project's own
+    producer and consumer configs get through with the credentials, not without."""
+    from confluent_kafka import Consumer, KafkaException, Producer
+    from confluent_kafka.admin import AdminClient
+
+    from rag_pipeline.local.stack.kafka import SASL_USER, sasl_password
+    from tests.helpers import create_topic, delete_topic
+
+    topic = f"sasl_{unique}"
+    create_topic(settings, topic, partitions=1)
+    try:
+        sasl = load_settings(
+            kafka_bootstrap_servers=f"127.0.0.1:{settings.kafka_sasl_port}",
+            kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="PLAIN",
+            kafka_sasl_username=SASL_USER,
+            kafka_sasl_password=sasl_password(settings.stack_path / "kafka"),
+            kafka_group_id=f"g-{unique}")
+        options = KafkaOptions.from_settings(sasl)
+        producer = Producer(producer_config(options))
+        producer.produce(topic, b"through SASL")
+        assert producer.flush(30) == 0
+        consumer = Consumer(consumer_config(options))
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 60
+        message = None
+        while message is None and time.monotonic() < deadline:
+            message = consumer.poll(1)
+        consumer.close()
+        assert message is not None and message.error() is None
+        assert message.value() == b"through SASL"
+
+        wrong = KafkaOptions.from_settings(sasl.model_copy(
+            update={"kafka_sasl_password": SecretStr("not-the-password")}))
+        with pytest.raises(KafkaException, match=r"(?i)authentication"):
+            AdminClient(client_config(wrong)).list_topics(timeout=15)
+    finally:
+        delete_topic(settings, topic)
+
+
+def _own_session_ssl(ledger) -> bool:
+    with ledger.pool.connection() as conn:
+        return conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+                            ).fetchone()[0]
+
+
+def test_postgres_tls_settings_reach_the_ledger_and_lightrag(topics, settings, unique,
+                                                             tmp_path):
+    """The local server offers TLS. POSTGRES_SSLMODE=verify-full against its certificate:
+    an indexing run (ledger, collection lock, LightRAG's asyncpg pool) works encrypted;
+    `disable` is honoured; a certificate from another CA is refused by the ledger, with a
+    message naming the settings to check, and by LightRAG."""
+    import dagster as dg
+
+    from rag_pipeline.ledger import LedgerUnavailable
+    from rag_pipeline.local.stack.postgres import make_tls_certificate
+    from rag_pipeline.workspaces import LightRAGOptions, WorkspacePool
+    from tests.helpers import index, open_ledger
+    from tests.test_liveness import staged
+
+    cert = settings.stack_path / "postgres" / "tls" / "server.crt"
+    verified = topics.model_copy(update={"postgres_sslmode": "verify-full",
+                                         "postgres_sslrootcert": str(cert)})
+    collection = f"tls-{unique}"
+    with open_ledger(verified) as ledger:
+        assert _own_session_ssl(ledger)
+        staged(verified, ledger, collection, 2, offset=620)
+        with dg.instance_for_test() as instance:
+            assert index(verified, instance, collection).success
+        assert ledger.job_states(collection) == {"completed": 2}
+    with open_ledger(topics.model_copy(update={"postgres_sslmode": "disable"})) as plain:
+        assert not _own_session_ssl(plain)
+
+    other_ca, _ = make_tls_certificate(tmp_path / "other-ca")
+    wrong = verified.model_copy(update={"postgres_sslrootcert": str(other_ca)})
+    with (pytest.raises(LedgerUnavailable,
+                        match="Check POSTGRES_SSLMODE and POSTGRES_SSLROOTCERT"),
+          open_ledger(wrong)):
+        pass
+    pool = WorkspacePool(LightRAGOptions.from_settings(wrong, shared_slots=False))
+    try:
+        with pytest.raises(Exception, match=r"(?i)certificate"):
+            pool.run(pool.workspace(f"tls-wrong-{unique}"), timeout=60)
+    finally:
+        pool.close()
