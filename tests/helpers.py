@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +26,8 @@ from rag_pipeline.ledger import JobLedger
 from rag_pipeline.local.publishing import OutgoingMessage, build_message, message_for, publish
 from rag_pipeline.settings import Settings
 from rag_pipeline.staging import StagingConfig, TickBudget, TickReport, stage_messages
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MIB = 1024 * 1024
 BIG_BUDGET = TickBudget(max_messages=10_000, max_bytes=256 * MIB, seconds=20)
@@ -185,3 +191,39 @@ def index(s: Settings, instance: dg.DagsterInstance, collection: str,
         resources=build_definitions(s).resources,
         run_config={"ops": {"raw_pages": {"config": {"scope": scope}}}},
     )
+
+
+def lightrag_statuses(ledger: JobLedger, workspace: str) -> set[str]:
+    """The document statuses LightRAG has for a workspace (none before its tables exist)."""
+    with ledger.pool.connection() as conn:
+        if not conn.execute("SELECT to_regclass('public.lightrag_doc_status')").fetchone()[0]:
+            return set()
+        rows = conn.execute("SELECT DISTINCT status FROM lightrag_doc_status "
+                            "WHERE workspace = %s", (workspace,)).fetchall()
+    return {r[0] for r in rows}
+
+
+@contextmanager
+def run_worker_inserting(s: Settings, ledger: JobLedger, collection: str,
+                         until: frozenset[str] = frozenset({"processed", "processing"}),
+                         extra_env: dict[str, str] | None = None
+                         ) -> Iterator[subprocess.Popen]:
+    """A run of `collection` in a process of its own (`tests.run_collection`, its own
+    process group), yielded once LightRAG has a document of it in one of the `until`
+    statuses; the test then kills or pauses it. Killed on the way out if still there."""
+    env = {**os.environ, "KAFKA_TOPIC": s.kafka_topic, "KAFKA_DLQ_TOPIC": s.kafka_dlq_topic,
+           **(extra_env or {})}
+    worker = subprocess.Popen([sys.executable, "-m", "tests.run_collection", collection],
+                              cwd=ROOT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and worker.poll() is None:
+            if lightrag_statuses(ledger, collection) & until:
+                break
+            time.sleep(0.2)
+        assert worker.poll() is None, "the run finished before the test could stop it"
+        yield worker
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(30)

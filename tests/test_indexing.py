@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -23,9 +20,15 @@ from rag_pipeline.local.corpus import pages as corpus_pages
 from rag_pipeline.local.corpus import postgres_docs
 from rag_pipeline.local.publishing import build_message
 from rag_pipeline.workspaces import LightRAGOptions, shared_pool
-from tests.helpers import dead_letters, index, job_id_base, page_message, produce, tick
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import (
+    dead_letters,
+    index,
+    job_id_base,
+    page_message,
+    produce,
+    run_worker_inserting,
+    tick,
+)
 
 
 @pytest.fixture(scope="module")
@@ -237,22 +240,10 @@ def test_a_killed_run_converges_after_its_jobs_are_requeued(
     produce(topics, topics.kafka_topic, messages)
     tick(topics, ledger)
     httpx.post(f"{model}/control", json={"latency_ms": 150})
-    env = {**os.environ, "KAFKA_TOPIC": topics.kafka_topic,
-           "KAFKA_DLQ_TOPIC": topics.kafka_dlq_topic}
-    worker = subprocess.Popen([sys.executable, "-m", "tests.run_collection", collection],
-                              cwd=ROOT, env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and worker.poll() is None:
-            if "processed" in lightrag_docs(ledger, collection).values():
-                break
-            time.sleep(0.2)
-        assert worker.poll() is None, "the run finished before it could be killed"
+    with run_worker_inserting(topics, ledger, collection, until=frozenset({"processed"})
+                              ) as worker:
         os.killpg(worker.pid, signal.SIGKILL)  # mid-insert: some documents done, others not
         worker.wait(30)
-    finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
     with ledger.pool.connection() as conn:
         dead_runs = [r[0] for r in conn.execute(
             "SELECT DISTINCT run_id FROM rag_pipeline.jobs WHERE collection_id = %s "

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import dagster as dg
 import httpx
@@ -25,9 +22,15 @@ from rag_pipeline.local.corpus import pages as corpus_pages
 from rag_pipeline.local.corpus import postgres_docs
 from rag_pipeline.partitions import COLLECTION_TAG
 from rag_pipeline.sensors.liveness import InstanceRuns
-from tests.helpers import index, job_id_base, page_message, produce, tick
+from tests.helpers import (
+    index,
+    job_id_base,
+    page_message,
+    produce,
+    run_worker_inserting,
+    tick,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 DEAD_PROCESS = "rag-pipeline:gone-host:1:00000000"  # the sessions of a host that is gone
 
 
@@ -184,35 +187,26 @@ def test_a_paused_run_declared_dead_writes_nothing_after_it_resumes(
     collection = f"lp-{unique}"
     job_ids = staged(topics, ledger, collection, 12, offset=540)
     httpx.post(f"{model}/control", json={"latency_ms": 300})
-    env = {**os.environ, "KAFKA_TOPIC": topics.kafka_topic,
-           "KAFKA_DLQ_TOPIC": topics.kafka_dlq_topic, "RUN_HEARTBEAT_TIMEOUT_SECONDS": "20"}
-    worker = subprocess.Popen([sys.executable, "-m", "tests.run_collection", collection],
-                              cwd=ROOT, env=env, start_new_session=True)
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and worker.poll() is None:
-            if lightrag_statuses(ledger, collection) & {"processed", "processing"}:
-                break
-            time.sleep(0.2)
-        assert worker.poll() is None, "the run finished before it could be paused"
-        os.killpg(worker.pid, signal.SIGSTOP)
-        [run_id] = {r["run_id"] for r in ledger.jobs(job_ids) if r["run_id"]}
-        time.sleep(21)
-        with dg.instance_for_test() as instance:
-            report = check_liveness(ledger, InstanceRuns(instance),
-                                    heartbeat_timeout_seconds=20, start_timeout_seconds=120,
-                                    max_retries=3, emit=print)
-        assert run_id in report.declared_dead
-        with ledger.pool.connection() as conn:
-            # Its collection lock went with its sessions.
-            key = f"rag_pipeline:collection:{collection}"
-            assert conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]
-            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
-        os.killpg(worker.pid, signal.SIGCONT)
-        assert worker.wait(60) in (LEASE_LOST_EXIT_STATUS, 1)
+        with run_worker_inserting(topics, ledger, collection,
+                                  extra_env={"RUN_HEARTBEAT_TIMEOUT_SECONDS": "20"}) as worker:
+            os.killpg(worker.pid, signal.SIGSTOP)
+            [run_id] = {r["run_id"] for r in ledger.jobs(job_ids) if r["run_id"]}
+            time.sleep(21)
+            with dg.instance_for_test() as instance:
+                report = check_liveness(ledger, InstanceRuns(instance),
+                                        heartbeat_timeout_seconds=20, start_timeout_seconds=120,
+                                        max_retries=3, emit=print)
+            assert run_id in report.declared_dead
+            with ledger.pool.connection() as conn:
+                # Its collection lock went with its sessions.
+                key = f"rag_pipeline:collection:{collection}"
+                assert conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
+                                    (key,)).fetchone()[0]
+                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+            os.killpg(worker.pid, signal.SIGCONT)
+            assert worker.wait(60) in (LEASE_LOST_EXIT_STATUS, 1)
     finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
         httpx.post(f"{model}/control", json={"latency_ms": 0})
     with ledger.pool.connection() as conn:
         after = conn.execute(
@@ -232,15 +226,6 @@ def test_a_paused_run_declared_dead_writes_nothing_after_it_resumes(
             "(SELECT 1 FROM lightrag_doc_status s WHERE s.workspace = c.workspace "
             "AND s.id = c.full_doc_id AND s.status = 'processed')", (collection,)).fetchone()[0]
     assert (per_url, orphans) == (1, 0)
-
-
-def lightrag_statuses(ledger, workspace: str) -> set[str]:
-    with ledger.pool.connection() as conn:
-        if not conn.execute("SELECT to_regclass('public.lightrag_doc_status')").fetchone()[0]:
-            return set()
-        rows = conn.execute("SELECT DISTINCT status FROM lightrag_doc_status "
-                            "WHERE workspace = %s", (workspace,)).fetchall()
-    return {r[0] for r in rows}
 
 
 def test_a_materialization_from_the_ui_is_tagged_watched_and_recorded(topics, ledger, unique):

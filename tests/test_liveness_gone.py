@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import dagster as dg
@@ -20,7 +18,8 @@ from dagster._core.test_utils import create_run_for_test
 from rag_pipeline.liveness import GONE_AFTER_SECONDS, check_liveness
 from rag_pipeline.partitions import COLLECTION_TAG
 from rag_pipeline.sensors.liveness import InstanceRuns
-from tests.test_liveness import DEAD_PROCESS, ROOT, age_heartbeat, lightrag_statuses, staged
+from tests.helpers import run_worker_inserting
+from tests.test_liveness import DEAD_PROCESS, age_heartbeat, staged
 
 OUT_OF_REACH = {"heartbeat_timeout_seconds": 3600, "start_timeout_seconds": 3600,
                 "max_retries": 3, "emit": print}
@@ -85,21 +84,12 @@ def test_a_killed_run_worker_is_taken_over_without_waiting_for_the_heartbeat_tim
     collection = f"lk-{unique}"
     job_ids = staged(topics, ledger, collection, 12, offset=600)
     httpx.post(f"{model}/control", json={"latency_ms": 300})
-    env = {**os.environ, "KAFKA_TOPIC": topics.kafka_topic,
-           "KAFKA_DLQ_TOPIC": topics.kafka_dlq_topic}
-    worker = subprocess.Popen([sys.executable, "-m", "tests.run_collection", collection],
-                              cwd=ROOT, env=env, start_new_session=True)
+    declared: list[str] = []
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and worker.poll() is None:
-            if lightrag_statuses(ledger, collection) & {"processed", "processing"}:
-                break
-            time.sleep(0.2)
-        assert worker.poll() is None, "the run finished before it could be killed"
-        [run_id] = {r["run_id"] for r in ledger.jobs(job_ids) if r["run_id"]}
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(30)
-        declared: list[str] = []
+        with run_worker_inserting(topics, ledger, collection) as worker:
+            [run_id] = {r["run_id"] for r in ledger.jobs(job_ids) if r["run_id"]}
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(30)
         with dg.instance_for_test() as instance:
             deadline = time.monotonic() + 120
             while not declared and time.monotonic() < deadline:
@@ -107,8 +97,6 @@ def test_a_killed_run_worker_is_taken_over_without_waiting_for_the_heartbeat_tim
                                           **OUT_OF_REACH).declared_dead
                 time.sleep(1)
     finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
         httpx.post(f"{model}/control", json={"latency_ms": 0})
     assert declared == [run_id]
     assert "no PostgreSQL session left" in ledger.declared_dead(run_id)
