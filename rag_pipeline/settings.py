@@ -214,7 +214,7 @@ class Settings(BaseSettings):
     kafka_controller_port: int = Field(9093, ge=1, le=65535, description="KRaft controller port")
     kafka_sasl_port: int | None = Field(
         None, ge=1, le=65535, description="port of a SASL_PLAINTEXT listener (PLAIN, user "
-        "rag-pipeline, password in <STACK_DIR>/kafka/sasl-password) the local Kafka adds, to "
+        "ragpipeline, password in <STACK_DIR>/kafka/sasl-password) the local Kafka adds, to "
         "try KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT against; unset: none"
     )
     kafka_advertised_port: int | None = Field(

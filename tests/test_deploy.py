@@ -135,7 +135,7 @@ def test_the_deployment_instance_loads_with_the_docker_run_launcher(stack, setti
         with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
             launcher = instance.run_launcher
             assert type(launcher).__name__ == "DockerRunLauncher"
-            assert launcher.network == "rag_pipeline"
+            assert launcher.networks == ["rag_pipeline"]
             assert "POSTGRES_PASSWORD" in launcher.env_vars
             limits = instance.get_concurrency_config().run_queue_config
             assert limits.max_concurrent_runs == 4

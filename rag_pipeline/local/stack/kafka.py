@@ -81,7 +81,7 @@ def resolve_kafka_jars(libs_dir: Path) -> Path:
 
 # The user of the local broker's SASL listener (KAFKA_SASL_PORT); its password is made once
 # per stack and kept in <STACK_DIR>/kafka/sasl-password.
-SASL_USER = "rag-pipeline"
+SASL_USER = "ragpipeline"  # JAAS option names take no hyphen
 
 
 def sasl_password(root: Path) -> str:

@@ -74,31 +74,6 @@ def _open_tree_for_others(root: Path) -> None:
             f.chmod(mode | (rx if mode & stat.S_IXUSR else r))
 
 
-def make_tls_certificate(folder: Path) -> tuple[Path, Path]:
-    """The local server's self-signed certificate for 127.0.0.1 and localhost (and its key),
-    made once with openssl: clients may verify it (POSTGRES_SSLMODE=verify-full,
-    POSTGRES_SSLROOTCERT=<the certificate>) as they would a production server's."""
-    cert, key = folder / "server.crt", folder / "server.key"
-    if cert.exists() and key.exists():
-        return cert, key
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        raise StackError("openssl is missing: the local PostgreSQL serves TLS with a "
-                         "certificate it makes. Install it (apt-get install openssl).")
-    folder.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        capture_output=True, text=True, timeout=120)
-    if result.returncode != 0:
-        raise StackError(f"openssl could not make the local PostgreSQL's TLS certificate: "
-                         f"{result.stderr.strip()[-500:]}")
-    key.chmod(0o600)  # PostgreSQL refuses a key others may read
-    cert.chmod(0o644)
-    return cert, key
-
-
 class PostgresService:
     name = "postgres"
 
@@ -106,8 +81,6 @@ class PostgresService:
         self.settings = settings
         self.root = settings.stack_path / "postgres"
         self.data_dir = self.root / "data"
-        # The server's certificate (clients verify it with POSTGRES_SSLROOTCERT) and key.
-        self.tls_dir = self.root / "tls"
         self.log_file = settings.stack_path / "logs" / "postgres.log"
         self.as_root = os.geteuid() == 0
 
@@ -174,16 +147,9 @@ class PostgresService:
             os.chown(self.log_file, user.pw_uid, user.pw_gid)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bin_dir)
-        cert, key = make_tls_certificate(self.tls_dir)
-        if self.as_root:
-            user = pwd.getpwnam(SERVICE_USER)
-            for path in (self.tls_dir, key):
-                os.chown(path, user.pw_uid, user.pw_gid)
-        # TLS as a production server offers it; clients choose with POSTGRES_SSLMODE.
         result = self._pg_ctl(
             "-w", "-t", "60", "-l", str(self.log_file),
-            "-o", f"-c listen_addresses=127.0.0.1 -p {s.postgres_port} -c ssl=on "
-            f"-c ssl_cert_file={cert} -c ssl_key_file={key}",
+            "-o", f"-c listen_addresses=127.0.0.1 -p {s.postgres_port}",
             "start",
         )
         if result.returncode != 0:
