@@ -8,7 +8,8 @@ concern in this package:
   reason codes);
 - `schema`: the tables and their versioned migrations;
 - `intake`: Kafka offsets and staging (the sensor);
-- `runs`: claims, cleaned texts, documents, finishing, requeues, heartbeats (runs, repairs);
+- `runs`: claims, cleaned texts, documents, finishing, requeues (runs, repairs);
+- `liveness`: heartbeats, silent and gone runs, declaring a run dead, nudges;
 - `outbox`: the status reports to the Go API;
 - `inspection`: read-only counts for people;
 - `counters`: counters that only grow, for the metrics exporter.
@@ -28,6 +29,7 @@ from rag_pipeline.ledger.connection import (
 from rag_pipeline.ledger.counters import CounterQueries
 from rag_pipeline.ledger.inspection import InspectionQueries
 from rag_pipeline.ledger.intake import ConcurrentStaging, IntakeQueries
+from rag_pipeline.ledger.liveness import LivenessQueries
 from rag_pipeline.ledger.outbox import OutboxQueries
 from rag_pipeline.ledger.records import (
     FailedMessage,
@@ -50,8 +52,8 @@ __all__ = ["ConcurrentStaging", "FailedMessage", "IndexedDocument", "JobLedger",
            "shared_ledger"]
 
 
-class JobLedger(SchemaQueries, IntakeQueries, RunQueries, OutboxQueries, InspectionQueries,
-                CounterQueries):
+class JobLedger(SchemaQueries, IntakeQueries, RunQueries, LivenessQueries, OutboxQueries,
+                InspectionQueries, CounterQueries):
     """Named queries over the ledger, on a psycopg 3 connection pool."""
 
 

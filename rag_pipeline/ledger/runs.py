@@ -1,4 +1,4 @@
-"""Runs: claims, cleaned texts, indexed documents, finishing jobs, requeues, heartbeats.
+"""Runs: claims, cleaned texts, indexed documents, finishing jobs, requeues.
 
 Everything an indexing run, the run-failure sensors and reconciliation read and write about
 the jobs a run owns. `finish_jobs` records a batch's outcomes, their documents and their
@@ -24,7 +24,6 @@ from rag_pipeline.ledger.records import (
     PageText,
     RunJob,
 )
-from rag_pipeline.vocabulary import DeathCause
 
 
 class RunQueries(LedgerConnection):
@@ -269,140 +268,6 @@ class RunQueries(LedgerConnection):
                 "SELECT count(*) FROM rag_pipeline.jobs WHERE state = 'running' "
                 "AND run_id = ANY(%s)", (list(run_ids),),
             ).fetchone()[0]
-
-    # --- liveness and reconciliation ---------------------------------------------------------
-    def heartbeat(self, run_id: str, collection_id: str, process: str) -> bool:
-        """The run is alive. False once it has been declared dead: it must stop writing."""
-        with self.transaction() as conn:
-            return conn.execute(
-                "INSERT INTO rag_pipeline.runs (run_id, collection_id, process) "
-                "VALUES (%s, %s, %s) ON CONFLICT (run_id) DO UPDATE SET beat_at = now(), "
-                "process = EXCLUDED.process WHERE rag_pipeline.runs.declared_dead_at IS NULL "
-                "RETURNING run_id", (run_id, collection_id, process)).fetchone() is not None
-
-    def declared_dead(self, run_id: str) -> str | None:
-        """Why the run was declared dead, or None while it may work."""
-        with self.pool.connection() as conn:
-            row = conn.execute("SELECT declared_dead_reason FROM rag_pipeline.runs "
-                               "WHERE run_id = %s AND declared_dead_at IS NOT NULL",
-                               (run_id,)).fetchone()
-        return row[0] if row else None
-
-    def silent_runs(self, timeout_seconds: float, gone_after_seconds: float
-                    ) -> list[tuple[str, str, float, DeathCause]]:
-        """(run_id, collection_id, seconds silent, cause) of unfinished runs that stopped
-        showing life:
-
-        - `silent`: no beat for `timeout_seconds` (jobs of runs that never beat count from
-          the job's last update). Covers every way of dying, a lost host or network too.
-        - `gone`: no beat for `gone_after_seconds` and no PostgreSQL session left under the
-          name of its process. A process that dies (SIGKILL, OOM kill, container or pod
-          stop) has its sockets closed by its kernel, so PostgreSQL drops its sessions at
-          once, while a live run holds a pooled session and reconnects within a beat. Not
-          trusted until the server itself has been up for `gone_after_seconds`: after a
-          PostgreSQL restart nobody has a session until their next beat.
-        """
-        with self.pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT run_id, collection_id, extract(epoch FROM now() - last_sign)::float8, "
-                "  cause FROM ("
-                "  SELECT r.run_id, r.collection_id, r.beat_at AS last_sign, CASE "
-                "    WHEN r.beat_at < now() - make_interval(secs => %(timeout)s) THEN 'silent' "
-                "    WHEN r.beat_at < now() - make_interval(secs => %(gone)s) "
-                "      AND r.process IS NOT NULL "
-                "      AND pg_postmaster_start_time() < now() - make_interval(secs => %(gone)s) "
-                "      AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a "
-                "                      WHERE a.application_name = r.process) THEN 'gone' "
-                "    END AS cause "
-                "  FROM rag_pipeline.runs r WHERE r.finished_at IS NULL "
-                "  AND r.declared_dead_at IS NULL "
-                "  UNION ALL SELECT j.run_id, min(j.collection_id), max(j.updated_at), 'silent' "
-                "  FROM rag_pipeline.jobs j WHERE j.state = 'running' AND NOT EXISTS "
-                "  (SELECT 1 FROM rag_pipeline.runs r WHERE r.run_id = j.run_id) "
-                "  GROUP BY j.run_id "
-                "  HAVING max(j.updated_at) < now() - make_interval(secs => %(timeout)s)) s "
-                "WHERE cause IS NOT NULL ORDER BY last_sign",
-                {"timeout": timeout_seconds, "gone": gone_after_seconds}).fetchall()
-        return [(run_id, collection_id, silent, DeathCause(cause))
-                for run_id, collection_id, silent, cause in rows]
-
-    def beating_runs(self, run_ids: Sequence[str]) -> set[str]:
-        """Those of `run_ids` that have beaten at least once."""
-        with self.pool.connection() as conn:
-            rows = conn.execute("SELECT run_id FROM rag_pipeline.runs WHERE run_id = ANY(%s)",
-                                (list(run_ids),)).fetchall()
-        return {r[0] for r in rows}
-
-    def declare_run_dead(self, run_id: str, collection_id: str, reason: str,
-                         cause: DeathCause = DeathCause.SILENT) -> int:
-        """Mark the run dead (its beats and outcomes are refused from now on) and terminate
-        the PostgreSQL sessions of its process: its collection lock is released and its
-        open transactions roll back. `cause` labels the counter.
-        Returns the number of sessions terminated."""
-        with self.transaction() as conn:
-            newly = conn.execute(
-                "SELECT NOT EXISTS (SELECT 1 FROM rag_pipeline.runs WHERE run_id = %s "
-                "AND declared_dead_at IS NOT NULL)", (run_id,)).fetchone()[0]
-            if newly:
-                add_counters(conn, {("runs_declared_dead", f"cause={cause}"): 1})
-            row = conn.execute(
-                "INSERT INTO rag_pipeline.runs (run_id, collection_id, declared_dead_at, "
-                "declared_dead_reason) VALUES (%s, %s, now(), %s) ON CONFLICT (run_id) DO "
-                "UPDATE SET declared_dead_at = coalesce(rag_pipeline.runs.declared_dead_at, "
-                "now()), declared_dead_reason = coalesce("
-                "rag_pipeline.runs.declared_dead_reason, EXCLUDED.declared_dead_reason), "
-                "outcome = coalesce(rag_pipeline.runs.outcome, 'declared dead'), "
-                "finished_at = coalesce(rag_pipeline.runs.finished_at, now()) RETURNING process",
-                (run_id, collection_id, reason)).fetchone()
-        process = row[0] if row else None
-        if not process:
-            return 0
-        with self.pool.connection() as conn:
-            return conn.execute(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) "
-                "FROM pg_stat_activity WHERE application_name = %s AND pid <> pg_backend_pid()",
-                (process,)).fetchone()[0]
-
-    def finish_run(self, run_id: str, collection_id: str, outcome: str) -> None:
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO rag_pipeline.runs (run_id, collection_id, outcome, finished_at) "
-                "VALUES (%s, %s, %s, now()) ON CONFLICT (run_id) DO UPDATE SET "
-                "outcome = EXCLUDED.outcome, finished_at = now()",
-                (run_id, collection_id, outcome))
-
-    def recent_failed_runs(self, collection_id: str, window_seconds: float) -> int:
-        with self.pool.connection() as conn:
-            return conn.execute(
-                "SELECT count(*) FROM rag_pipeline.runs WHERE collection_id = %s "
-                "AND outcome LIKE 'failure%%' "
-                "AND finished_at > now() - make_interval(secs => %s)",
-                (collection_id, window_seconds),
-            ).fetchone()[0]
-
-    def run_outcome(self, run_id: str) -> str | None:
-        with self.pool.connection() as conn:
-            row = conn.execute("SELECT outcome FROM rag_pipeline.runs WHERE run_id = %s",
-                               (run_id,)).fetchone()
-        return row[0] if row else None
-
-    def stale_queued_collections(self, older_than_seconds: float) -> list[str]:
-        with self.pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT DISTINCT collection_id FROM rag_pipeline.jobs WHERE state = 'queued' "
-                "AND updated_at < now() - make_interval(secs => %s) ORDER BY 1",
-                (older_than_seconds,),
-            ).fetchall()
-        return [r[0] for r in rows]
-
-    def nudge(self, collection_id: str) -> None:
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO rag_pipeline.collection_nudges (collection_id, nudge) VALUES (%s, 1) "
-                "ON CONFLICT (collection_id) DO UPDATE SET nudge = "
-                "rag_pipeline.collection_nudges.nudge + 1", (collection_id,))
-            conn.execute("UPDATE rag_pipeline.jobs SET updated_at = now() "
-                         "WHERE collection_id = %s AND state = 'queued'", (collection_id,))
 
 
 def _fence(owner: str | None, released_from: Sequence[str] | None
