@@ -89,9 +89,10 @@ def daemon_kills(ctx: Context) -> None:
 
 
 def host_crash(ctx: Context) -> None:
-    """The host dies three times: the daemon, its code server and every run worker
+    """The host dies three times: the daemon, the code server and every run worker
     SIGKILLed together (as a container restart, an OOM kill of the cgroup or a lost node
-    does), then the daemon restarted at once."""
+    does), then the code server and the daemon restarted at once (as an orchestrator
+    would)."""
     for share in HOST_CRASHES_AT:
         ctx.wait_for_stream(share)
         _wait_for_live_inserts(ctx, 300)
@@ -99,25 +100,24 @@ def host_crash(ctx: Context) -> None:
         killed = _kill_everything(ctx.run.deployment.home)
         ctx.notes.append(f"crash at {share:.0%}: killed {killed} processes, "
                          f"{len(blocked)} collections had runs")
+        ctx.run.deployment.start_code_server()
         ctx.run.deployment.start_daemon()
         ctx.ended(blocked)
         _wait_until_resumed(ctx, blocked, 600)
 
 
 def code_server_crash(ctx: Context) -> None:
-    """The code server and the run workers it launched SIGKILLed twice; the daemon lives
-    (and starts a new code server)."""
+    """The code server's container dies twice: the code server and the run workers it
+    launched SIGKILLed together while the daemon lives; the code server is restarted at once
+    (as Compose's restart policy or a Kubernetes Deployment does)."""
     for share in CODE_SERVER_CRASHES_AT:
         ctx.wait_for_stream(share)
         _wait_for_live_inserts(ctx, 300)
         blocked = ctx.running_collections()
-        victims = [p for p in processes_with_dagster_home(ctx.run.deployment.home)
-                   if p.pid != ctx.run.deployment.processes["daemon"].pid]
-        for victim in victims:
-            with contextlib.suppress(psutil.Error):
-                victim.kill()
+        killed = ctx.run.deployment.crash("code_server")
         ctx.notes.append(f"crash at {share:.0%}: killed the code server and run workers "
-                         f"({len(victims)} processes), {len(blocked)} collections had runs")
+                         f"({killed} processes), {len(blocked)} collections had runs")
+        ctx.run.deployment.start_code_server()
         ctx.ended(blocked)
         _wait_until_resumed(ctx, blocked, 600)
 

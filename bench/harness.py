@@ -158,7 +158,7 @@ class PipelineRun:
 @contextlib.contextmanager
 def pipeline(settings: Settings, max_concurrent_runs: int = 4,
              extra_env: dict[str, str] | None = None) -> Iterator[PipelineRun]:
-    """A daemon on fresh databases and topics, torn down afterwards."""
+    """A code server and a daemon on fresh databases and topics, torn down afterwards."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     pipeline_db, dagster_db = unique_name("bench_pipeline"), unique_name("bench_dagster")
@@ -178,7 +178,7 @@ def pipeline(settings: Settings, max_concurrent_runs: int = 4,
     deployment = DagsterDeployment.prepare(settings, home, env, max_concurrent_runs)
     ledger = open_ledger(scoped)
     try:
-        deployment.start_daemon()
+        deployment.start()
         yield PipelineRun(scoped, deployment, ledger, pipeline_db, dagster_db)
     finally:
         deployment.cleanup()

@@ -4,7 +4,6 @@ missing."""
 
 from __future__ import annotations
 
-import socket
 import time
 
 import httpx
@@ -13,16 +12,11 @@ from pydantic import SecretStr
 
 from rag_pipeline.definitions import build_resources
 from rag_pipeline.kafka_io import KafkaOptions, consumer_config, producer_config
+from rag_pipeline.local.stack.deployment import free_port
 from rag_pipeline.outbox import GoApiClient, deliver_outbox
 from rag_pipeline.settings import SettingsError, load_settings
 from tests.go_side import status_receiver
 from tests.test_outcomes import FAST, complete, staged_jobs
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_statuses_carry_the_bearer_token_the_go_api_wants(

@@ -16,7 +16,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rag_pipeline.local.stack.deployment import create_databases, drop_databases
+from rag_pipeline.local.stack.deployment import create_databases, drop_databases, free_port
 from rag_pipeline.settings import Settings, env_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,12 +143,6 @@ def test_the_deployment_instance_loads_with_the_docker_run_launcher(stack, setti
             assert instance.get_runs() == []  # its storage answers
     finally:
         drop_databases(settings, f"deploy_pipeline_{unique}", dagster_db)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_image_install_serves_the_code_location_and_answers_its_health_check(

@@ -1,5 +1,7 @@
-"""End to end, the way a deployment runs it: dagster-daemon and dagster-webserver as
-subprocesses on a PostgreSQL-backed DAGSTER_HOME, the real stack, real pages.
+"""End to end, the way a deployment runs it: the code location served by its own gRPC code
+server (`dagster api grpc`), dagster-daemon and dagster-webserver reaching it through a
+`grpc_server` workspace, each in its own working directory, configured by environment
+variables only, on a PostgreSQL-backed DAGSTER_HOME; the real stack, real pages.
 
 One crawl of three collections plus malformed messages, then the same crawl again, then a
 crawl with changed pages, then a burst during which the daemon is SIGKILLed and restarted.
@@ -91,10 +93,6 @@ def deployment(stack, settings: Settings, tmp_path_factory, go_bin: Path
     topic, dlq = f"e2e_jobs_{unique}", f"e2e_dlq_{unique}"
     create_topic(settings, topic, partitions=12)
     create_topic(settings, dlq, partitions=1)
-    # The API key only in a .env file, not exported: it must still reach resources as an
-    # EnvVar, never as a value in resource config or job snapshots.
-    dotenv = tmp_path_factory.mktemp("checkout") / ".env"
-    dotenv.write_text(f"OPENAI_API_KEY={CANARY_API_KEY}\n")
     # The Go backend's own status handler (go/cmd/statusreceiver) receives every status.
     receiver = contextlib.ExitStack()
     go_api = receiver.enter_context(status_receiver(
@@ -113,14 +111,16 @@ def deployment(stack, settings: Settings, tmp_path_factory, go_bin: Path
         "RECONCILE_CRON": "* * * * *",
         "QUEUED_JOB_GRACE_SECONDS": "30",
         # A recognisable API key (the stand-in accepts any): the security test looks for it.
-        "RAG_PIPELINE_ENV_FILE": str(dotenv),
+        # Environment only, as in a deployment: it must reach resources as an EnvVar, never
+        # as a value in resource config or job snapshots.
+        "OPENAI_API_KEY": CANARY_API_KEY,
         "OPENAI_BASE_URL": settings.dev_llm_url,
     })
     e2e = settings.model_copy(update={"kafka_topic": topic, "kafka_dlq_topic": dlq,
                                       "postgres_db": pipeline_db, "go_backend_url": go_api})
     try:
-        ui = dagster.start_webserver(settings.dagster_port)
-        dagster.start_daemon()
+        dagster.start(webserver_port=settings.dagster_port)
+        ui = f"http://127.0.0.1:{settings.dagster_port}"
         deployed = Deployment(e2e, dagster, f"{ui}/graphql")
         _wait("healthy daemons", lambda: _daemons_healthy(deployed.graphql), 240)
         yield deployed
@@ -370,15 +370,22 @@ def test_daemon_killed_mid_burst_ends_in_the_same_state(deployment, ledger_e2e):
     collections = {f"kill{i}-{unique}": files[i * 30:(i + 1) * 30] for i in range(3)}
     messages, owner = crawl(collections, job_id_base(), request_id=4)
     produce(s, s.kafka_topic, messages[:45])
-    # Kill as soon as the burst is being worked on: some staged, runs started.
-    _wait("the first runs", lambda: ledger.job_states(next(iter(collections))).get("running")
-          or ledger.job_states(next(iter(collections))).get("completed"), 300, every=1)
+    # Kill as soon as the burst is being worked on: a run of it beating in the code server.
+    live = _wait("a run of the burst", lambda: _live_runs(ledger, set(collections)), 300,
+                 every=0.5)
     deployment.dagster.kill("daemon")  # SIGKILL, the daemon alone, as a crash would
     produce(s, s.kafka_topic, messages[45:])
     time.sleep(5)
     deployment.dagster.start_daemon()
     rows = wait_terminal(ledger, list(owner))
     assert {r["state"] for r in rows} == {"completed"}
+    # The code server and its runs lived on without the daemon: the runs in flight at the
+    # kill finished by themselves, none had to be declared dead and taken over.
+    with ledger.pool.connection() as conn:
+        ended = dict(conn.execute(
+            "SELECT run_id, finished_at IS NOT NULL AND declared_dead_at IS NULL "
+            "FROM rag_pipeline.runs WHERE run_id = ANY(%s)", [list(live)]).fetchall())
+    assert ended == dict.fromkeys(live, True)
     expected: dict[str, set[str]] = defaultdict(set)
     for job_id, collection in owner.items():
         expected[collection].add(ledger.job(job_id)["doc_id"])
@@ -387,6 +394,13 @@ def test_daemon_killed_mid_burst_ends_in_the_same_state(deployment, ledger_e2e):
     wrong = {j: statuses[j] for j in owner
              if [c["status"] for c in statuses[j] if not c.get("replay")] != ["completed"]}
     assert not wrong, wrong
+
+
+def _live_runs(ledger: JobLedger, collections: set[str]) -> set[str]:
+    with ledger.pool.connection() as conn:
+        return {run_id for (run_id,) in conn.execute(
+            "SELECT run_id FROM rag_pipeline.runs WHERE collection_id = ANY(%s) AND "
+            "finished_at IS NULL AND declared_dead_at IS NULL", [list(collections)])}
 
 
 def test_no_secret_appears_in_logs_records_metadata_dlq_or_api_calls(deployment, ledger_e2e):

@@ -267,6 +267,31 @@ def dev(no_stack: bool, no_demo: bool) -> None:
         dagster_dev.stop()
 
 
+@main.command("serve")
+@click.option("--no-stack", is_flag=True,
+              help="Do not start the local stack (use existing services).")
+@user_errors
+def serve(no_stack: bool) -> None:
+    """The production topology here: code server (gRPC), webserver, daemon, exporter.
+
+    Four processes as a deployment runs them (docs/deployment.md), each in its own working
+    directory and configured by environment variables only. Runs in the foreground; Ctrl-C
+    stops the four.
+    """
+    from rag_pipeline.local.serve import serve as serve_topology
+
+    settings = _settings()
+    if not no_stack:
+        click.echo("Starting the local stack:")
+        LocalStack(settings).up(progress=lambda msg: click.echo(f"  {msg}"))
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
+    try:
+        serve_topology(settings, click.echo)
+    except KeyboardInterrupt:
+        click.echo("Stopped.")
+
+
 def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 

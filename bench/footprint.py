@@ -1,0 +1,218 @@
+"""What each process of the deployment uses (memory and CPU), measured while a crawl streams
+through the production topology; sizes the Kubernetes requests and limits from it.
+
+    python -m bench.footprint [--pages 300] [--latency-ms 300] [--no-write-helm]
+
+The code server, daemon, webserver and exporter run as in a deployment
+(`DagsterDeployment`), the runs as subprocesses of the code server; every second each
+process tree's resident memory and CPU time are sampled. A run worker is one tree (its
+executor's step processes included), as one Kubernetes Job's pod would hold it. Writes
+bench/results/footprint.json and the `resources` blocks of deploy/helm/values.yaml and
+exporter.yaml (between their `footprint:` markers), with the commit the figures came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import re
+import threading
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.common import machine, print_table, provenance, write_results
+from bench.harness import (
+    RESULTS,
+    Model,
+    bench_stack,
+    collection_messages,
+    corpus,
+    job_id_base,
+    pipeline,
+    send,
+    split,
+    wait_terminal,
+)
+from rag_pipeline.local.stack.dagster_dev import processes_with_dagster_home
+
+ROOT = Path(__file__).resolve().parent.parent
+HELM = ROOT / "deploy" / "helm"
+HELM_FILES = (HELM / "values.yaml", HELM / "exporter.yaml")
+WEBSERVER_PORT = 28300
+ROLES = ("code_server", "daemon", "webserver", "exporter", "run_worker")
+MIB = 1024 * 1024
+
+
+def role_of(cmdline: str) -> str | None:
+    if "execute_run" in cmdline:
+        return "run_worker"
+    for role, mark in (("daemon", "dagster-daemon"), ("webserver", "dagster-webserver"),
+                       ("exporter", "rag-pipeline-exporter"), ("code_server", "api grpc")):
+        if mark in cmdline:
+            return role
+    return None
+
+
+class TreeSampler:
+    """Every second: each root process of a role with its descendants (resident memory
+    summed, CPU seconds summed, the dead's last CPU time kept)."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.peak_rss: dict[str, float] = defaultdict(float)  # role -> MiB, one tree
+        self.cores: dict[str, list[float]] = defaultdict(list)  # role -> cores per second
+        self._cpu: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        previous: dict[str, float] = {}
+        while not self._stop.wait(1.0):
+            cpu_now: dict[str, float] = defaultdict(float)
+            for root, role, tree in self._trees():
+                rss = 0.0
+                for process in tree:
+                    with contextlib.suppress(psutil.Error):
+                        rss += process.memory_info().rss / MIB
+                        times = process.cpu_times()
+                        self._cpu[process.pid] = times.user + times.system
+                # The largest single tree: one pod holds one of them.
+                self.peak_rss[role] = max(self.peak_rss[role], rss)
+                cpu_now[f"{role}:{root.pid}"] = sum(self._cpu.get(p.pid, 0.0) for p in tree)
+            for key, total in cpu_now.items():
+                if key in previous:
+                    self.cores[key.split(":")[0]].append(max(0.0, total - previous[key]))
+            previous = cpu_now
+
+    def _trees(self) -> list[tuple[psutil.Process, str, list[psutil.Process]]]:
+        """(root, role, its processes): each process belongs to its nearest ancestor that is
+        a role's root (the code server's tree stops where a run worker's begins)."""
+        members = {p.pid: p for p in processes_with_dagster_home(self.home)}
+        roles: dict[int, str | None] = {}
+        parents: dict[int, int] = {}
+        for pid, process in members.items():
+            with contextlib.suppress(psutil.Error):
+                roles[pid] = role_of(" ".join(process.cmdline()))
+                parents[pid] = process.ppid()
+        roots = {pid: role for pid, role in roles.items() if role is not None
+                 and roles.get(parents.get(pid, 0)) != role}
+        trees: dict[int, list[psutil.Process]] = defaultdict(list)
+        for pid in roles:
+            owner = pid
+            while owner not in roots and owner in parents:
+                owner = parents[owner]
+            if owner in roots:
+                trees[owner].append(members[pid])
+        return [(members[pid], roots[pid], tree) for pid, tree in trees.items()]
+
+
+def figures(sampler: TreeSampler) -> dict[str, dict[str, float]]:
+    out = {}
+    for role in ROLES:
+        cores = sorted(sampler.cores.get(role, [])) or [0.0]
+        busy = [c for c in cores if c > 0.01] or [0.0]
+        out[role] = {"peak_rss_mib": round(sampler.peak_rss.get(role, 0.0), 1),
+                     "mean_busy_cores": round(sum(busy) / len(busy), 3),
+                     "p95_cores": round(cores[min(len(cores) - 1, int(len(cores) * 0.95))], 3),
+                     "samples": len(sampler.cores.get(role, []))}
+    return out
+
+
+def resources(figure: dict[str, float]) -> dict[str, dict[str, str]]:
+    """Requests: what the process used (memory at its peak, CPU while busy); limits: twice
+    the peak memory (a larger page or a longer run must not be OOM-killed) and the CPU of
+    its busiest seconds, at least half a core."""
+    peak = max(figure["peak_rss_mib"], 64.0)
+    return {
+        "requests": {"cpu": f"{max(100, _up(figure['mean_busy_cores'] * 1000, 50))}m",
+                     "memory": f"{_up(peak, 64)}Mi"},
+        "limits": {"cpu": f"{max(500, _up(figure['p95_cores'] * 1000, 250))}m",
+                   "memory": f"{_up(peak * 2, 128)}Mi"},
+    }
+
+
+def _up(value: float, step: int) -> int:
+    return int(math.ceil(value / step) * step)
+
+
+def write_helm(sized: dict[str, dict[str, dict[str, str]]], stamp: str) -> None:
+    """Replace each `# footprint:begin <role>` ... `# footprint:end` block of the Helm
+    values and the exporter's manifest."""
+    texts = {path: path.read_text() for path in HELM_FILES}
+    for role, spec in sized.items():
+        pattern = re.compile(rf"( *)# footprint:begin {role}\n.*?\1# footprint:end\n", re.S)
+        path = next((p for p, t in texts.items() if pattern.search(t)), None)
+        if path is None:
+            raise SystemExit(f"no footprint block for {role} in {HELM_FILES}")
+        match = pattern.search(texts[path])
+        assert match is not None
+        pad = match.group(1)
+        block = [f"{pad}# footprint:begin {role}", f"{pad}# {stamp}", f"{pad}resources:"]
+        for kind in ("requests", "limits"):
+            block.append(f"{pad}  {kind}:")
+            block += [f"{pad}    {k}: {v}" for k, v in spec[kind].items()]
+        block.append(f"{pad}# footprint:end")
+        text = texts[path]
+        texts[path] = text[:match.start()] + "\n".join(block) + "\n" + text[match.end():]
+    for path, text in texts.items():
+        path.write_text(text)
+    print(f"wrote the resources of {', '.join(sized)} into {', '.join(map(str, HELM_FILES))}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=300)
+    parser.add_argument("--latency-ms", type=float, default=300)
+    parser.add_argument("--out", type=Path, default=RESULTS / "footprint.json")
+    parser.add_argument("--no-write-helm", action="store_true")
+    args = parser.parse_args(argv)
+    collections = split(corpus(args.pages), ["fp-a", "fp-b", "fp-c"])
+    messages, owner = collection_messages(collections, job_id_base())
+    with bench_stack() as settings:
+        model = Model(settings)
+        model.set(latency_ms=args.latency_ms)
+        with pipeline(settings, 4, {"SENSOR_INTERVAL_SECONDS": "2"}) as run:
+            run.deployment.start_webserver(WEBSERVER_PORT)
+            run.deployment.start_exporter()
+            with TreeSampler(run.deployment.home) as sampler:
+                send(run.settings, messages)
+                seconds = wait_terminal(run.ledger, list(owner))
+        model.set(latency_ms=0)
+    measured = figures(sampler)
+    results = {"machine": machine(), "settings": {
+        "pages": len(owner), "collections": len(collections), "latency_ms": args.latency_ms,
+        "max_concurrent_runs": 4, "llm_max_concurrency": settings.llm_max_concurrency,
+        "ledger_pool_size": settings.ledger_pool_size,
+        "lightrag_pool_size": settings.lightrag_pool_size},
+        "seconds": round(seconds, 1), "roles": measured}
+    sized = {role: resources(measured[role]) for role in ROLES}
+    results["kubernetes_resources"] = sized
+    print_table(f"Footprint per process tree ({len(owner)} pages, {args.latency_ms:.0f} ms)",
+                ["role", "peak RSS MiB", "mean busy cores", "p95 cores", "request", "limit"],
+                [[role, f["peak_rss_mib"], f["mean_busy_cores"], f["p95_cores"],
+                  f"{sized[role]['requests']['cpu']}/{sized[role]['requests']['memory']}",
+                  f"{sized[role]['limits']['cpu']}/{sized[role]['limits']['memory']}"]
+                 for role, f in measured.items()])
+    write_results(args.out, results)
+    if not args.no_write_helm:
+        origin = provenance()
+        write_helm(sized, f"python -m bench.footprint, commit {origin['commit'][:12]}"
+                   f"{' (dirty)' if origin['dirty'] else ''}, {len(owner)} pages, "
+                   f"{args.latency_ms:.0f} ms model latency")
+    return results
+
+
+if __name__ == "__main__":
+    main()
