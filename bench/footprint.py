@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import psycopg
 
 from bench.common import machine, print_table, provenance, write_results
 from bench.harness import (
@@ -38,6 +39,7 @@ from bench.harness import (
     wait_terminal,
 )
 from rag_pipeline.local.stack.dagster_dev import processes_with_dagster_home
+from rag_pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 HELM = ROOT / "deploy" / "helm"
@@ -61,8 +63,12 @@ class TreeSampler:
     """Every second: each root process of a role with its descendants (resident memory
     summed, CPU seconds summed, the dead's last CPU time kept)."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, settings: Settings) -> None:
         self.home = home
+        self.settings = settings
+        # PostgreSQL client sessions at their peak: all, and those of run processes (named
+        # rag-pipeline:<host>:<pid>:<token>: ledger pool, lock, model slots, LightRAG).
+        self.peak_connections = {"all": 0, "run_processes": 0, "runs_at_peak": 0}
         self.peak_rss: dict[str, float] = defaultdict(float)  # role -> MiB, one tree
         self.cores: dict[str, list[float]] = defaultdict(list)  # role -> cores per second
         self._cpu: dict[int, float] = {}
@@ -79,22 +85,40 @@ class TreeSampler:
 
     def _loop(self) -> None:
         previous: dict[str, float] = {}
-        while not self._stop.wait(1.0):
-            cpu_now: dict[str, float] = defaultdict(float)
-            for root, role, tree in self._trees():
-                rss = 0.0
-                for process in tree:
-                    with contextlib.suppress(psutil.Error):
-                        rss += process.memory_info().rss / MIB
-                        times = process.cpu_times()
-                        self._cpu[process.pid] = times.user + times.system
-                # The largest single tree: one pod holds one of them.
-                self.peak_rss[role] = max(self.peak_rss[role], rss)
-                cpu_now[f"{role}:{root.pid}"] = sum(self._cpu.get(p.pid, 0.0) for p in tree)
-            for key, total in cpu_now.items():
-                if key in previous:
-                    self.cores[key.split(":")[0]].append(max(0.0, total - previous[key]))
-            previous = cpu_now
+        with psycopg.connect(self.settings.postgres_conninfo("postgres"),
+                             **self.settings.postgres_kwargs(), autocommit=True) as conn:
+            while not self._stop.wait(1.0):
+                self._sample_connections(conn)
+                previous = self._sample_trees(previous)
+
+    def _sample_connections(self, conn: psycopg.Connection) -> None:
+        total, runs, processes = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE application_name LIKE 'rag-pipeline:%'), "
+            "count(DISTINCT application_name) FILTER (WHERE application_name LIKE "
+            "'rag-pipeline:%') FROM pg_stat_activity WHERE backend_type = 'client backend' "
+            "AND pid <> pg_backend_pid()").fetchone()
+        peak = self.peak_connections
+        if total > peak["all"]:
+            peak["all"] = total
+        if runs > peak["run_processes"]:
+            peak["run_processes"], peak["runs_at_peak"] = runs, processes
+
+    def _sample_trees(self, previous: dict[str, float]) -> dict[str, float]:
+        cpu_now: dict[str, float] = defaultdict(float)
+        for root, role, tree in self._trees():
+            rss = 0.0
+            for process in tree:
+                with contextlib.suppress(psutil.Error):
+                    rss += process.memory_info().rss / MIB
+                    times = process.cpu_times()
+                    self._cpu[process.pid] = times.user + times.system
+            # The largest single tree: one pod holds one of them.
+            self.peak_rss[role] = max(self.peak_rss[role], rss)
+            cpu_now[f"{role}:{root.pid}"] = sum(self._cpu.get(p.pid, 0.0) for p in tree)
+        for key, total in cpu_now.items():
+            if key in previous:
+                self.cores[key.split(":")[0]].append(max(0.0, total - previous[key]))
+        return cpu_now
 
     def _trees(self) -> list[tuple[psutil.Process, str, list[psutil.Process]]]:
         """(root, role, its processes): each process belongs to its nearest ancestor that is
@@ -116,6 +140,12 @@ class TreeSampler:
             if owner in roots:
                 trees[owner].append(members[pid])
         return [(members[pid], roots[pid], tree) for pid, tree in trees.items()]
+
+
+def max_connections(settings: Settings) -> int:
+    with psycopg.connect(settings.postgres_conninfo("postgres"), **settings.postgres_kwargs()
+                         ) as conn:
+        return int(conn.execute("SHOW max_connections").fetchone()[0])
 
 
 def figures(sampler: TreeSampler) -> dict[str, dict[str, float]]:
@@ -186,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with pipeline(settings, 4, {"SENSOR_INTERVAL_SECONDS": "2"}) as run:
             run.deployment.start_webserver(WEBSERVER_PORT)
             run.deployment.start_exporter()
-            with TreeSampler(run.deployment.home) as sampler:
+            with TreeSampler(run.deployment.home, run.settings) as sampler:
                 send(run.settings, messages)
                 seconds = wait_terminal(run.ledger, list(owner))
         model.set(latency_ms=0)
@@ -196,7 +226,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "max_concurrent_runs": 4, "llm_max_concurrency": settings.llm_max_concurrency,
         "ledger_pool_size": settings.ledger_pool_size,
         "lightrag_pool_size": settings.lightrag_pool_size},
-        "seconds": round(seconds, 1), "roles": measured}
+        "seconds": round(seconds, 1), "roles": measured,
+        "postgres_connections_at_peak": {**sampler.peak_connections,
+                                         "max_connections": max_connections(settings)}}
     sized = {role: resources(measured[role]) for role in ROLES}
     results["kubernetes_resources"] = sized
     print_table(f"Footprint per process tree ({len(owner)} pages, {args.latency_ms:.0f} ms)",
@@ -205,6 +237,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{sized[role]['requests']['cpu']}/{sized[role]['requests']['memory']}",
                   f"{sized[role]['limits']['cpu']}/{sized[role]['limits']['memory']}"]
                  for role, f in measured.items()])
+    peak = results["postgres_connections_at_peak"]
+    print(f"PostgreSQL client sessions at their peak: {peak['all']} of max_connections "
+          f"{peak['max_connections']}; of run processes: {peak['run_processes']} "
+          f"({peak['runs_at_peak']} processes)")
     write_results(args.out, results)
     if not args.no_write_helm:
         origin = provenance()
