@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 send(run.settings, messages)
                 seconds = wait_terminal(run.ledger, list(owner))
         model.set(latency_ms=0)
+        connection_limit = max_connections(settings)
     measured = figures(sampler)
     results = {"machine": machine(), "settings": {
         "pages": len(owner), "collections": len(collections), "latency_ms": args.latency_ms,
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "lightrag_pool_size": settings.lightrag_pool_size},
         "seconds": round(seconds, 1), "roles": measured,
         "postgres_connections_at_peak": {**sampler.peak_connections,
-                                         "max_connections": max_connections(settings)}}
+                                         "max_connections": connection_limit}}
     sized = {role: resources(measured[role]) for role in ROLES}
     results["kubernetes_resources"] = sized
     print_table(f"Footprint per process tree ({len(owner)} pages, {args.latency_ms:.0f} ms)",

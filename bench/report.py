@@ -178,6 +178,32 @@ def cpu_table(pipeline: dict[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
+def footprint_table(footprint: dict[str, Any] | None) -> list[str]:
+    """Memory and CPU per process tree, the Kubernetes resources sized from them, and the
+    peak of PostgreSQL sessions (bench/footprint.py)."""
+    if not footprint:
+        return []
+    m, s = footprint["machine"], footprint["settings"]
+    sized, peak = footprint["kubernetes_resources"], footprint["postgres_connections_at_peak"]
+    lines = [f"What each process of the production topology used while {s['pages']} pages over "
+             f"{s['collections']} collections streamed through it ({s['latency_ms']:.0f} ms "
+             f"model latency, {s['max_concurrent_runs']} runs at once; commit "
+             f"{m.get('commit', '?')[:10]}{' (dirty)' if m.get('dirty') else ''}, load average "
+             f"{m.get('load_average_1m')} at the start, {m.get('date')}), and the Kubernetes "
+             "resources written into deploy/helm from it:", "",
+             "| process tree | peak RSS MiB | mean busy cores | p95 cores | requests | limits |",
+             "|---|---:|---:|---:|---|---|"]
+    for role, f in footprint["roles"].items():
+        req, lim = sized[role]["requests"], sized[role]["limits"]
+        lines.append(f"| {role} | {fmt(f['peak_rss_mib'], 0)} | {fmt(f['mean_busy_cores'])} | "
+                     f"{fmt(f['p95_cores'])} | {req['cpu']}, {req['memory']} | "
+                     f"{lim['cpu']}, {lim['memory']} |")
+    lines += ["", f"PostgreSQL client sessions at their peak: {peak['all']} of "
+              f"max_connections {peak['max_connections']}; run processes held "
+              f"{peak['run_processes']} of them ({peak['runs_at_peak']} processes).", ""]
+    return lines
+
+
 def main() -> None:
     table = rows()
     pipeline = load("pipeline")
@@ -206,6 +232,7 @@ def main() -> None:
         lines += ["![Backlog: pages/s and model utilisation](images/backlog.png)", ""]
     lines += cpu_table(pipeline)
     lines += scrape_table(load("scrape"))
+    lines += footprint_table(load("footprint"))
     notes = ROOT / "bench" / "NOTES.md"
     if notes.exists():
         lines += [notes.read_text().strip(), ""]

@@ -3,14 +3,15 @@
     make bench        # = python -m bench.run_all
 
 Each benchmark also runs alone: python -m bench.cleaning | staging | cost | pipeline |
-latency | scrape; `python -m bench.report` rebuilds the report from bench/results/*.json.
+latency | scrape | footprint; `python -m bench.report` rebuilds the report from
+bench/results/*.json.
 """
 
 from __future__ import annotations
 
 import time
 
-from bench import cleaning, cost, latency, pipeline, report, scrape, staging
+from bench import cleaning, cost, footprint, latency, pipeline, report, scrape, staging
 from bench.harness import shared_bench_stack
 
 
@@ -23,6 +24,7 @@ def main() -> None:
         pipeline.main([])
         latency.main([])
         scrape.main([])
+        footprint.main([])
     report.main()
     print(f"\nAll benchmarks: {(time.monotonic() - started) / 60:.1f} minutes")
 

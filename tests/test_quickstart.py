@@ -97,3 +97,44 @@ def test_stack_down_stops_a_dagster_whose_dev_died(quickstart):
     assert down.returncode == 0, down.stderr
     assert "dagster" in down.stdout
     assert wait_until_gone(home, timeout=30) == []
+
+
+def test_serve_runs_the_production_topology_on_environment_only(quickstart, tmp_path):
+    """`rag-pipeline serve`: code server, webserver, daemon and exporter as processes of
+    their own, in their own working directories, reaching the code location over gRPC; the
+    settings files are read once and handed on as variables; Ctrl-C stops all four."""
+    home = Path(quickstart["STACK_DIR"]) / "dagster_home"
+    dotenv = tmp_path / "settings.env"
+    dotenv.write_text("GO_API_TIMEOUT_SECONDS=7.5\n")
+    env = {**quickstart, "RAG_PIPELINE_ENV_FILE": str(dotenv), "METRICS_PORT": "13108"}
+    serve = subprocess.Popen([sys.executable, "-m", "rag_pipeline.local.cli", "serve",
+                              "--no-stack"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for_ui(serve)
+        located = httpx.post(f"http://127.0.0.1:{PORT}/graphql", timeout=30, json={
+            "query": "{ workspaceOrError { ... on Workspace { locationEntries { name "
+                     "displayMetadata { key value } locationOrLoadError { __typename } } } } }"})
+        [entry] = located.json()["data"]["workspaceOrError"]["locationEntries"]
+        assert entry["name"] == "rag_pipeline"
+        assert entry["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+        assert {m["key"] for m in entry["displayMetadata"]} >= {"host", "port"}  # grpc_server
+        roles = {}
+        for process in processes_with_dagster_home(home):
+            command = " ".join(process.cmdline())
+            for role, mark in (("code_server", "api grpc"), ("daemon", "dagster-daemon"),
+                               ("webserver", "dagster-webserver"),
+                               ("exporter", "rag-pipeline-exporter")):
+                if mark in command and "execute_run" not in command:
+                    roles[role] = process
+        assert set(roles) == {"code_server", "daemon", "webserver", "exporter"}
+        assert len({p.cwd() for p in roles.values()}) == 4  # a working directory each
+        for process in roles.values():
+            environment = process.environ()
+            assert environment["RAG_PIPELINE_ENV_FILE"] == ""  # no service reads a file
+            assert environment["GO_API_TIMEOUT_SECONDS"] == "7.5"  # handed on from it
+        assert httpx.get("http://127.0.0.1:13108/healthz", timeout=10).status_code == 200
+    finally:
+        os.killpg(serve.pid, signal.SIGINT)
+        serve.wait(120)
+    assert wait_until_gone(home) == []
