@@ -50,7 +50,9 @@ MIB = 1024 * 1024
 
 
 def role_of(cmdline: str) -> str | None:
-    if "execute_run" in cmdline:
+    # The code server starts each run in a spawned interpreter (multiprocessing), the CLI
+    # launchers as `dagster api execute_run`.
+    if "multiprocessing-fork" in cmdline or "execute_run" in cmdline:
         return "run_worker"
     for role, mark in (("daemon", "dagster-daemon"), ("webserver", "dagster-webserver"),
                        ("exporter", "rag-pipeline-exporter"), ("code_server", "api grpc")):
@@ -152,21 +154,20 @@ def figures(sampler: TreeSampler) -> dict[str, dict[str, float]]:
     out = {}
     for role in ROLES:
         cores = sorted(sampler.cores.get(role, [])) or [0.0]
-        busy = [c for c in cores if c > 0.01] or [0.0]
         out[role] = {"peak_rss_mib": round(sampler.peak_rss.get(role, 0.0), 1),
-                     "mean_busy_cores": round(sum(busy) / len(busy), 3),
+                     "mean_cores": round(sum(cores) / len(cores), 3),
                      "p95_cores": round(cores[min(len(cores) - 1, int(len(cores) * 0.95))], 3),
                      "samples": len(sampler.cores.get(role, []))}
     return out
 
 
 def resources(figure: dict[str, float]) -> dict[str, dict[str, str]]:
-    """Requests: what the process used (memory at its peak, CPU while busy); limits: twice
-    the peak memory (a larger page or a longer run must not be OOM-killed) and the CPU of
-    its busiest seconds, at least half a core."""
+    """Requests: what the process used (memory at its peak, CPU on average while it lived);
+    limits: twice the peak memory (a larger page or a longer run must not be OOM-killed)
+    and the CPU of its busiest seconds (95th percentile), at least half a core."""
     peak = max(figure["peak_rss_mib"], 64.0)
     return {
-        "requests": {"cpu": f"{max(100, _up(figure['mean_busy_cores'] * 1000, 50))}m",
+        "requests": {"cpu": f"{max(100, _up(figure['mean_cores'] * 1000, 50))}m",
                      "memory": f"{_up(peak, 64)}Mi"},
         "limits": {"cpu": f"{max(500, _up(figure['p95_cores'] * 1000, 250))}m",
                    "memory": f"{_up(peak * 2, 128)}Mi"},
@@ -233,8 +234,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sized = {role: resources(measured[role]) for role in ROLES}
     results["kubernetes_resources"] = sized
     print_table(f"Footprint per process tree ({len(owner)} pages, {args.latency_ms:.0f} ms)",
-                ["role", "peak RSS MiB", "mean busy cores", "p95 cores", "request", "limit"],
-                [[role, f["peak_rss_mib"], f["mean_busy_cores"], f["p95_cores"],
+                ["role", "peak RSS MiB", "mean cores", "p95 cores", "request", "limit"],
+                [[role, f["peak_rss_mib"], f["mean_cores"], f["p95_cores"],
                   f"{sized[role]['requests']['cpu']}/{sized[role]['requests']['memory']}",
                   f"{sized[role]['limits']['cpu']}/{sized[role]['limits']['memory']}"]
                  for role, f in measured.items()])

@@ -191,11 +191,11 @@ def footprint_table(footprint: dict[str, Any] | None) -> list[str]:
              f"{m.get('commit', '?')[:10]}{' (dirty)' if m.get('dirty') else ''}, load average "
              f"{m.get('load_average_1m')} at the start, {m.get('date')}), and the Kubernetes "
              "resources written into deploy/helm from it:", "",
-             "| process tree | peak RSS MiB | mean busy cores | p95 cores | requests | limits |",
+             "| process tree | peak RSS MiB | mean cores | p95 cores | requests | limits |",
              "|---|---:|---:|---:|---|---|"]
     for role, f in footprint["roles"].items():
         req, lim = sized[role]["requests"], sized[role]["limits"]
-        lines.append(f"| {role} | {fmt(f['peak_rss_mib'], 0)} | {fmt(f['mean_busy_cores'])} | "
+        lines.append(f"| {role} | {fmt(f['peak_rss_mib'], 0)} | {fmt(f['mean_cores'])} | "
                      f"{fmt(f['p95_cores'])} | {req['cpu']}, {req['memory']} | "
                      f"{lim['cpu']}, {lim['memory']} |")
     lines += ["", f"PostgreSQL client sessions at their peak: {peak['all']} of "
