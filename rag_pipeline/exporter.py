@@ -182,8 +182,15 @@ def main() -> None:
         raise SystemExit(f"rag-pipeline-exporter: {exc}") from None
     configure_logging(settings.log_format)
     exporter = Exporter(settings)
-    server = ThreadingHTTPServer((settings.metrics_host, settings.metrics_port),
-                                 handler_for(exporter))
+    try:
+        server = ThreadingHTTPServer((settings.metrics_host, settings.metrics_port),
+                                     handler_for(exporter))
+    except OSError as exc:
+        exporter.ledger.close()
+        raise SystemExit(
+            f"rag-pipeline-exporter: cannot listen on {settings.metrics_host}:"
+            f"{settings.metrics_port} ({exc.strerror}): another exporter may already run "
+            "there; stop it, or set METRICS_HOST / METRICS_PORT.") from None
     log.info(event_line("exporter_started", address=f"http://{settings.metrics_host}:"
                         f"{settings.metrics_port}", dagster=exporter.dagster is not None))
     try:

@@ -232,3 +232,12 @@ def test_readyz_follows_postgres_kafka_and_the_daemon(deployment, exporter, stac
     finally:
         stack.kafka.start()
     ready_again()
+
+
+def test_a_second_exporter_on_a_taken_port_says_what_to_do(exporter):
+    second = subprocess.run([str(Path(sys.executable).parent / "rag-pipeline-exporter")],
+                            env=exporter.env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{EXPORTER_PORT}" in second.stderr
+    assert "METRICS_PORT" in second.stderr
+    assert "Traceback" not in second.stderr
