@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model.set(latency_ms=args.latency_ms)
         with pipeline(settings, 4, {"SENSOR_INTERVAL_SECONDS": "2"}) as run:
             run.deployment.start_webserver(WEBSERVER_PORT)
-            run.deployment.start_exporter()
+            run.deployment.start_exporter(run.settings.metrics_port)
             with TreeSampler(run.deployment.home, run.settings) as sampler:
                 send(run.settings, messages)
                 seconds = wait_terminal(run.ledger, list(owner))

@@ -9,6 +9,7 @@ stack's PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -112,6 +113,15 @@ def test_serve_runs_the_production_topology_on_environment_only(quickstart, tmp_
                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         wait_for_ui(serve)
+        # The exporter is the last to start (serve says so once it answers).
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get("http://127.0.0.1:13108/healthz", timeout=5).status_code == 200:
+                    break
+            time.sleep(1)
+        else:
+            raise AssertionError("the exporter of `rag-pipeline serve` never answered")
         located = httpx.post(f"http://127.0.0.1:{PORT}/graphql", timeout=30, json={
             "query": "{ workspaceOrError { ... on Workspace { locationEntries { name "
                      "displayMetadata { key value } locationOrLoadError { __typename } } } } }"})
@@ -133,7 +143,6 @@ def test_serve_runs_the_production_topology_on_environment_only(quickstart, tmp_
             environment = process.environ()
             assert environment["RAG_PIPELINE_ENV_FILE"] == ""  # no service reads a file
             assert environment["GO_API_TIMEOUT_SECONDS"] == "7.5"  # handed on from it
-        assert httpx.get("http://127.0.0.1:13108/healthz", timeout=10).status_code == 200
     finally:
         os.killpg(serve.pid, signal.SIGINT)
         serve.wait(120)

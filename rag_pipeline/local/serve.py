@@ -50,14 +50,16 @@ def serve(settings: Settings, echo: Callable[[str], None]) -> int:
         echo("Starting the webserver, the daemon and the metrics exporter ...")
         ui = deployment.start_webserver(settings.dagster_port)
         deployment.start_daemon()
-        deployment.start_exporter()
+        metrics = deployment.start_exporter(settings.metrics_port)
         echo(f"Dagster UI: {ui}  (Ctrl-C stops the four services)")
-        echo(f"Metrics: http://{settings.metrics_host}:{settings.metrics_port}/metrics")
+        echo(f"Metrics: {metrics}/metrics (also /healthz, /readyz)")
         echo(f"Workspace: {deployment.workspace}; logs: {deployment.home}/<service>.log")
         while True:
             for name in SERVICES:
                 if deployment.processes[name].poll() is not None:
                     raise StackError(f"the {name} exited; see {deployment.home}/{name}.log")
             time.sleep(1)
+    except RuntimeError as exc:  # a service that did not start: its log is named
+        raise StackError(str(exc)) from None
     finally:
         deployment.stop()

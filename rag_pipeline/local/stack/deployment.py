@@ -145,8 +145,19 @@ class DagsterDeployment:
             time.sleep(1)
         raise RuntimeError(f"dagster-webserver did not start; see {self.home}/webserver.log")
 
-    def start_exporter(self) -> None:
-        self._spawn("exporter", ["rag-pipeline-exporter"])
+    def start_exporter(self, port: int) -> str:
+        """The metrics exporter (METRICS_PORT from the environment is `port`), once it answers."""
+        process = self._spawn("exporter", ["rag-pipeline-exporter"])
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    return url
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"the metrics exporter did not start; see {self.home}/exporter.log")
 
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
         """Signal one process alone (not its children), as a crash of that process would."""
