@@ -4,13 +4,13 @@ breaks, then the counts that the invariants promise are zero.
     make reliability       # = python -m bench.faults (>= 1,000 pages per scenario)
     python -m bench.faults --pages 200 --only host_crash,go_api_hang
 
-For each scenario: pages are published at a steady rate to a pipeline run by
-dagster-daemon on fresh databases and topics; the fault (`bench/fault_scenarios.py`) starts
-mid-stream and ends by itself; then the scenario waits until every job is terminal and every
-status delivered, and counts (strictly, `bench/fault_accounting.py`) pages lost, pages
-duplicated or leaving leftovers, statuses undelivered; and the time from each fault's end to
-the model work of the collections it blocked (recovery) and to the last page indexed
-(convergence).
+For each scenario: pages are published at a steady rate to a pipeline run by a code server
+and dagster-daemon (the production topology) on fresh databases and topics; the fault
+(`bench/fault_scenarios.py`) starts mid-stream and ends by itself; then the scenario waits
+until every job is terminal and every status delivered, and counts (strictly,
+`bench/fault_accounting.py`) pages lost, pages duplicated or leaving leftovers, statuses
+undelivered; and the time from each fault's end to the model work of the collections it
+blocked (recovery) and to the last page indexed (convergence).
 
 Each scenario's result is merged into bench/results/faults.json by name as soon as it ends,
 with its own commit, dirty flag, machine and times; docs/reliability.md's table is generated
