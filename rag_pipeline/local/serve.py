@@ -41,7 +41,6 @@ def serve(settings: Settings, echo: Callable[[str], None]) -> int:
     dagster_dev = DagsterDev(settings)
     dagster_dev.require_not_running()
     env = {**environment_only(), "DAGSTER_POSTGRES_DB": settings.dagster_postgres_db}
-    os.environ.pop("DAGSTER_HOME", None)
     deployment = DagsterDeployment.prepare(settings, dagster_dev.home, env)
     try:
         echo(f"Starting the code server (dagster api grpc on 127.0.0.1:"

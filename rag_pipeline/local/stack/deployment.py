@@ -132,32 +132,27 @@ class DagsterDeployment:
         self._spawn("daemon", ["dagster-daemon", "run", "-w", str(self.workspace)])
 
     def start_webserver(self, port: int) -> str:
-        self._spawn("webserver", ["dagster-webserver", "-w", str(self.workspace),
-                                  "-h", "127.0.0.1", "-p", str(port)])
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
-                    return url
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        raise RuntimeError(f"dagster-webserver did not start; see {self.home}/webserver.log")
+        process = self._spawn("webserver", ["dagster-webserver", "-w", str(self.workspace),
+                                            "-h", "127.0.0.1", "-p", str(port)])
+        return self._answering("webserver", process, f"http://127.0.0.1:{port}", "/server_info")
 
     def start_exporter(self, port: int) -> str:
         """The metrics exporter (METRICS_PORT from the environment is `port`), once it answers."""
         process = self._spawn("exporter", ["rag-pipeline-exporter"])
-        url = f"http://127.0.0.1:{port}"
+        return self._answering("exporter", process, f"http://127.0.0.1:{port}", "/healthz")
+
+    def _answering(self, name: str, process: subprocess.Popen, url: str, path: str) -> str:
+        """`url` once `path` answers 200; an error naming the log if the process exits or
+        does not answer in time."""
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
                     return url
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        raise RuntimeError(f"the metrics exporter did not start; see {self.home}/exporter.log")
+        raise RuntimeError(f"the {name} did not start; see {self.home}/{name}.log")
 
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
         """Signal one process alone (not its children), as a crash of that process would."""
