@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
 from dotenv import dotenv_values
 
@@ -33,9 +34,10 @@ def environment_only() -> dict[str, str]:
     return {**from_files, **os.environ, "RAG_PIPELINE_ENV_FILE": ""}
 
 
-def serve(settings: Settings, echo: Callable[[str], None]) -> int:
-    """Start the four services and watch them; returns when one of them exits (its name is
-    said) or on KeyboardInterrupt. Every service is stopped on the way out."""
+def serve(settings: Settings, echo: Callable[[str], None]) -> NoReturn:
+    """Start the four services and watch them until KeyboardInterrupt, or a StackError
+    naming the service that did not start or exited and its log. Every service is stopped
+    on the way out."""
     # Same DAGSTER_HOME as `rag-pipeline dev`: one Dagster per checkout, and `rag-pipeline
     # stack down` finds and stops either.
     dagster_dev = DagsterDev(settings)
