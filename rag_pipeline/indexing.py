@@ -1,66 +1,57 @@
-"""What an indexing run does with its jobs, step by step, as plain functions.
+"""What an indexing run does with its collection: a stream of pages, not a batch.
 
-1. `decode_pages` (asset raw_pages): claim the run's jobs, decode every payload.
-2. `clean_pages` (asset clean_pages): HTML -> text, stored in the ledger with its hash.
-3. `index_pages` (asset lightrag_documents): insert into the collection's LightRAG
-   workspace in batches, holding the collection's advisory lock:
-   - unchanged page (same content hash as the indexed document): completed, no LLM call;
-   - changed page: the old document is deleted (`adelete_by_doc_id`), then inserted;
-   - identical text under another url of the collection: completed as a duplicate of it
-     (LightRAG refuses identical content; this is not a failure of the page);
-   - LightRAG marks a page FAILED: failed with LightRAG's reason, or retried in a later run
-     when the reason is transient (rate limits, timeouts), the other pages carry on.
-   (What LightRAG makes of a batch, and each page's outcome: `insertion.py`.)
-
-Each job ends completed or failed (or queued again, or dead) in the ledger, with its
-per-page metrics and an outbox row for the Go backend, in the same transaction.
+A run drains its collection (design invariant 10):
+- it claims the collection's queued jobs a few at a time, and keeps claiming the jobs
+  staged while it runs, so that `window` pages are always in flight in LightRAG;
+- each page is decoded and cleaned once (`pages.prepare_page`), its text stored in the
+  ledger, and handed to LightRAG at once (`feed.WorkspaceFeed`): unchanged pages and
+  duplicates are completed without LightRAG (`insertion.plan_pages`), changed ones replace
+  their document when the workspace is idle;
+- a page's outcome is recorded the moment LightRAG settles it (completed, failed, or queued
+  again for a transient reason), with its outbox row, while the other pages carry on:
+  bookkeeping runs in this thread, LightRAG on the pool's loop, and LightRAG always holds
+  more pages than it works on, so the model never waits for the ledger;
+- when nothing is left it lingers RUN_IDLE_SECONDS for new pages (a trickle of pages does
+  not pay a run start per page) and ends; after RUN_MAX_SECONDS it yields when other
+  collections wait for a run slot: it stops claiming, finishes its pages and ends, and the
+  sensor requests a new run for what is left.
+While the run takes new jobs (`runs.accepting`), the sensor requests no other run for its
+collection; the flag is cleared before the run's last look for jobs, so a job staged
+meanwhile is either taken by the run or gets a run from the sensor.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
-import psycopg
-
-from rag_pipeline.cleaning import TextSource, page_text
-from rag_pipeline.contract import IndexingJob
-from rag_pipeline.decoding import DecodeError, decode_html
-from rag_pipeline.identity import content_hash
-from rag_pipeline.insertion import InsertResult, insert_pages, outcome_of, plan_pages
+from rag_pipeline.feed import WorkspaceFeed
+from rag_pipeline.insertion import InsertResult, outcome_of, plan_pages
 from rag_pipeline.ledger import JobLedger, JobOutcome, PageText, RunJob
-from rag_pipeline.ledger.connection import process_name
 from rag_pipeline.models import ModelUsage
+from rag_pipeline.pages import PageLimits, PreparedPage, prepare_page
 from rag_pipeline.vocabulary import FAILED_STATES, JobState, Outcome, Reason
 from rag_pipeline.workspaces import WorkspacePool
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-LOCK_POLL_SECONDS = 1.0
 # The report field each outcome is counted in.
 OUTCOME_COUNTERS = {Outcome.INSERTED: "inserted", Outcome.REPLACED: "replaced",
                     Outcome.UNCHANGED: "unchanged", Outcome.DUPLICATE_CONTENT: "duplicates"}
-
-
-class CollectionBusy(Exception):
-    """Another writer holds the collection's advisory lock."""
+# Failures of the page's text rather than of its payload (counted under clean_pages).
+CLEANING_REASONS = {Reason.EMPTY_CONTENT, Reason.TOO_LARGE}
+# How often an idle run looks for new pages and at LightRAG's progress.
+POLL_SECONDS = 0.25
+# How often a run past RUN_MAX_SECONDS asks whether other collections wait for a slot.
+YIELD_CHECK_SECONDS = 5.0
 
 
 class RunStalled(Exception):
     """LightRAG made no progress for RUN_STALL_TIMEOUT_SECONDS: a run that beats but does
     nothing would block its collection for good, so it fails and its jobs go to a new run."""
-
-
-# How often a waiting run looks at LightRAG's progress and at its own lease.
-PROGRESS_POLL_SECONDS = 2.0
 
 
 def model_activity(usage: ModelUsage) -> int:
@@ -69,185 +60,35 @@ def model_activity(usage: ModelUsage) -> int:
     return usage.llm_calls + usage.llm_retries + usage.llm_failures + usage.embedding_calls
 
 
-def await_progressing(future: Future[T], activity: Callable[[], int], stall_seconds: float,
-                      check: Callable[[], None] | None = None) -> T:
-    """Wait for a LightRAG insert while it makes progress and the run may still write.
+class StallWatch:
+    """Raises RunStalled when pages are in flight and nothing happened for `seconds`."""
 
-    Raises RunStalled after `stall_seconds` without model activity, and whatever `check`
-    raises (the run declared dead, its lock lost); either way the insert is cancelled.
-    """
-    last, changed = activity(), time.monotonic()
-    while True:
-        try:
-            return future.result(timeout=PROGRESS_POLL_SECONDS)
-        except FutureTimeout:
-            pass
-        now = activity()
-        if now != last:
-            last, changed = now, time.monotonic()
-        try:
-            if time.monotonic() - changed > stall_seconds:
-                raise RunStalled(
-                    f"LightRAG made no progress for {stall_seconds:.0f} s (no model answer, "
-                    "retry or error; RUN_STALL_TIMEOUT_SECONDS): the run stops, its jobs go "
-                    "to a new run")
-            if check is not None:
-                check()
-        except BaseException:
-            future.cancel()
-            raise
+    def __init__(self, seconds: float, activity: Callable[[], int]) -> None:
+        self.seconds = seconds
+        self.activity = activity
+        self._last = activity()
+        self._changed = time.monotonic()
 
+    def progressed(self) -> None:
+        self._changed = time.monotonic()
 
-def batches(items: Sequence[Any], size_of: Callable[[Any], int], max_bytes: int,
-            max_count: int) -> Iterator[list[Any]]:
-    """Consecutive groups of items bounded by total size and count (at least one item)."""
-    batch: list[Any] = []
-    total = 0
-    for item in items:
-        size = size_of(item)
-        if batch and (total + size > max_bytes or len(batch) >= max_count):
-            yield batch
-            batch, total = [], 0
-        batch.append(item)
-        total += size
-    if batch:
-        yield batch
-
-
-@dataclass
-class StepReport:
-    pages: int = 0
-    bytes: int = 0
-    failed: int = 0
-    outcomes: list[JobOutcome] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-def _failure(job: RunJob | PageText, code: str, message: str, collection_id: str) -> JobOutcome:
-    return JobOutcome(job_id=job.job_id, request_id=job.request_id, state=JobState.FAILED,
-                      error_code=code, error_msg=f"{code}: {message}",
-                      collection_id=collection_id)
-
-
-# --- raw_pages ---------------------------------------------------------------------------
-def decode_pages(ledger: JobLedger, jobs: Sequence[RunJob], *, max_payload_bytes: int,
-                 batch_bytes: int) -> StepReport:
-    """Decode every claimed page (bounded batches); pages that cannot be decoded fail."""
-    report = StepReport()
-    started = time.monotonic()
-    for batch in batches(jobs, lambda j: j.message_bytes, batch_bytes, 500):
-        messages = ledger.messages([j.job_id for j in batch])
-        for job in batch:
-            report.pages += 1
-            try:
-                parsed = IndexingJob.model_validate_json(messages[job.job_id])
-                if parsed.content.html:
-                    report.bytes += decode_html(parsed.content.html, parsed.content.encoding,
-                                                parsed.content.content_type,
-                                                max_payload_bytes).byte_size
-            except DecodeError as exc:
-                report.failed += 1
-                report.outcomes.append(_failure(job, exc.code, exc.message, job.collection_id))
-            except ValueError as exc:  # the stored message no longer validates
-                report.failed += 1
-                report.outcomes.append(_failure(job, Reason.INVALID_MESSAGE, str(exc)[:300],
-                                                job.collection_id))
-        messages.clear()
-    report.seconds = time.monotonic() - started
-    return report
-
-
-# --- clean_pages -------------------------------------------------------------------------
-def clean_pages(ledger: JobLedger, jobs: Sequence[RunJob], *, max_payload_bytes: int,
-                max_text_bytes: int, text_source: TextSource, batch_bytes: int) -> StepReport:
-    """Decode and clean each page; store its text and content hash in the ledger."""
-    report = StepReport()
-    started = time.monotonic()
-    for batch in batches(jobs, lambda j: j.message_bytes, batch_bytes, 500):
-        messages = ledger.messages([j.job_id for j in batch])
-        rows = []
-        for job in batch:
-            report.pages += 1
-            try:
-                parsed = IndexingJob.model_validate_json(messages.pop(job.job_id))
-                content = parsed.content
-                html = None
-                html_bytes = 0
-                if content.html and (text_source == "reextract" or not content.text.strip()):
-                    decoded = decode_html(content.html, content.encoding, content.content_type,
-                                          max_payload_bytes)
-                    html, html_bytes = decoded.html, decoded.byte_size
-                page = page_text(content.text, content.title, html, text_source)
-            except DecodeError as exc:
-                report.failed += 1
-                report.outcomes.append(_failure(job, exc.code, exc.message, job.collection_id))
-                continue
-            if not page.text.strip():
-                report.failed += 1
-                report.outcomes.append(_failure(
-                    job, Reason.EMPTY_CONTENT, "the page has no text once cleaned (content.text "
-                    "is empty and content.html holds no readable content)", job.collection_id))
-                continue
-            text_bytes = len(page.text.encode("utf-8", "surrogatepass"))
-            if text_bytes > max_text_bytes:
-                report.failed += 1
-                report.outcomes.append(_failure(
-                    job, Reason.TOO_LARGE, f"the page's text is {text_bytes} bytes once cleaned, "
-                    f"above the {max_text_bytes} byte limit (MAX_TEXT_BYTES)", job.collection_id))
-                continue
-            report.bytes += html_bytes
-            rows.append((job.job_id, page.title, page.text, page.source, content_hash(page.text),
-                         {"html_bytes": html_bytes, "text_length": len(page.text)}))
-        ledger.store_page_texts(rows)
-    report.seconds = time.monotonic() - started
-    return report
-
-
-# --- lightrag_documents -----------------------------------------------------------------
-class LockLost(ConnectionError):
-    """The collection lock's connection broke (PostgreSQL restarted, or the liveness check
-    terminated it): stop writing; a transient error, so the step retries and locks again."""
-
-
-@contextmanager
-def collection_lock(conninfo: str, password: str, collection_id: str,
-                    wait_seconds: float) -> Iterator[Callable[[], None]]:
-    """PostgreSQL advisory lock of one collection, held on its own connection while writing.
-
-    Two runs that escaped the run queue's one-per-collection limit still never write one
-    LightRAG workspace at once. A killed writer's connection drops, and with it the lock; a
-    writer declared dead has it terminated (its session carries this process's name).
-    Yields `check()`, which raises LockLost once the lock's connection is gone: call it
-    before each write.
-    """
-    with psycopg.connect(conninfo, password=password, autocommit=True,
-                         application_name=process_name()) as conn:
-        deadline = time.monotonic() + wait_seconds
-        key = f"rag_pipeline:collection:{collection_id}"
-        while not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]:
-            if time.monotonic() > deadline:
-                raise CollectionBusy(
-                    f"collection {collection_id} is being written by another run "
-                    f"(advisory lock held for more than {wait_seconds:.0f} s)"
-                )
-            time.sleep(LOCK_POLL_SECONDS)
-
-        def check() -> None:
-            try:
-                conn.execute("SELECT 1")
-            except psycopg.Error as exc:
-                raise LockLost(f"the lock of collection {collection_id} was lost "
-                               f"({type(exc).__name__}: {exc})") from exc
-
-        try:
-            yield check
-        finally:
-            with contextlib.suppress(psycopg.Error):
-                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+    def observe(self, busy: bool) -> None:
+        now, seen = time.monotonic(), self.activity()
+        if seen != self._last or not busy:
+            self._last, self._changed = seen, now
+        elif now - self._changed > self.seconds:
+            raise RunStalled(
+                f"LightRAG made no progress for {self.seconds:.0f} s (no model answer, retry "
+                "or error, no page settled; RUN_STALL_TIMEOUT_SECONDS): the run stops, its "
+                "jobs go to a new run")
 
 
 @dataclass
 class IndexReport:
+    claimed: int = 0
+    html_bytes: int = 0
+    failed_decoding: int = 0
+    failed_cleaning: int = 0
     inserted: int = 0
     replaced: int = 0
     unchanged: int = 0
@@ -257,7 +98,9 @@ class IndexReport:
     chunks: int = 0
     entities: int = 0
     relations: int = 0
+    yielded: bool = False
     seconds: float = 0.0
+    first_model_request_s: float | None = None
     usage: ModelUsage = field(default_factory=ModelUsage)
     outcomes: list[JobOutcome] = field(default_factory=list)
 
@@ -277,12 +120,13 @@ class IndexReport:
 
 
 def apportion_times(outcomes: list[JobOutcome], usage: ModelUsage, wall_seconds: float) -> None:
-    """Per-page embedding and storage time: the batch's totals shared out by chunk count.
+    """Per-page embedding and storage time: what happened since the last pages settled,
+    shared out by chunk count among the pages settling now.
 
-    LightRAG processes a batch's pages in parallel, so per-page times are apportioned:
+    LightRAG works on many pages at once, so per-page times are apportioned:
     embedding_time_ms is the page's share of the embedding requests' time; storage_time_ms
-    its share of the batch's wall time when no model request was in flight (LightRAG's own
-    work and its PostgreSQL writes).
+    its share of the wall time when no model request was in flight (LightRAG's own work
+    and its PostgreSQL writes).
     """
     chunks = {id(o): o.metrics.get("chunks", 0) for o in outcomes if o.document is not None}
     total = sum(chunks.values())
@@ -309,57 +153,236 @@ def model_counters(usage: ModelUsage) -> dict[tuple[str, str], float]:
     }
 
 
-def index_pages(ledger: JobLedger, pool: WorkspacePool, collection_id: str,
-                jobs: Sequence[RunJob], *, batch_bytes: int, batch_count: int,
-                max_retries: int, owner: str | None = None,
-                check: Callable[[], None] | None = None, stall_seconds: float = 300.0,
-                on_batch: Callable[[list[JobOutcome]], None] | None = None) -> IndexReport:
-    """Index the run's cleaned pages into the collection's workspace, batch by batch.
+def by_bytes(jobs: Sequence[RunJob], max_bytes: int) -> Iterator[list[RunJob]]:
+    """Consecutive groups of jobs whose messages add up to at most `max_bytes` (at least
+    one job each): the payload a run holds in memory at once (invariant 7)."""
+    group: list[RunJob] = []
+    total = 0
+    for job in jobs:
+        if group and total + job.message_bytes > max_bytes:
+            yield group
+            group, total = [], 0
+        group.append(job)
+        total += job.message_bytes
+    if group:
+        yield group
 
-    `owner` is the run: outcomes are recorded only while it still holds the jobs (fencing,
-    `JobLedger.finish_jobs`). `check` is called before each batch is written and while it
-    is, and raises when the run may no longer write (its lease or its collection lock is
-    gone): the insert in flight is cancelled. A batch without model activity for
-    `stall_seconds` raises RunStalled.
-    `on_batch` receives each batch's outcomes after they are recorded (statuses are
-    delivered by the outbox deliverer, never from here: indexing does not wait on the Go API).
-    """
-    report = IndexReport()
-    started = time.monotonic()
-    usage_before = ModelUsage(**vars(pool.models.usage))
-    for batch in batches(jobs, lambda j: j.text_bytes, batch_bytes, batch_count):
-        pages = ledger.page_texts([j.job_id for j in batch])
-        known = ledger.indexed_documents(collection_id, [p.doc_id for p in pages])
-        same = ledger.documents_with_content(collection_id, [p.content_hash for p in pages])
-        to_index, outcomes = plan_pages(pages, known, same, collection_id)
-        if to_index:
-            if check is not None:
-                check()
-            batch_started = time.monotonic()
-            usage_at_start = ModelUsage(**vars(pool.models.usage))
-            results = await_progressing(
-                pool.submit(_insert_in_workspace(pool, collection_id, to_index, set(known))),
-                lambda: model_activity(pool.models.usage), stall_seconds, check)
-            originals = ledger.document_urls(
-                collection_id, [r.original_doc_id for r in results if r.original_doc_id])
-            inserted = [outcome_of(r, r.page.doc_id in known, collection_id, originals)
-                        for r in results]
-            batch_usage = pool.models.usage.minus(usage_at_start)
-            apportion_times(inserted, batch_usage, time.monotonic() - batch_started)
-            ledger.count(model_counters(batch_usage))
-            outcomes += inserted
-        recorded = ledger.finish_jobs(collection_id, outcomes, max_retries=max_retries,
-                                      owner=owner)
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """How a run streams: RUN_IDLE_SECONDS, RUN_MAX_SECONDS, RUN_STALL_TIMEOUT_SECONDS,
+    MAX_RETRIES, and `window`, the pages it keeps in flight in LightRAG (twice the pages
+    LightRAG works on at once, so that a worker never waits for the next page)."""
+
+    window: int
+    idle_seconds: float
+    max_seconds: float
+    stall_seconds: float
+    max_retries: int
+    batch_bytes: int = 32 * 1024 * 1024  # RUN_BATCH_BYTES: payload held in memory at once
+    max_jobs: int | None = None
+
+
+@dataclass
+class RunHooks:
+    """What the run asks of its surroundings (Dagster, the lease, the lock)."""
+
+    # Raises when the run may no longer write (declared dead, its lock lost).
+    check: Callable[[], None] = lambda: None
+    # Receives outcomes once recorded (dead letters, log lines).
+    recorded: Callable[[list[JobOutcome]], None] = lambda outcomes: None
+    # Whether other collections wait for a run slot (the run yields after max_seconds).
+    others_waiting: Callable[[], bool] = lambda: False
+
+
+class CollectionRun:
+    """One run draining one collection (see the module's docstring)."""
+
+    def __init__(self, ledger: JobLedger, pool: WorkspacePool, collection_id: str,
+                 run_id: str, page_limits: PageLimits, limits: StreamLimits,
+                 hooks: RunHooks | None = None) -> None:
+        self.ledger, self.pool, self.collection_id = ledger, pool, collection_id
+        self.run_id, self.page_limits, self.limits = run_id, page_limits, limits
+        self.hooks = hooks or RunHooks()
+        self.report = IndexReport()
+        self._held: list[PageText] = []  # replacements, waiting for an idle workspace
+        self._indexed_ids: set[str] = set()  # documents the ledger knew when pages arrived
+        self._usage_mark = ModelUsage()
+        self._settled_at = time.monotonic()
+        self._asked_at = 0.0
+
+    # --- the loop ----------------------------------------------------------------------------
+    def run(self, family: Sequence[str], scope: str = "pending",
+            lock: Callable[[], AbstractContextManager[Callable[[], None]]] | None = None
+            ) -> IndexReport:
+        """Drain the collection. `lock` takes the collection's writer lock (yielding its
+        check); it is taken after the first claim, so that a run that cannot write fails
+        with its jobs claimed, and they are requeued (attempts + 1) like any failed run's."""
+        started = time.monotonic()
+        jobs = self.ledger.claim_jobs(self.collection_id, self.run_id, family,
+                                      self._claim_size(0), scope)
+        with lock() if lock is not None else nullcontext(lambda: None) as lock_check:
+            lease_check = self.hooks.check
+
+            def check() -> None:
+                lease_check()
+                lock_check()
+
+            self.hooks.check = check
+            self._stream(jobs, started)
+        return self.report
+
+    def _stream(self, jobs: list[RunJob], started: float) -> None:
+        usage_before = self._usage_now()
+        self._usage_mark = usage_before
+        self.hooks.check()
+        feed: WorkspaceFeed = self.pool.run(self._open_feed())
+        watch = StallWatch(self.limits.stall_seconds, lambda: model_activity(self._usage_now()))
+        self.ledger.set_accepting(self.run_id, True)
+        accepting, idle_since = True, None
+        try:
+            while True:
+                self.hooks.check()
+                if jobs:
+                    self._admit(feed, jobs)
+                settled = self.pool.run(feed.settle())
+                if settled:
+                    self._record_results(settled)
+                    watch.progressed()
+                if self._held and not feed.in_flight:
+                    self._replace(feed)
+                watch.observe(busy=bool(feed.in_flight))
+                if self.report.first_model_request_s is None and self._usage_now().llm_calls:
+                    self.report.first_model_request_s = round(time.monotonic() - started, 2)
+                now = time.monotonic()
+                if accepting and now - started >= self.limits.max_seconds \
+                        and self._others_waiting(now):
+                    accepting = False
+                    self.report.yielded = True
+                    self.ledger.set_accepting(self.run_id, False)
+                owned = len(feed.in_flight) + len(self._held)
+                jobs = (self.ledger.claim_more(self.collection_id, self.run_id,
+                                               self._claim_size(owned)) if accepting else [])
+                if jobs or owned:
+                    idle_since = None
+                    if not settled and not jobs:
+                        time.sleep(POLL_SECONDS)
+                    continue
+                idle_since = idle_since or now
+                if not accepting:
+                    break
+                if now - idle_since >= self.limits.idle_seconds or self._others_waiting(now):
+                    # The last look comes after the flag is cleared: a job staged meanwhile
+                    # is taken here or gets a run from the sensor.
+                    self.ledger.set_accepting(self.run_id, False)
+                    jobs = self.ledger.claim_more(self.collection_id, self.run_id,
+                                                  self._claim_size(0))
+                    if not jobs:
+                        break
+                    self.ledger.set_accepting(self.run_id, True)
+                    continue
+                time.sleep(POLL_SECONDS)
+        except BaseException:
+            self.pool.submit(self._cancel(feed))
+            raise
+        finally:
+            self.ledger.set_accepting(self.run_id, False)
+        self._count_usage()
+        self.report.usage = self._usage_now().minus(usage_before)
+        self.report.seconds = time.monotonic() - started
+
+    def _others_waiting(self, now: float) -> bool:
+        """Asked of Dagster's run queue at most every YIELD_CHECK_SECONDS."""
+        if now - self._asked_at < YIELD_CHECK_SECONDS:
+            return False
+        self._asked_at = now
+        return self.hooks.others_waiting()
+
+    def _claim_size(self, owned: int) -> int:
+        room = self.limits.window - owned
+        if self.limits.max_jobs is not None:
+            room = min(room, self.limits.max_jobs - self.report.claimed)
+        return max(0, room)
+
+    # --- pages in --------------------------------------------------------------------------
+    def _admit(self, feed: WorkspaceFeed, jobs: list[RunJob]) -> None:
+        """Decode and clean the claimed pages, record what needs no LightRAG, enqueue the rest."""
+        self.report.claimed += len(jobs)
+        prepared: list[PreparedPage] = []
+        failures: list[JobOutcome] = []
+        for group in by_bytes(jobs, self.limits.batch_bytes):
+            messages = self.ledger.messages([j.job_id for j in group])
+            for job in group:
+                result = prepare_page(job, messages.pop(job.job_id), self.page_limits)
+                if isinstance(result, PreparedPage):
+                    prepared.append(result)
+                    self.report.html_bytes += result.html_bytes
+                else:
+                    failures.append(result)
+                    if result.error_code in CLEANING_REASONS:
+                        self.report.failed_cleaning += 1
+                    else:
+                        self.report.failed_decoding += 1
+        self.ledger.store_page_texts([p.ledger_row() for p in prepared])
+        pages = [p.page for p in prepared]
+        known = self.ledger.indexed_documents(self.collection_id, [p.doc_id for p in pages])
+        same = self.ledger.documents_with_content(self.collection_id,
+                                                  [p.content_hash for p in pages])
+        self._indexed_ids |= set(known)
+        to_index, decided = plan_pages(pages, known, same, self.collection_id)
+        self._record(failures + decided)
+        if not to_index:
+            return
+        fresh, replace, adopted = self.pool.run(feed.triage(to_index, set(known)))
+        self._held += replace
+        immediate = self.pool.run(feed.enqueue(fresh))
+        self._record_results(adopted + immediate)
+
+    def _replace(self, feed: WorkspaceFeed) -> None:
+        """Changed pages (and leftovers of killed runs): their old document is deleted,
+        which LightRAG allows only while its pipeline is idle."""
+        held, self._held = self._held, []
+        self.hooks.check()
+        self.pool.run(feed.quiesce())
+        self._record_results(self.pool.run(feed.replace(held)))
+
+    # --- outcomes out ----------------------------------------------------------------------
+    def _record_results(self, results: list[InsertResult]) -> None:
+        if not results:
+            return
+        originals = self.ledger.document_urls(
+            self.collection_id, [r.original_doc_id for r in results if r.original_doc_id])
+        outcomes = [outcome_of(r, r.page.doc_id in self._indexed_ids, self.collection_id,
+                               originals) for r in results]
+        now = time.monotonic()
+        apportion_times(outcomes, self._usage_now().minus(self._usage_mark),
+                        now - self._settled_at)
+        self._settled_at = now
+        self._count_usage()
+        self._record(outcomes)
+
+    def _record(self, outcomes: list[JobOutcome]) -> None:
+        if not outcomes:
+            return
+        recorded = self.ledger.finish_jobs(self.collection_id, outcomes,
+                                           max_retries=self.limits.max_retries,
+                                           owner=self.run_id)
         for outcome in recorded:
-            report.add(outcome)
-        if on_batch is not None:
-            on_batch(recorded)
-    report.usage = pool.models.usage.minus(usage_before)
-    report.seconds = time.monotonic() - started
-    return report
+            self.report.add(outcome)
+        self.hooks.recorded(recorded)
 
+    def _count_usage(self) -> None:
+        now = self._usage_now()
+        self.ledger.count(model_counters(now.minus(self._usage_mark)))
+        self._usage_mark = now
 
-async def _insert_in_workspace(pool: WorkspacePool, collection_id: str, pages: list[PageText],
-                               known_ids: set[str]) -> list[InsertResult]:
-    rag = await pool.workspace(collection_id)
-    return await insert_pages(rag, pages, known_ids)
+    def _usage_now(self) -> ModelUsage:
+        return ModelUsage(**vars(self.pool.models.usage))
+
+    # --- on the pool's loop ----------------------------------------------------------------
+    async def _open_feed(self) -> WorkspaceFeed:
+        return WorkspaceFeed(await self.pool.workspace(self.collection_id))
+
+    @staticmethod
+    async def _cancel(feed: WorkspaceFeed) -> None:
+        feed.cancel()

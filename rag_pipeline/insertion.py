@@ -1,20 +1,17 @@
-"""What LightRAG makes of a batch of pages, and what each page's job becomes.
+"""What LightRAG makes of a page, and what its job becomes.
 
 - `plan_pages` decides without LightRAG: a page superseded by a later job of its url, an
   unchanged page (same content hash as its indexed document), identical text under another
   url of the collection (a duplicate, completed: LightRAG refuses identical content);
-- `insert_pages` inserts the rest with one `ainsert` call and reads back each document's
-  status, chunks, entities and relations (a leftover of a killed insert with the same
-  content is adopted);
+- `feed.WorkspaceFeed` hands the rest to LightRAG and reads back each document's status,
+  chunks, entities and relations (a leftover of a killed insert with the same content is
+  adopted);
 - `outcome_of` turns that into the job's outcome: completed (inserted or replaced), failed
   with LightRAG's reason, or queued again when the reason is transient.
-
-Called by `indexing.index_pages` on the workspace pool's loop.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,25 +32,14 @@ def is_transient_failure(error_msg: str) -> bool:
     return TRANSIENT_PREFIX in error_msg or any(w in lowered for w in TRANSIENT_WORDS)
 
 
-def _status(doc: Any) -> str:
+def doc_state(doc: Any) -> str:
+    """A LightRAG doc status's state, lower case ("pending", "processed", "failed", ...)."""
     value = doc.get("status") if isinstance(doc, dict) else getattr(doc, "status", "")
     return str(getattr(value, "value", value) or "").lower()
 
 
-def _field(doc: Any, name: str, default: Any = None) -> Any:
+def doc_field(doc: Any, name: str, default: Any = None) -> Any:
     return doc.get(name, default) if isinstance(doc, dict) else getattr(doc, name, default)
-
-
-async def _doc_statuses(rag: Any, ids: list[str]) -> list[Any]:
-    """Doc status per id, aligned with `ids` (LightRAG answers [] when none exists)."""
-    rows = await rag.doc_status.get_by_ids(ids)
-    return rows if len(rows) == len(ids) else [None] * len(ids)
-
-
-async def _counts(rag: Any, storage_name: str, ids: list[str]) -> dict[str, int]:
-    storage = getattr(rag, storage_name)
-    rows = await storage.get_by_ids(ids)
-    return {i: int((r or {}).get("count", 0)) for i, r in zip(ids, rows, strict=True)}
 
 
 @dataclass(frozen=True)
@@ -67,56 +53,6 @@ class InsertResult:
     relations: int = 0
     error: str = ""
     original_doc_id: str | None = None
-
-
-async def insert_pages(rag: Any, pages: list[PageText], known_ids: set[str]
-                       ) -> list[InsertResult]:
-    """Insert a batch of new or changed pages with one `ainsert` call (on the pool's loop)."""
-    from lightrag.utils_pipeline import compute_text_content_hash
-
-    existing = await _doc_statuses(rag, [p.doc_id for p in pages])
-    results: list[InsertResult] = []
-    to_insert: list[PageText] = []
-    for page, doc in zip(pages, existing, strict=True):
-        if doc is not None:
-            if (_status(doc) == "processed" and page.doc_id not in known_ids
-                    and _field(doc, "content_hash") == compute_text_content_hash(page.text)):
-                # Inserted by a run that died before recording it: adopt, no LLM calls.
-                chunks = int(_field(doc, "chunks_count", 0) or 0)
-                results.append(InsertResult(page, "adopted", chunks=chunks))
-                continue
-            # An older version (changed page) or a leftover of a killed run: replace it.
-            await rag.adelete_by_doc_id(page.doc_id)
-        to_insert.append(page)
-    if not to_insert:
-        return results
-    ids = [p.doc_id for p in to_insert]
-    paths = [file_path(p.normalized_url) for p in to_insert]
-    track_id = f"rag-pipeline-{int(time.time() * 1000)}-{to_insert[0].job_id}"
-    await rag.ainsert([p.text for p in to_insert], ids=ids, file_paths=paths, track_id=track_id)
-    statuses = await _doc_statuses(rag, ids)
-    duplicates: dict[str, str | None] = {}
-    for record in (await rag.aget_docs_by_track_id(track_id)).values():
-        metadata = _field(record, "metadata", {}) or {}
-        if metadata.get("is_duplicate"):
-            duplicates[_field(record, "file_path")] = metadata.get("original_doc_id")
-    entities = await _counts(rag, "full_entities", ids)
-    relations = await _counts(rag, "full_relations", ids)
-    for page, path, status in zip(to_insert, paths, statuses, strict=True):
-        state = _status(status) if status is not None else ""
-        if state == "processed":
-            results.append(InsertResult(page, "processed",
-                                        chunks=int(_field(status, "chunks_count", 0) or 0),
-                                        entities=entities.get(page.doc_id, 0),
-                                        relations=relations.get(page.doc_id, 0)))
-        elif status is None and path in duplicates:
-            results.append(InsertResult(page, "duplicate", original_doc_id=duplicates[path]))
-        else:
-            error = str(_field(status, "error_msg", "") or "") if status is not None else ""
-            results.append(InsertResult(
-                page, "failed",
-                error=error or f"LightRAG left the document in state {state or 'unknown'!r}"))
-    return results
 
 
 def outcome_of(result: InsertResult, replaced: bool, collection_id: str,

@@ -21,7 +21,7 @@ index_collection_job = dg.define_asset_job(
 reindex_collection_job = dg.define_asset_job(
     "reindex_collection",
     selection=dg.AssetSelection.assets(*indexing_assets),
-    config={"ops": {"raw_pages": {"config": {"scope": "everything"}}}},
+    config={"ops": {"index_pages": {"config": {"scope": "everything"}}}},
     description="Process a collection again from the ledger (the latest job of every url): "
     "changed pages are replaced, unchanged ones skipped. Backfill it from the UI.",
 )

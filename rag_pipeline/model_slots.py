@@ -7,7 +7,10 @@ waiting processes. A crashed holder's lease expires: held slots are renewed ever
 RENEW_SECONDS and expire after LEASE_SECONDS.
 
 One dispatcher per process talks to PostgreSQL on behalf of all its waiters, so a freed
-slot costs one query per waiting process, not one per waiting coroutine.
+slot costs one query per waiting process, not one per waiting coroutine. A slot freed while
+another request of the same process waits goes to it directly (no round trip, the lease
+kept), for HANDOFF_SECONDS after it was taken from PostgreSQL; then it goes back, so that
+the other processes get their turn.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
@@ -31,6 +35,8 @@ LEASE_SECONDS = 30
 RENEW_SECONDS = 10
 # Without a notification (lost, or a lease that expired) waiters still retry this often.
 POLL_SECONDS = 0.5
+# How long a slot passes from request to request within a process before it is given back.
+HANDOFF_SECONDS = 2.0
 
 
 class SharedSlots:
@@ -45,6 +51,7 @@ class SharedSlots:
         self._pool: AsyncConnectionPool | None = None
         self._waiters: deque[asyncio.Future[int]] = deque()
         self._held: set[int] = set()
+        self._taken_at: dict[int, float] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
@@ -92,10 +99,23 @@ class SharedSlots:
         try:
             yield slot
         finally:
-            await self._release(slot)
+            if not self._hand_on(slot):
+                await self._release(slot)
+
+    def _hand_on(self, slot: int) -> bool:
+        """Give a freed slot to a request of this process that waits, if it is still young."""
+        if time.monotonic() - self._taken_at.get(slot, 0.0) > HANDOFF_SECONDS:
+            return False
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(slot)
+                return True
+        return False
 
     async def _release(self, slot: int) -> None:
         self._held.discard(slot)
+        self._taken_at.pop(slot, None)
         assert self._pool is not None
         try:
             async with self._pool.connection() as conn:
@@ -139,6 +159,7 @@ class SharedSlots:
                     await self._release(slot)
                     continue
                 self._held.add(slot)
+                self._taken_at[slot] = time.monotonic()
                 self._waiters.popleft().set_result(slot)
             if self._waiters:
                 with contextlib.suppress(TimeoutError):

@@ -90,9 +90,16 @@ class Settings(BaseSettings):
     sensor_time_budget_seconds: float = Field(
         20.0, gt=0, le=45, description="seconds a tick may spend reading Kafka"
     )
-    jobs_per_run: int = Field(200, ge=1, description="jobs one indexing run claims at most")
     run_batch_bytes: int = Field(
         32 * MIB, ge=MIB, description="payload bytes a run holds in memory at once"
+    )
+    run_idle_seconds: float = Field(
+        30.0, ge=0, description="seconds a run with nothing left waits for new pages of its "
+        "collection before it ends (none when other collections wait for a run slot)"
+    )
+    run_max_seconds: float = Field(
+        600.0, ge=10, description="after this long a run yields to other collections waiting "
+        "for a run slot: it finishes its pages and ends; a new run takes the rest"
     )
 
     # --- Processing --------------------------------------------------------------------------
@@ -107,7 +114,8 @@ class Settings(BaseSettings):
         description="use content.text when present, or always re-extract from content.html",
     )
     max_workers: int = Field(
-        8, ge=1, description="pages one run indexes in parallel (LightRAG max_parallel_insert)"
+        0, ge=0, description="pages one run indexes in parallel (LightRAG "
+        "max_parallel_insert); 0: three per LLM_MAX_CONCURRENCY, enough to keep the model busy"
     )
     max_retries: int = Field(3, ge=0, description="attempts after the first before a job is dead")
     retry_backoff: float = Field(1.0, gt=0, description="base seconds of exponential backoff")

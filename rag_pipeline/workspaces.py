@@ -35,6 +35,10 @@ T = TypeVar("T")
 KV_STORAGE = "PGKVStorage"
 VECTOR_STORAGE = "PGVectorStorage"
 DOC_STATUS_STORAGE = "PGDocStatusStorage"
+# Pages LightRAG works on at once per LLM request allowed in flight (MAX_WORKERS=0): a page
+# spends about two thirds of its time outside the model (chunking, merging, storage), so
+# three pages per slot keep the model busy.
+WORKERS_PER_LLM_SLOT = 3
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,8 @@ class LightRAGOptions:
         """The one mapping from the settings (Dagster runs, CLI, tests, benchmarks)."""
         return cls(
             postgres=PostgresOptions.from_settings(s), models=ModelOptions.from_settings(s),
-            lightrag_graph_storage=s.lightrag_graph_storage, max_workers=s.max_workers,
+            lightrag_graph_storage=s.lightrag_graph_storage,
+            max_workers=s.max_workers or WORKERS_PER_LLM_SLOT * s.llm_max_concurrency,
             max_rag_instances=s.max_rag_instances,
             rag_instance_ttl_seconds=s.rag_instance_ttl_seconds, shared_slots=shared_slots,
         )

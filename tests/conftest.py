@@ -34,6 +34,8 @@ os.environ.update({
     "DEV_LLM_URL": "http://127.0.0.1:18081/v1",
     "EMBEDDING_DIM": "256",
     "DAGSTER_PORT": "13000",
+    # Runs end as soon as their collection is drained (a test of lingering sets its own).
+    "RUN_IDLE_SECONDS": "0",
 })
 if not EXTERNAL:
     os.environ.update(
@@ -134,7 +136,8 @@ def model(stack, settings: Settings) -> Iterator[str]:
     """The stand-in model's base URL; its knobs are reset after the test."""
     base = settings.dev_llm_url.removesuffix("/v1")
     yield base
-    httpx.post(f"{base}/control", json={"fail_rate": 0.0, "refuse_text": "", "latency_ms": 0})
+    httpx.post(f"{base}/control", json={"fail_rate": 0.0, "refuse_text": "", "latency_ms": 0,
+                                        "slow_text": "", "slow_ms": 0})
 
 
 @pytest.fixture

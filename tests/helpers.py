@@ -189,7 +189,7 @@ def index(s: Settings, instance: dg.DagsterInstance, collection: str,
     return dg.materialize(
         indexing_assets, partition_key=collection, instance=instance,
         resources=build_definitions(s).resources,
-        run_config={"ops": {"raw_pages": {"config": {"scope": scope}}}},
+        run_config={"ops": {"index_pages": {"config": {"scope": scope}}}},
     )
 
 

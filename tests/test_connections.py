@@ -149,3 +149,48 @@ def test_postgres_tls_settings_reach_the_ledger_and_lightrag(topics, settings, u
             pool.run(pool.workspace(f"tls-{unique}"), timeout=60)
     finally:
         pool.close()
+
+
+def test_model_slots_bound_requests_across_processes_and_pass_on_within_one(settings, ledger,
+                                                                             unique):
+    """Two holders (two processes' dispatchers) share one capacity; a slot freed while a
+    request of the same process waits goes to it without asking PostgreSQL again."""
+    import asyncio
+
+    from rag_pipeline.model_slots import SharedSlots
+
+    password = settings.postgres_password.get_secret_value()
+    kind = f"test-{unique}"
+    in_flight, peak, taken = [0], [0], {"a": 0, "b": 0}
+
+    async def scenario() -> dict[str, int]:
+        holders = {name: SharedSlots(settings.postgres_conninfo(), password, kind, 2)
+                   for name in ("a", "b")}
+        for name, slots in holders.items():
+            await slots.start()
+            take = slots._take
+
+            async def counted(count: int, take=take, name=name) -> list[int]:
+                got = await take(count)
+                taken[name] += len(got)
+                return got
+
+            slots._take = counted  # type: ignore[method-assign]
+
+        async def request(slots: SharedSlots) -> None:
+            async with slots.slot():
+                in_flight[0] += 1
+                peak[0] = max(peak[0], in_flight[0])
+                await asyncio.sleep(0.05)
+                in_flight[0] -= 1
+
+        try:
+            await asyncio.gather(*(request(holders[n]) for n in ("a", "b") for _ in range(20)))
+        finally:
+            for slots in holders.values():
+                await slots.close()
+        return taken
+
+    asyncio.run(scenario())
+    assert peak[0] <= 2
+    assert taken["a"] + taken["b"] < 40, "every request went to PostgreSQL for its slot"

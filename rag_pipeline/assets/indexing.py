@@ -1,11 +1,14 @@
 """The indexing assets, partitioned by collection: raw_pages -> clean_pages -> lightrag_documents.
 
-Definitions only: the work is done by `rag_pipeline.indexing`. Intermediate results live
-in the ledger (claimed jobs, cleaned texts), so every step can run on another machine, a
-retried step carries on where it stopped, and a re-executed run adopts its parent's jobs.
+Definitions only: the work is done by `rag_pipeline.indexing`. The three assets are one
+step (a multi-asset), so that a page flows through them alone: decoded, cleaned and inserted
+without waiting for the rest of the run's pages; the lineage stays as it was in the UI.
+Intermediate results live in the ledger (claimed jobs, cleaned texts), so a retried step
+carries on where it stopped and a re-executed run adopts its parent's jobs.
 """
 
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -16,28 +19,20 @@ import psycopg
 from confluent_kafka import KafkaException
 
 from rag_pipeline.events import event_line
-from rag_pipeline.indexing import (
-    CollectionBusy,
-    StepReport,
-    collection_lock,
-    decode_pages,
-    index_pages,
-)
-from rag_pipeline.indexing import (
-    clean_pages as clean_run_pages,
-)
+from rag_pipeline.indexing import CollectionRun, IndexReport, RunHooks
 from rag_pipeline.kafka_io import DeliveryFailed
 from rag_pipeline.ledger import JobLedger, JobOutcome, is_permanent_connection_error
 from rag_pipeline.liveness import RunLease
+from rag_pipeline.locks import CollectionBusy, collection_lock
 from rag_pipeline.outbox import Outbox
-from rag_pipeline.partitions import collections_partitions
+from rag_pipeline.partitions import COLLECTION_TAG, collections_partitions
 from rag_pipeline.resources import (
     KafkaResource,
     LightRAGResource,
     OutboxResource,
     ProcessingResource,
 )
-from rag_pipeline.vocabulary import JobState
+from rag_pipeline.vocabulary import FAILED_STATES, JobState
 
 # Transient errors (timeouts, connection resets, PostgreSQL restarts) retry the step;
 # permanent ones are raised as Failure(allow_retries=False).
@@ -50,6 +45,8 @@ TRANSIENT_ERRORS = (psycopg.OperationalError, asyncpg.PostgresConnectionError,
                     KafkaException, DeliveryFailed)
 # How long the writer waits for another writer of the same collection to finish.
 LOCK_WAIT_SECONDS = 600.0
+# How often a run writes a progress line into its log.
+PROGRESS_LOG_SECONDS = 10.0
 
 
 class IndexingConfig(dg.Config):
@@ -87,87 +84,62 @@ def lease(context: dg.AssetExecutionContext, ledger: JobLedger,
                     processing.run_heartbeat_timeout_seconds)
 
 
-def record_failures(context: dg.AssetExecutionContext, ledger: JobLedger, outbox: Outbox,
-                    report: StepReport, max_retries: int) -> None:
-    """Pages that failed in this step: recorded (their statuses wait in the outbox for the
-    deliverer) and dead-lettered."""
-    if not report.outcomes:
-        return
-    collection_id = context.partition_key
-    recorded = ledger.finish_jobs(collection_id, report.outcomes, max_retries=max_retries,
-                                  owner=context.run.run_id)
-    outbox.report(recorded)
-    for o in recorded:
-        context.log.warning(event_line("page_failed", job_id=o.job_id, request_id=o.request_id,
-                                       collection_id=collection_id, run_id=context.run.run_id,
-                                       reason=o.error_code, error=o.error_msg))
+def others_waiting(context: dg.AssetExecutionContext) -> bool:
+    """Runs of other collections wait in the run queue (a long run then yields its slot)."""
+    queued = context.instance.get_runs(
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]), limit=100)
+    return any(r.tags.get(COLLECTION_TAG) not in (None, context.partition_key) for r in queued)
 
 
-@dg.asset(
-    partitions_def=collections_partitions,
-    retry_policy=RETRY_POLICY,
-    group_name="indexing",
-    kinds={"kafka", "postgres"},
-    description="The pages of a collection that a run takes from the ledger, decoded "
-    "(gzip+base64 -> HTML). Pages that cannot be decoded fail here.",
-)
-def raw_pages(context: dg.AssetExecutionContext, config: IndexingConfig,
-              ledger: dg.ResourceParam[JobLedger], kafka: KafkaResource,
-              outbox: OutboxResource, processing: ProcessingResource) -> dg.MaterializeResult:
-    collection_id = context.partition_key
-    with retry_only_transient(), lease(context, ledger, processing):
-        jobs = ledger.claim_jobs(collection_id, context.run.run_id, run_family(context),
-                                 config.max_jobs or processing.jobs_per_run, config.scope)
-        report = decode_pages(ledger, jobs, max_payload_bytes=processing.max_payload_bytes,
-                              batch_bytes=processing.run_batch_bytes)
-        record_failures(context, ledger, outbox.bind(ledger, kafka), report,
-                        processing.max_retries)
-    context.log.info(event_line("raw_pages", collection_id=collection_id, run_id=context.run.run_id,
-                                pages=report.pages, bytes=report.bytes, failed=report.failed))
-    return dg.MaterializeResult(metadata={
-        "pages": dg.MetadataValue.int(report.pages),
-        "html_bytes": dg.MetadataValue.int(report.bytes),
-        "pages_failed": dg.MetadataValue.int(report.failed),
-        "duration_s": dg.MetadataValue.float(round(report.seconds, 3)),
-    })
+class Progress:
+    """Recorded outcomes: dead letters at once, a failed page's reason in the run's log, and
+    a progress line every PROGRESS_LOG_SECONDS (not one per page: the event log stays small)."""
+
+    def __init__(self, context: dg.AssetExecutionContext, reporter: Outbox) -> None:
+        self.context, self.reporter = context, reporter
+        self.completed = self.failed = 0
+        self.logged_at = time.monotonic()
+
+    def recorded(self, outcomes: list[JobOutcome]) -> None:
+        self.reporter.report(outcomes)
+        collection_id, run_id = self.context.partition_key, self.context.run.run_id
+        for o in outcomes:
+            if o.state == JobState.COMPLETED:
+                self.completed += 1
+            elif o.state in FAILED_STATES:
+                self.failed += 1
+                self.context.log.warning(event_line(
+                    "page_failed", job_id=o.job_id, request_id=o.request_id,
+                    collection_id=collection_id, run_id=run_id, reason=o.error_code,
+                    error=o.error_msg))
+        if time.monotonic() - self.logged_at >= PROGRESS_LOG_SECONDS:
+            self.log()
+
+    def log(self) -> None:
+        self.logged_at = time.monotonic()
+        self.context.log.info(event_line("index_progress", collection_id=self.context.partition_key,
+                                         run_id=self.context.run.run_id,
+                                         completed=self.completed, failed=self.failed))
 
 
-@dg.asset(
-    deps=[raw_pages],
-    partitions_def=collections_partitions,
-    retry_policy=RETRY_POLICY,
-    group_name="indexing",
-    kinds={"python", "postgres"},
-    description="Each page's text for RAG: the crawler's text or a re-extraction from the "
-    "HTML (TEXT_SOURCE), boilerplate removed, stored in the ledger with its content hash.",
-)
-def clean_pages(context: dg.AssetExecutionContext, ledger: dg.ResourceParam[JobLedger],
-                kafka: KafkaResource, outbox: OutboxResource,
-                processing: ProcessingResource) -> dg.MaterializeResult:
-    collection_id = context.partition_key
-    with retry_only_transient(), lease(context, ledger, processing):
-        jobs = ledger.adopt_jobs(collection_id, context.run.run_id, run_family(context))
-        report = clean_run_pages(ledger, jobs,
-                                 max_payload_bytes=processing.max_payload_bytes,
-                                 max_text_bytes=processing.max_text_bytes,
-                                 text_source=processing.text_source,  # type: ignore[arg-type]
-                                 batch_bytes=processing.run_batch_bytes)
-        record_failures(context, ledger, outbox.bind(ledger, kafka), report,
-                        processing.max_retries)
-    return dg.MaterializeResult(metadata={
-        "pages": dg.MetadataValue.int(report.pages - report.failed),
-        "html_bytes": dg.MetadataValue.int(report.bytes),
-        "pages_failed": dg.MetadataValue.int(report.failed),
-        "duration_s": dg.MetadataValue.float(round(report.seconds, 3)),
-    })
-
-
-@dg.asset(
-    deps=[clean_pages],
-    partitions_def=collections_partitions,
-    retry_policy=RETRY_POLICY,
-    group_name="indexing",
-    kinds={"lightrag", "postgres"},
+@dg.multi_asset(
+    name="index_pages",
+    specs=[
+        dg.AssetSpec("raw_pages", group_name="indexing", kinds={"kafka", "postgres"},
+                     partitions_def=collections_partitions,
+                     description="The pages of a collection that a run takes from the ledger, "
+                     "decoded (gzip+base64 -> HTML). Pages that cannot be decoded fail here."),
+        dg.AssetSpec("clean_pages", deps=["raw_pages"], group_name="indexing",
+                     kinds={"python", "postgres"}, partitions_def=collections_partitions,
+                     description="Each page's text for RAG: the crawler's text or a "
+                     "re-extraction from the HTML (TEXT_SOURCE), boilerplate removed, stored "
+                     "in the ledger with its content hash."),
+        dg.AssetSpec("lightrag_documents", deps=["clean_pages"], group_name="indexing",
+                     kinds={"lightrag", "postgres"}, partitions_def=collections_partitions,
+                     description="The collection's LightRAG workspace (workspace = "
+                     "collection_id) on PostgreSQL: each page inserted as soon as it is "
+                     "clean, changed pages replaced, unchanged ones skipped."),
+    ],
     check_specs=[
         dg.AssetCheckSpec("completed_pages_in_lightrag", asset="lightrag_documents",
                           description="Every page the ledger counts as indexed for this "
@@ -175,81 +147,87 @@ def clean_pages(context: dg.AssetExecutionContext, ledger: dg.ResourceParam[JobL
         dg.AssetCheckSpec("no_job_left_running", asset="lightrag_documents",
                           description="The run left none of its jobs in state running."),
     ],
-    description="The collection's LightRAG workspace (workspace = collection_id) on "
-    "PostgreSQL: pages inserted in batches, changed pages replaced, unchanged ones skipped.",
+    partitions_def=collections_partitions,
+    retry_policy=RETRY_POLICY,
+    can_subset=False,
+    description="One step per run: pages flow raw -> clean -> lightrag one by one (a page is "
+    "inserted as soon as it is clean; none waits for the others), and the run takes the "
+    "collection's new pages while it runs.",
 )
-def lightrag_documents(context: dg.AssetExecutionContext,
-                       ledger: dg.ResourceParam[JobLedger], lightrag: LightRAGResource,
-                       kafka: KafkaResource, outbox: OutboxResource,
-                       processing: ProcessingResource) -> dg.MaterializeResult:
-    collection_id = context.partition_key
-    jobs = ledger.adopt_jobs(collection_id, context.run.run_id, run_family(context))
+def index_pages(context: dg.AssetExecutionContext, config: IndexingConfig,
+                ledger: dg.ResourceParam[JobLedger], lightrag: LightRAGResource,
+                kafka: KafkaResource, outbox: OutboxResource,
+                processing: ProcessingResource) -> Iterator[dg.MaterializeResult |
+                                                            dg.AssetCheckResult]:
+    collection_id, run_id = context.partition_key, context.run.run_id
     pool = lightrag.pool()
-    reporter = outbox.bind(ledger, kafka)
-    batch_count = max(16, 4 * lightrag.max_workers)
-
-    def on_batch(outcomes: list[JobOutcome]) -> None:
-        # Dead letters now; statuses wait in the outbox for the deliverer (never on this path).
-        reporter.report(outcomes)
-        done = sum(1 for o in outcomes if o.state == JobState.COMPLETED)
-        context.log.info(event_line("index_batch", collection_id=collection_id,
-                                    run_id=context.run.run_id, pages=len(outcomes),
-                                    completed=done))
-
+    progress = Progress(context, outbox.bind(ledger, kafka))
     postgres = pool.options.postgres
     with retry_only_transient(), lease(context, ledger, processing) as held:
+        run = CollectionRun(
+            ledger, pool, collection_id, run_id, processing.page_limits,
+            processing.stream_limits(lightrag.options.max_workers, config.max_jobs),
+            RunHooks(check=held.check, recorded=progress.recorded,
+                     others_waiting=lambda: others_waiting(context)))
         try:
-            with collection_lock(postgres.conninfo, postgres.postgres_password, collection_id,
-                                 LOCK_WAIT_SECONDS) as lock_held:
-                def check() -> None:
-                    held.check()
-                    lock_held()
-
-                report = index_pages(ledger, pool, collection_id, jobs,
-                                     batch_bytes=processing.run_batch_bytes,
-                                     batch_count=batch_count,
-                                     max_retries=processing.max_retries,
-                                     owner=context.run.run_id, check=check,
-                                     stall_seconds=processing.run_stall_timeout_seconds,
-                                     on_batch=on_batch)
+            report = run.run(run_family(context), config.scope, lock=lambda: collection_lock(
+                postgres.conninfo, postgres.postgres_password, collection_id, LOCK_WAIT_SECONDS))
         except CollectionBusy as exc:
             raise dg.Failure(description=str(exc), allow_retries=True) from None
+        progress.log()
         left_running = ledger.running_jobs_of(run_family(context))
         missing = ledger.documents_missing_from_lightrag(collection_id)
-        ledger.finish_run(context.run.run_id, collection_id, "success")
+        ledger.finish_run(run_id, collection_id, "success")
+    yield from materializations(report)
+    yield dg.AssetCheckResult(asset_key="lightrag_documents",
+                              check_name="completed_pages_in_lightrag", passed=not missing,
+                              metadata={"missing_documents": len(missing),
+                                        "sample": ", ".join(missing[:5])})
+    yield dg.AssetCheckResult(asset_key="lightrag_documents", check_name="no_job_left_running",
+                              passed=left_running == 0, metadata={"jobs_running": left_running})
+
+
+def materializations(report: IndexReport) -> Iterator[dg.MaterializeResult]:
+    """The run's figures, per asset (the UI plots them over runs)."""
+    seconds = round(report.seconds, 3)
+    decoded = report.claimed - report.failed_decoding
+    yield dg.MaterializeResult(asset_key="raw_pages", metadata={
+        "pages": dg.MetadataValue.int(report.claimed),
+        "html_bytes": dg.MetadataValue.int(report.html_bytes),
+        "pages_failed": dg.MetadataValue.int(report.failed_decoding),
+        "duration_s": dg.MetadataValue.float(seconds),
+    })
+    yield dg.MaterializeResult(asset_key="clean_pages", metadata={
+        "pages": dg.MetadataValue.int(decoded - report.failed_cleaning),
+        "pages_failed": dg.MetadataValue.int(report.failed_cleaning),
+        "duration_s": dg.MetadataValue.float(seconds),
+    })
     usage = report.usage
     pages = len(report.outcomes)
-    return dg.MaterializeResult(
-        metadata={
-            "pages": dg.MetadataValue.int(pages),
-            "pages_inserted": dg.MetadataValue.int(report.inserted),
-            "pages_replaced": dg.MetadataValue.int(report.replaced),
-            "pages_unchanged": dg.MetadataValue.int(report.unchanged),
-            "pages_duplicate": dg.MetadataValue.int(report.duplicates),
-            "pages_failed": dg.MetadataValue.int(report.failed),
-            "pages_retried": dg.MetadataValue.int(report.retried),
-            "chunks": dg.MetadataValue.int(report.chunks),
-            "entities": dg.MetadataValue.int(report.entities),
-            "relations": dg.MetadataValue.int(report.relations),
-            "llm_calls": dg.MetadataValue.int(usage.llm_calls),
-            "llm_retries": dg.MetadataValue.int(usage.llm_retries),
-            "llm_prompt_tokens": dg.MetadataValue.int(usage.prompt_tokens),
-            "llm_completion_tokens": dg.MetadataValue.int(usage.completion_tokens),
-            "llm_peak_in_flight": dg.MetadataValue.int(usage.llm_peak_in_flight),
-            "embedding_calls": dg.MetadataValue.int(usage.embedding_calls),
-            "embedding_tokens": dg.MetadataValue.int(usage.embedding_tokens),
-            "duration_s": dg.MetadataValue.float(round(report.seconds, 3)),
-            "pages_per_second": dg.MetadataValue.float(
-                round(pages / report.seconds, 3) if report.seconds else 0.0),
-        },
-        check_results=[
-            dg.AssetCheckResult(check_name="completed_pages_in_lightrag", passed=not missing,
-                                metadata={"missing_documents": len(missing),
-                                          "sample": ", ".join(missing[:5])}),
-            dg.AssetCheckResult(check_name="no_job_left_running", passed=left_running == 0,
-                                metadata={"jobs_running": left_running}),
-        ],
-    )
+    yield dg.MaterializeResult(asset_key="lightrag_documents", metadata={
+        "pages": dg.MetadataValue.int(pages),
+        "pages_inserted": dg.MetadataValue.int(report.inserted),
+        "pages_replaced": dg.MetadataValue.int(report.replaced),
+        "pages_unchanged": dg.MetadataValue.int(report.unchanged),
+        "pages_duplicate": dg.MetadataValue.int(report.duplicates),
+        "pages_failed": dg.MetadataValue.int(report.failed),
+        "pages_retried": dg.MetadataValue.int(report.retried),
+        "chunks": dg.MetadataValue.int(report.chunks),
+        "entities": dg.MetadataValue.int(report.entities),
+        "relations": dg.MetadataValue.int(report.relations),
+        "llm_calls": dg.MetadataValue.int(usage.llm_calls),
+        "llm_retries": dg.MetadataValue.int(usage.llm_retries),
+        "llm_prompt_tokens": dg.MetadataValue.int(usage.prompt_tokens),
+        "llm_completion_tokens": dg.MetadataValue.int(usage.completion_tokens),
+        "llm_peak_in_flight": dg.MetadataValue.int(usage.llm_peak_in_flight),
+        "embedding_calls": dg.MetadataValue.int(usage.embedding_calls),
+        "embedding_tokens": dg.MetadataValue.int(usage.embedding_tokens),
+        "first_model_request_s": dg.MetadataValue.float(report.first_model_request_s or 0.0),
+        "yielded": dg.MetadataValue.bool(report.yielded),
+        "duration_s": dg.MetadataValue.float(seconds),
+        "pages_per_second": dg.MetadataValue.float(
+            round(pages / report.seconds, 3) if report.seconds else 0.0),
+    })
 
 
-indexing_assets = [raw_pages, clean_pages, lightrag_documents]
+indexing_assets = [index_pages]

@@ -26,6 +26,22 @@ class LivenessQueries(LedgerConnection):
                 "process = EXCLUDED.process WHERE rag_pipeline.runs.declared_dead_at IS NULL "
                 "RETURNING run_id", (run_id, collection_id, process)).fetchone() is not None
 
+    def set_accepting(self, run_id: str, accepting: bool) -> None:
+        """Whether the run still takes its collection's newly staged jobs: while it does,
+        the sensor requests no other run for the collection."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE rag_pipeline.runs SET accepting = %s WHERE run_id = %s",
+                         (accepting, run_id))
+
+    def accepting_collections(self, fresh_seconds: float) -> set[str]:
+        """Collections whose live run (beating within `fresh_seconds`) takes new jobs."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT collection_id FROM rag_pipeline.runs WHERE accepting "
+                "AND finished_at IS NULL AND declared_dead_at IS NULL "
+                "AND beat_at > now() - make_interval(secs => %s)", (fresh_seconds,)).fetchall()
+        return {r[0] for r in rows}
+
     def declared_dead(self, run_id: str) -> str | None:
         """Why the run was declared dead, or None while it may work."""
         with self.pool.connection() as conn:
@@ -114,7 +130,7 @@ class LivenessQueries(LedgerConnection):
             conn.execute(
                 "INSERT INTO rag_pipeline.runs (run_id, collection_id, outcome, finished_at) "
                 "VALUES (%s, %s, %s, now()) ON CONFLICT (run_id) DO UPDATE SET "
-                "outcome = EXCLUDED.outcome, finished_at = now()",
+                "outcome = EXCLUDED.outcome, finished_at = now(), accepting = false",
                 (run_id, collection_id, outcome))
 
     def recent_failed_runs(self, collection_id: str, window_seconds: float) -> int:

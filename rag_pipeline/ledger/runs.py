@@ -61,6 +61,22 @@ class RunQueries(LedgerConnection):
             )
         return self.run_jobs(run_id)
 
+    def claim_more(self, collection_id: str, run_id: str, limit: int) -> list[RunJob]:
+        """Queued jobs of the collection staged since the run began, up to `limit`; only
+        those taken by this call (a running run takes its collection's new pages)."""
+        if limit <= 0:
+            return []
+        with self.transaction() as conn:
+            taken = [r[0] for r in conn.execute(
+                "UPDATE rag_pipeline.jobs j SET state = 'running', run_id = %s, "
+                "started_at = now(), updated_at = now() FROM (SELECT job_id FROM "
+                "rag_pipeline.jobs WHERE collection_id = %s AND state = 'queued' ORDER BY seq "
+                "LIMIT %s FOR UPDATE SKIP LOCKED) picked WHERE j.job_id = picked.job_id "
+                "RETURNING j.job_id", (run_id, collection_id, limit)).fetchall()]
+        if not taken:
+            return []
+        return [j for j in self.run_jobs(run_id) if j.job_id in set(taken)]
+
     def _adopt(self, conn: psycopg.Connection, collection_id: str, run_id: str,
                run_family: Sequence[str]) -> None:
         conn.execute(

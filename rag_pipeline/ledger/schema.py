@@ -211,6 +211,14 @@ MIGRATIONS: list[tuple[int, str]] = [
             WHERE finished_at IS NULL AND declared_dead_at IS NULL;
         """,
     ),
+    (
+        9,
+        """
+        -- A run that takes its collection's newly staged jobs while it runs (invariant 10,
+        -- streaming runs): the sensor requests no other run for the collection meanwhile.
+        ALTER TABLE rag_pipeline.runs ADD COLUMN accepting boolean NOT NULL DEFAULT false;
+        """,
+    ),
 ]
 
 

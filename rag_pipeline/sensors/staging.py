@@ -3,8 +3,9 @@
 Definitions only: staging is `rag_pipeline.staging.stage_messages`. Each tick:
 1. stages what arrived (jobs + offsets in one ledger transaction; bad messages to the DLQ);
 2. adds a `collections` partition per new collection;
-3. requests one run per collection with queued jobs that no queued run waits for yet,
-   with a run_key that changes only when the waiting jobs change.
+3. requests one run per collection with queued jobs that no run will take: none waits in
+   the queue for it and no running run of it still takes new jobs (`runs.accepting`);
+   the run_key changes only when the waiting jobs change.
 """
 
 
@@ -21,6 +22,9 @@ from rag_pipeline.staging import stage_messages
 # Runs that exist but have not claimed their jobs yet: another request would be redundant.
 WAITING_RUN_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
                         dg.DagsterRunStatus.STARTING]
+# A running run takes its collection's new jobs while it beats within this many seconds
+# (it beats every 5 s); one that died is left out sooner than the liveness check declares it.
+ACCEPTING_FRESH_SECONDS = 15.0
 
 
 def waiting_collections(instance: dg.DagsterInstance, job_name: str) -> set[str]:
@@ -47,7 +51,8 @@ def build_indexing_jobs_sensor(job: Any,
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Stages indexing_jobs messages into the ledger (exactly once) and "
-        "requests one index_collection run per collection with queued pages.",
+        "requests one index_collection run per collection with queued pages that no "
+        "run will take.",
     )
     def indexing_jobs_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource,
                              ledger: dg.ResourceParam[JobLedger],
@@ -59,7 +64,9 @@ def build_indexing_jobs_sensor(job: Any,
         pending = ledger.pending_collections()
         known = set(context.instance.get_dynamic_partitions(collections_partitions.name))
         new_partitions = sorted({p.collection_id for p in pending} - known)
-        requests = run_requests(pending, waiting_collections(context.instance, job.name))
+        taken = (waiting_collections(context.instance, job.name)
+                 | ledger.accepting_collections(ACCEPTING_FRESH_SECONDS))
+        requests = run_requests(pending, taken)
         line = event_line("sensor_tick", **report.summary(), runs_requested=len(requests),
                           new_partitions=len(new_partitions))
         context.log.info(line)

@@ -64,6 +64,9 @@ class Knobs:
     embed_latency_ms: float = 0.0
     # Requests whose prompt contains this text get HTTP 400: a permanent model error.
     refuse_text: str = ""
+    # Requests whose prompt contains this text take slow_ms longer (one slow page).
+    slow_text: str = ""
+    slow_ms: float = 0.0
 
 
 @dataclass
@@ -75,6 +78,7 @@ class Stats:
     embedding_tokens: int = 0
     embedding_inputs: int = 0
     injected_failures: int = 0
+    refused: int = 0  # requests refused for refuse_text
     chat_in_flight: int = 0
     chat_peak_in_flight: int = 0
     embed_in_flight: int = 0
@@ -94,6 +98,7 @@ class Stats:
             "embedding_tokens": self.embedding_tokens,
             "embedding_inputs": self.embedding_inputs,
             "injected_failures": self.injected_failures,
+            "refused": self.refused,
             "chat_in_flight": self.chat_in_flight,
             "chat_peak_in_flight": self.chat_peak_in_flight,
             "embed_peak_in_flight": self.embed_peak_in_flight,
@@ -145,9 +150,12 @@ class StandInModel:
         s.chat_in_flight += 1
         s.chat_peak_in_flight = max(s.chat_peak_in_flight, s.chat_in_flight)
         try:
-            await self.wait(self.knobs.latency_ms)
+            slow = self.knobs.slow_ms if self.knobs.slow_text and self.knobs.slow_text in user \
+                else 0.0
+            await self.wait(self.knobs.latency_ms + slow)
             if self.knobs.refuse_text and self.knobs.refuse_text in user:
                 self.stats.injected_failures += 1
+                self.stats.refused += 1
                 return 400, {"error": {"message": "the stand-in refuses this input",
                                        "type": "invalid_request_error"}}
             failure = self.injected_failure()
