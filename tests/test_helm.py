@@ -79,7 +79,9 @@ def chart_instance(values: dict[str, Any]) -> dict[str, Any]:
         launcher["run_k8s_config"] = {"container_config": run_k8s["containerConfig"]}
     daemon = _only(values["dagsterDaemon"], {"enabled", "resources", "runCoordinator",
                                              "runMonitoring", "sensors"}, "dagsterDaemon")
-    queued = daemon["runCoordinator"]["config"]["queuedRunCoordinator"]
+    queued = _only(daemon["runCoordinator"]["config"]["queuedRunCoordinator"],
+                   {"maxConcurrentRuns", "tagConcurrencyLimits", "dequeueIntervalSeconds"},
+                   "queuedRunCoordinator")
     monitoring = daemon["runMonitoring"]
     return {
         "schedule_storage": {"module": "dagster_postgres.schedule_storage",
@@ -92,7 +94,9 @@ def chart_instance(values: dict[str, Any]) -> dict[str, Any]:
         "run_coordinator": {"module": "dagster._core.run_coordinator",
                             "class": "QueuedRunCoordinator",
                             "config": {"max_concurrent_runs": queued["maxConcurrentRuns"],
-                                       "tag_concurrency_limits": queued["tagConcurrencyLimits"]}},
+                                       "tag_concurrency_limits": queued["tagConcurrencyLimits"],
+                                       "dequeue_interval_seconds":
+                                           queued["dequeueIntervalSeconds"]}},
         "run_monitoring": {"enabled": monitoring["enabled"],
                            "start_timeout_seconds": monitoring["startTimeoutSeconds"],
                            "cancel_timeout_seconds": monitoring["cancelTimeoutSeconds"],
@@ -163,6 +167,8 @@ def test_the_per_collection_limit_is_the_one_of_every_deployment():
         runs = yaml.safe_load(path.read_text())["concurrency"]["runs"]
         assert (queued["maxConcurrentRuns"], queued["tagConcurrencyLimits"]) == (
             runs["max_concurrent_runs"], runs["tag_concurrency_limits"]), path
+        dequeue = yaml.safe_load(path.read_text())["run_queue"]["dequeue_interval_seconds"]
+        assert queued["dequeueIntervalSeconds"] == dequeue, path
 
 
 def test_the_user_deployment_serves_the_image_code_location_with_settings_only():
