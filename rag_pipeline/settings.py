@@ -196,9 +196,9 @@ class Settings(BaseSettings):
         "process is gone from PostgreSQL is declared dead after 15 s)"
     )
     run_stall_timeout_seconds: int = Field(
-        300, ge=60, description="a run whose LightRAG insert shows no progress (no model "
-        "answer, retry or error, no batch finished) this long fails, and its jobs go to a "
-        "new run; must exceed MODEL_TIMEOUT_SECONDS"
+        300, ge=60, description="a run with pages in flight that shows no progress (no "
+        "model answer, retry or error, no page settled) this long fails, and its jobs go to "
+        "a new run; must exceed MODEL_TIMEOUT_SECONDS"
     )
     run_start_timeout_seconds: int = Field(
         60, ge=30, description="a run launched (or queued with a free slot) this long "

@@ -36,11 +36,14 @@ CODE_SERVER_HOST = "127.0.0.1"
 START_TIMEOUT_SECONDS = 180.0
 
 
-def create_databases(settings: Settings, pipeline_db: str, dagster_db: str) -> None:
+def create_databases(settings: Settings, pipeline_db: str, dagster_db: str | None = None
+                     ) -> None:
+    """The pipeline's database (with pgvector) and, if named, one for Dagster's storage."""
     with psycopg.connect(settings.postgres_conninfo("postgres"), **settings.postgres_kwargs(),
                          autocommit=True) as conn:
         for db in (pipeline_db, dagster_db):
-            conn.execute(f"CREATE DATABASE {db}")  # names are ours, never from messages
+            if db:
+                conn.execute(f"CREATE DATABASE {db}")  # names are ours, never from messages
     with psycopg.connect(settings.postgres_conninfo(pipeline_db), **settings.postgres_kwargs(),
                          autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
