@@ -26,25 +26,25 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rag_pipeline.feed import WorkspaceFeed
 from rag_pipeline.insertion import InsertResult, outcome_of, plan_pages
 from rag_pipeline.ledger import JobLedger, JobOutcome, PageText, RunJob
 from rag_pipeline.models import ModelUsage
 from rag_pipeline.pages import PageLimits, PreparedPage, prepare_page
-from rag_pipeline.vocabulary import FAILED_STATES, JobState, Outcome, Reason
+from rag_pipeline.run_report import IndexReport, apportion_times, model_counters
+from rag_pipeline.vocabulary import Reason
 from rag_pipeline.workspaces import WorkspacePool
 
 log = logging.getLogger(__name__)
 
-# The report field each outcome is counted in.
-OUTCOME_COUNTERS = {Outcome.INSERTED: "inserted", Outcome.REPLACED: "replaced",
-                    Outcome.UNCHANGED: "unchanged", Outcome.DUPLICATE_CONTENT: "duplicates"}
 # Failures of the page's text rather than of its payload (counted under clean_pages).
 CLEANING_REASONS = {Reason.EMPTY_CONTENT, Reason.TOO_LARGE}
 # How often an idle run looks for new pages and at LightRAG's progress.
 POLL_SECONDS = 0.25
+# Pages decoded, cleaned and handed to LightRAG together (the first reach it at once).
+ADMIT_PAGES = 8
 # How often a run past RUN_MAX_SECONDS asks whether other collections wait for a slot.
 YIELD_CHECK_SECONDS = 5.0
 
@@ -83,83 +83,14 @@ class StallWatch:
                 "jobs go to a new run")
 
 
-@dataclass
-class IndexReport:
-    claimed: int = 0
-    html_bytes: int = 0
-    failed_decoding: int = 0
-    failed_cleaning: int = 0
-    inserted: int = 0
-    replaced: int = 0
-    unchanged: int = 0
-    duplicates: int = 0
-    failed: int = 0
-    retried: int = 0
-    chunks: int = 0
-    entities: int = 0
-    relations: int = 0
-    yielded: bool = False
-    seconds: float = 0.0
-    first_model_request_s: float | None = None
-    usage: ModelUsage = field(default_factory=ModelUsage)
-    outcomes: list[JobOutcome] = field(default_factory=list)
-
-    def add(self, outcome: JobOutcome) -> None:
-        self.outcomes.append(outcome)
-        if outcome.state == JobState.QUEUED:
-            self.retried += 1
-        elif outcome.state in FAILED_STATES:
-            self.failed += 1
-        else:
-            key = OUTCOME_COUNTERS.get(outcome.outcome) if outcome.outcome else None
-            if key:
-                setattr(self, key, getattr(self, key) + 1)
-            self.chunks += outcome.metrics.get("chunks", 0)
-            self.entities += outcome.metrics.get("entities", 0)
-            self.relations += outcome.metrics.get("relations", 0)
-
-
-def apportion_times(outcomes: list[JobOutcome], usage: ModelUsage, wall_seconds: float) -> None:
-    """Per-page embedding and storage time: what happened since the last pages settled,
-    shared out by chunk count among the pages settling now.
-
-    LightRAG works on many pages at once, so per-page times are apportioned:
-    embedding_time_ms is the page's share of the embedding requests' time; storage_time_ms
-    its share of the wall time when no model request was in flight (LightRAG's own work
-    and its PostgreSQL writes).
-    """
-    chunks = {id(o): o.metrics.get("chunks", 0) for o in outcomes if o.document is not None}
-    total = sum(chunks.values())
-    if not total:
-        return
-    other = max(0.0, wall_seconds - usage.llm_busy_seconds - usage.embedding_busy_seconds)
-    for outcome in outcomes:
-        share = chunks.get(id(outcome), 0) / total
-        if share:
-            outcome.metrics["embedding_time_ms"] = round(usage.embedding_seconds * share * 1000, 1)
-            outcome.metrics["storage_time_ms"] = round(other * share * 1000, 1)
-
-
-def model_counters(usage: ModelUsage) -> dict[tuple[str, str], float]:
-    """Model requests, tokens, retries and errors, as counters of the ledger."""
-    return {
-        ("model_requests", "kind=llm"): usage.llm_calls,
-        ("model_requests", "kind=embedding"): usage.embedding_calls,
-        ("model_retries", "kind=llm"): usage.llm_retries,
-        ("model_errors", "kind=llm"): usage.llm_failures,
-        ("model_tokens", "kind=prompt"): usage.prompt_tokens,
-        ("model_tokens", "kind=completion"): usage.completion_tokens,
-        ("model_tokens", "kind=embedding"): usage.embedding_tokens,
-    }
-
-
-def by_bytes(jobs: Sequence[RunJob], max_bytes: int) -> Iterator[list[RunJob]]:
-    """Consecutive groups of jobs whose messages add up to at most `max_bytes` (at least
-    one job each): the payload a run holds in memory at once (invariant 7)."""
+def by_bytes(jobs: Sequence[RunJob], max_bytes: int, max_count: int) -> Iterator[list[RunJob]]:
+    """Consecutive groups of at most `max_count` jobs whose messages add up to at most
+    `max_bytes` (at least one job each): the payload a run holds in memory at once
+    (invariant 7)."""
     group: list[RunJob] = []
     total = 0
     for job in jobs:
-        if group and total + job.message_bytes > max_bytes:
+        if group and (total + job.message_bytes > max_bytes or len(group) >= max_count):
             yield group
             group, total = [], 0
         group.append(job)
@@ -306,23 +237,28 @@ class CollectionRun:
 
     # --- pages in --------------------------------------------------------------------------
     def _admit(self, feed: WorkspaceFeed, jobs: list[RunJob]) -> None:
-        """Decode and clean the claimed pages, record what needs no LightRAG, enqueue the rest."""
+        """Decode and clean the claimed pages, record what needs no LightRAG, enqueue the
+        rest: a few pages at a time, so that the first reach LightRAG at once."""
         self.report.claimed += len(jobs)
+        for group in by_bytes(jobs, self.limits.batch_bytes, ADMIT_PAGES):
+            self.hooks.check()
+            self._admit_group(feed, group)
+
+    def _admit_group(self, feed: WorkspaceFeed, jobs: list[RunJob]) -> None:
         prepared: list[PreparedPage] = []
         failures: list[JobOutcome] = []
-        for group in by_bytes(jobs, self.limits.batch_bytes):
-            messages = self.ledger.messages([j.job_id for j in group])
-            for job in group:
-                result = prepare_page(job, messages.pop(job.job_id), self.page_limits)
-                if isinstance(result, PreparedPage):
-                    prepared.append(result)
-                    self.report.html_bytes += result.html_bytes
+        messages = self.ledger.messages([j.job_id for j in jobs])
+        for job in jobs:
+            result = prepare_page(job, messages.pop(job.job_id), self.page_limits)
+            if isinstance(result, PreparedPage):
+                prepared.append(result)
+                self.report.html_bytes += result.html_bytes
+            else:
+                failures.append(result)
+                if result.error_code in CLEANING_REASONS:
+                    self.report.failed_cleaning += 1
                 else:
-                    failures.append(result)
-                    if result.error_code in CLEANING_REASONS:
-                        self.report.failed_cleaning += 1
-                    else:
-                        self.report.failed_decoding += 1
+                    self.report.failed_decoding += 1
         self.ledger.store_page_texts([p.ledger_row() for p in prepared])
         pages = [p.page for p in prepared]
         known = self.ledger.indexed_documents(self.collection_id, [p.doc_id for p in pages])

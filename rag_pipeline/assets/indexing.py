@@ -19,7 +19,7 @@ import psycopg
 from confluent_kafka import KafkaException
 
 from rag_pipeline.events import event_line
-from rag_pipeline.indexing import CollectionRun, IndexReport, RunHooks
+from rag_pipeline.indexing import CollectionRun, RunHooks
 from rag_pipeline.kafka_io import DeliveryFailed
 from rag_pipeline.ledger import JobLedger, JobOutcome, is_permanent_connection_error
 from rag_pipeline.liveness import RunLease
@@ -32,6 +32,7 @@ from rag_pipeline.resources import (
     OutboxResource,
     ProcessingResource,
 )
+from rag_pipeline.run_report import IndexReport
 from rag_pipeline.vocabulary import FAILED_STATES, JobState
 
 # Transient errors (timeouts, connection resets, PostgreSQL restarts) retry the step;

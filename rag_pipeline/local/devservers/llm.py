@@ -138,6 +138,16 @@ class StandInModel:
         bucket = self.stats.timeline.setdefault(int(now), {})
         bucket[key] = bucket.get(key, 0.0) + value
 
+    def _spread(self, start: float, end: float, key: str) -> None:
+        """A request's time in the seconds it spans: a bucket's sum is the mean number of
+        requests in flight during that second."""
+        second = int(start)
+        while second < end:
+            overlap = min(end, second + 1) - max(start, second)
+            if overlap > 0:
+                self._tick(second, key, overlap)
+            second += 1
+
     # --- chat --------------------------------------------------------------------------------
     async def chat(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         messages = body.get("messages") or []
@@ -174,7 +184,7 @@ class StandInModel:
         s.prompt_tokens += prompt_tokens
         s.completion_tokens += completion_tokens
         self._tick(done, "chat_calls")
-        self._tick(done, "chat_busy_seconds", done - start)
+        self._spread(start, done, "chat_busy_seconds")
         return 200, {
             "id": "chatcmpl-standin-" + hashlib.sha1(user.encode()).hexdigest()[:12],
             "object": "chat.completion",
