@@ -11,9 +11,9 @@ and the stand-in model's first request:
   (process start, code location loaded) -> step started (resources) -> first model request
   (lease, claim, LightRAG workspace opened, page decoded, cleaned, enqueued, chunked)
 
-The cold case publishes one page to a deployment that did nothing for `--idle-minutes` (in
-`make bench` it is started first and sits idle while the other benchmarks run) and times
-produce -> its `completed` PATCH at the Go API stand-in.
+The cold case starts a deployment with the production settings, leaves it without work for
+`--idle-minutes`, publishes one page and times produce -> its `completed` PATCH at the Go
+API stand-in.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import itertools
 import statistics
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,28 +118,12 @@ def idle_deployment(settings: Settings) -> Iterator[PipelineRun]:
         yield run
 
 
-@dataclass
-class ColdProbe:
-    """A deployment that does nothing from `idle_since` on, until its cold page."""
-
-    run: PipelineRun
-    idle_since: float
-
-
-@contextlib.contextmanager
-def cold_probe(settings: Settings) -> Iterator[ColdProbe]:
-    """Started first by `make bench`, so that its idle minutes pass while the other
-    benchmarks run (they use deployments of their own); measured last."""
-    with pipeline(settings) as run:
-        yield ColdProbe(run, time.time())
-
-
-def cold_page(probe: ColdProbe, model: Model, idle_minutes: float, offset: int
+def cold_page(run: PipelineRun, model: Model, idle_minutes: float, offset: int
               ) -> dict[str, Any]:
-    """One page after `idle_minutes` without work on the probe's deployment: produce -> its
+    """One page after `idle_minutes` without work on a deployment: produce -> its
     `completed` PATCH at the Go API stand-in."""
-    time.sleep(max(0.0, probe.idle_since + idle_minutes * 60 - time.time()))
-    run = probe.run
+    idle_since = time.time()
+    time.sleep(idle_minutes * 60)
     collection = unique_name("cold").replace("_", "-")
     messages, owner = collection_messages({collection: corpus(1, offset)}, job_id_base())
     model.set(latency_ms=LATENCY_MS)
@@ -152,12 +135,12 @@ def cold_page(probe: ColdProbe, model: Model, idle_minutes: float, offset: int
     while time.monotonic() < deadline and not done:
         done = completed_at(run.settings, list(owner))
         time.sleep(0.5)
-    return {"idle_minutes": round((produced - probe.idle_since) / 60, 1),
+    return {"idle_minutes": round((produced - idle_since) / 60, 1),
             "produce_to_completed_patch_s": round(next(iter(done.values())) - produced, 2)
             if done else None}
 
 
-def main(argv: list[str] | None = None, probe: ColdProbe | None = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--idle-minutes", type=float, default=10.0)
@@ -167,12 +150,12 @@ def main(argv: list[str] | None = None, probe: ColdProbe | None = None) -> dict[
         "model_latency_ms": LATENCY_MS, "pages_per_start": PAGES_PER_START, **ENV}}
     with bench_stack() as settings:
         model = Model(settings)
-        with contextlib.ExitStack() as stack:
-            probe = probe or stack.enter_context(cold_probe(settings))
-            with idle_deployment(settings) as run:
-                model.set(latency_ms=LATENCY_MS)
-                starts = [one_start(run, model, offset=700 + 20 * i) for i in range(args.runs)]
-            cold = cold_page(probe, model, args.idle_minutes, offset=780)
+        with idle_deployment(settings) as run:
+            model.set(latency_ms=LATENCY_MS)
+            starts = [one_start(run, model, offset=700 + 20 * i) for i in range(args.runs)]
+        # The cold page: a deployment with production settings, idle since it started.
+        with pipeline(settings) as run:
+            cold = cold_page(run, model, args.idle_minutes, offset=780)
     launch = [s["launch_to_first_model_request_s"] for s in starts]
     results.update(starts=starts, cold=cold,
                    launch_to_first_model_request_s={"median": statistics.median(launch),
