@@ -169,6 +169,8 @@ class CollectionRun:
         self.hooks.check()
         feed: WorkspaceFeed = self.pool.run(self._open_feed())
         watch = StallWatch(self.limits.stall_seconds, lambda: model_activity(self._usage_now()))
+        # Set from the run's first beat; again here for a retried step (the failed attempt
+        # cleared it on its way out).
         self.ledger.set_accepting(self.run_id, True)
         accepting, idle_since = True, None
         try:

@@ -10,7 +10,7 @@ from rag_pipeline.definitions import build_definitions
 from rag_pipeline.ledger import PendingCollection
 from rag_pipeline.partitions import COLLECTION_TAG
 from rag_pipeline.sensors import staging as staging_sensor
-from rag_pipeline.sensors.staging import run_requests, waiting_collections
+from rag_pipeline.sensors.staging import run_requests, taken_collections, waiting_collections
 from tests.helpers import collections_of, produce_pages
 
 
@@ -86,3 +86,21 @@ def test_run_key_changes_only_when_the_waiting_jobs_change():
     assert PendingCollection("c", 10, 20, 11, 0).run_key == key
     assert PendingCollection("c", 10, 25, 12, 0).run_key != key  # new jobs
     assert PendingCollection("c", 10, 20, 11, 3).run_key != key  # jobs requeued after a failure
+
+
+def test_a_running_run_takes_its_collection_until_it_stops_accepting(ledger, unique):
+    """A started run that has not beaten yet, or beats and accepts, takes its collection's
+    new jobs (no second request); once it clears the flag, finishes or is declared dead, a
+    new run may be requested."""
+    with dg.instance_for_test() as instance:
+        runs = {c: create_run_for_test(instance, job_name="index_collection",
+                                       tags={COLLECTION_TAG: f"{c}-{unique}"},
+                                       status=dg.DagsterRunStatus.STARTED)
+                for c in ("fresh", "beating", "ending", "done")}
+        for c in ("beating", "ending", "done"):
+            assert ledger.heartbeat(runs[c].run_id, f"{c}-{unique}", "rag-pipeline:t:1:x")
+        ledger.set_accepting(runs["ending"].run_id, False)
+        ledger.finish_run(runs["done"].run_id, f"done-{unique}", "success")
+        taken = {c for c in taken_collections(instance, "index_collection", ledger)
+                 if c.endswith(unique)}
+    assert taken == {f"fresh-{unique}", f"beating-{unique}"}

@@ -27,19 +27,21 @@ class LivenessQueries(LedgerConnection):
                 "RETURNING run_id", (run_id, collection_id, process)).fetchone() is not None
 
     def set_accepting(self, run_id: str, accepting: bool) -> None:
-        """Whether the run still takes its collection's newly staged jobs: while it does,
-        the sensor requests no other run for the collection."""
+        """Whether the run still takes its collection's newly staged jobs (from its first
+        beat on): while it does, the sensor requests no other run for the collection."""
         with self.transaction() as conn:
             conn.execute("UPDATE rag_pipeline.runs SET accepting = %s WHERE run_id = %s",
                          (accepting, run_id))
 
-    def accepting_collections(self, fresh_seconds: float) -> set[str]:
-        """Collections whose live run (beating within `fresh_seconds`) takes new jobs."""
+    def runs_not_accepting(self, run_ids: Sequence[str]) -> set[str]:
+        """Of these runs, those that no longer take new jobs: cleared the flag to end or
+        yield, finished, or were declared dead (a run that has not beaten yet has no row:
+        it is about to take them)."""
         with self.pool.connection() as conn:
             rows = conn.execute(
-                "SELECT DISTINCT collection_id FROM rag_pipeline.runs WHERE accepting "
-                "AND finished_at IS NULL AND declared_dead_at IS NULL "
-                "AND beat_at > now() - make_interval(secs => %s)", (fresh_seconds,)).fetchall()
+                "SELECT run_id FROM rag_pipeline.runs WHERE run_id = ANY(%s) AND (NOT "
+                "accepting OR finished_at IS NOT NULL OR declared_dead_at IS NOT NULL)",
+                (list(run_ids),)).fetchall()
         return {r[0] for r in rows}
 
     def declared_dead(self, run_id: str) -> str | None:

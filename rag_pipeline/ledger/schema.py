@@ -214,9 +214,10 @@ MIGRATIONS: list[tuple[int, str]] = [
     (
         9,
         """
-        -- A run that takes its collection's newly staged jobs while it runs (invariant 10,
-        -- streaming runs): the sensor requests no other run for the collection meanwhile.
-        ALTER TABLE rag_pipeline.runs ADD COLUMN accepting boolean NOT NULL DEFAULT false;
+        -- A run takes its collection's newly staged jobs while it runs (invariant 10,
+        -- streaming runs), from its first beat until it clears the flag to end: the sensor
+        -- requests no other run for the collection meanwhile.
+        ALTER TABLE rag_pipeline.runs ADD COLUMN accepting boolean NOT NULL DEFAULT true;
         """,
     ),
 ]

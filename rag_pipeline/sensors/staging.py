@@ -22,15 +22,26 @@ from rag_pipeline.staging import stage_messages
 # Runs that exist but have not claimed their jobs yet: another request would be redundant.
 WAITING_RUN_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
                         dg.DagsterRunStatus.STARTING]
-# A running run takes its collection's new jobs while it beats within this many seconds
-# (it beats every 5 s); one that died is left out sooner than the liveness check declares it.
-ACCEPTING_FRESH_SECONDS = 15.0
 
 
 def waiting_collections(instance: dg.DagsterInstance, job_name: str) -> set[str]:
     runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name,
                                                    statuses=WAITING_RUN_STATUSES))
     return {run.tags[COLLECTION_TAG] for run in runs if COLLECTION_TAG in run.tags}
+
+
+def taken_collections(instance: dg.DagsterInstance, job_name: str,
+                      ledger: JobLedger) -> set[str]:
+    """Collections whose queued jobs a run will take: one waits in the queue, or one is
+    running and still takes new jobs (it has not cleared `runs.accepting`, finished or been
+    declared dead; a run that started but has not beaten yet is about to take them)."""
+    # Runs of any job (a backfill or a materialization from the UI writes a collection too).
+    started = {run.run_id: run.tags[COLLECTION_TAG] for run in instance.get_runs(
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        if COLLECTION_TAG in run.tags}
+    released = ledger.runs_not_accepting(list(started)) if started else set()
+    return waiting_collections(instance, job_name) | {
+        collection for run_id, collection in started.items() if run_id not in released}
 
 
 def run_requests(pending: list[PendingCollection], waiting: set[str]) -> list[dg.RunRequest]:
@@ -64,9 +75,7 @@ def build_indexing_jobs_sensor(job: Any,
         pending = ledger.pending_collections()
         known = set(context.instance.get_dynamic_partitions(collections_partitions.name))
         new_partitions = sorted({p.collection_id for p in pending} - known)
-        taken = (waiting_collections(context.instance, job.name)
-                 | ledger.accepting_collections(ACCEPTING_FRESH_SECONDS))
-        requests = run_requests(pending, taken)
+        requests = run_requests(pending, taken_collections(context.instance, job.name, ledger))
         line = event_line("sensor_tick", **report.summary(), runs_requested=len(requests),
                           new_partitions=len(new_partitions))
         context.log.info(line)
