@@ -131,8 +131,9 @@ def test_a_run_takes_pages_staged_while_it_runs_and_the_sensor_requests_no_other
     base = job_id_base()
     first = stage(s, ledger, collection, paths[:3], base)
     defs = build_definitions(s)
-    sensor = defs.resolve_sensor_def("indexing_jobs_sensor")
     with dg.instance_for_test() as instance:
+        # Resolved inside the instance's context: Dagster looks for the current instance.
+        sensor = defs.resolve_sensor_def("indexing_jobs_sensor")
         outcome: dict[str, dg.ExecuteInProcessResult] = {}
         worker = threading.Thread(target=lambda: outcome.update(run=index(s, instance,
                                                                           collection)))
