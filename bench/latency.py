@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from confluent_kafka import Producer
 
 from bench.common import machine, print_table, write_results
@@ -33,6 +32,7 @@ from bench.harness import (
     wait_terminal,
 )
 from bench.pipeline import runs_per_collection
+from bench.start import completed_at
 from rag_pipeline.kafka_io import KafkaOptions, producer_config
 
 
@@ -73,13 +73,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 produced[int(message.value.split(b'"job_id": ')[1].split(b",")[0])] = time.time()
             wait_terminal(run.ledger, list(owner))
             time.sleep(3)  # the last statuses' delivery
-            calls = httpx.get(f"{settings.go_backend_url}/calls", timeout=30).json()
+            done = completed_at(settings, list(produced))
             runs = runs_per_collection(run)
-        done: dict[int, float] = {}
-        for call in calls:
-            if call["job_id"] in produced and call["status"] == "completed" \
-                    and call["answered"] == 200:
-                done.setdefault(call["job_id"], call["received_at"])
         warm_from = started_at + args.warmup_seconds
         latencies = [done[j] - produced[j] for j in produced if j in done
                      and produced[j] >= warm_from]
