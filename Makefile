@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install up down status test lint bench reliability screenshots clean
+.PHONY: install up down status test lint bench scale reliability screenshots clean
 
 install: $(VENV)/.installed
 
@@ -41,6 +41,13 @@ lint: install
 
 bench: tools-bench install
 	$(BIN)/python -m bench.run_all
+
+# Cost as the work grows: the periodic work at 0, 100k and 1M jobs in the ledger, and bytes per
+# page before and after retention (docs/benchmarks.md, "Cost as the work grows"; ~15 minutes).
+scale: tools-bench install
+	$(BIN)/python -m bench.scale
+	$(BIN)/python -m bench.retention
+	$(BIN)/python -m bench.report
 
 # The eleven fault scenarios and a no_fault reference at full size (>= 1,000 pages each); table in
 # docs/reliability.md. Some only: .venv/bin/python -m bench.faults --only host_crash,go_api_hang

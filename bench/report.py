@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bench import capacity
 from bench.harness import RESULTS, ROOT
+from bench.scale_report import scale_section
 from bench.streaming_report import plot_in_flight, streaming_section
 
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -233,11 +235,13 @@ def main() -> None:
     lines += cpu_table(pipeline)
     lines += scrape_table(load("scrape"))
     lines += footprint_table(load("footprint"))
+    lines += scale_section(load("scale"), load("retention"))
     notes = ROOT / "bench" / "NOTES.md"
     if notes.exists():
         lines += [notes.read_text().strip(), ""]
     DOC.write_text("\n".join(lines))
     print(f"wrote {DOC}")
+    capacity.write()
 
 
 if __name__ == "__main__":

@@ -63,36 +63,45 @@ def produce(settings: Settings, topic: str, count: int, html_bytes: int) -> int:
     return size
 
 
-def worker(topic: str) -> None:
-    """Stage everything in `topic` tick after tick; print figures as JSON."""
+def stage_topic(settings: Settings) -> tuple[int, int, float]:
+    """Stage everything in settings.kafka_topic tick after tick, as the sensor does:
+    (staged, ticks, seconds)."""
     from confluent_kafka import Consumer, Producer
 
     from rag_pipeline.kafka_io import KafkaOptions, consumer_config, producer_config
-    from rag_pipeline.settings import load_settings
     from rag_pipeline.staging import StagingConfig, TickBudget, stage_messages
 
-    settings = load_settings().model_copy(update={"kafka_topic": topic})
     ledger = open_ledger(settings)
     options = KafkaOptions.from_settings(settings)
     budget = TickBudget(settings.sensor_max_messages, settings.sensor_max_bytes,
                         settings.sensor_time_budget_seconds)
-    config = StagingConfig(topic, settings.kafka_dlq_topic, settings.kafka_auto_offset_reset,
-                           settings.content_limits)
-    idle = rss_now()
+    config = StagingConfig(settings.kafka_topic, settings.kafka_dlq_topic,
+                           settings.kafka_auto_offset_reset, settings.content_limits)
     staged = ticks = 0
     started = time.monotonic()
-    while True:
-        consumer = Consumer(consumer_config(options))
-        producer = Producer(producer_config(options))
-        report = stage_messages(consumer=consumer, producer=producer, ledger=ledger,
-                                config=config, budget=budget)
-        consumer.close()
-        ticks += 1
-        staged += report.staged
-        if report.read == 0:
-            break
-    seconds = time.monotonic() - started
-    ledger.close()
+    try:
+        while True:
+            consumer = Consumer(consumer_config(options))
+            producer = Producer(producer_config(options))
+            report = stage_messages(consumer=consumer, producer=producer, ledger=ledger,
+                                    config=config, budget=budget)
+            consumer.close()
+            ticks += 1
+            staged += report.staged
+            if report.read == 0:
+                return staged, ticks, time.monotonic() - started
+    finally:
+        ledger.close()
+
+
+def worker(topic: str) -> None:
+    """Stage everything in `topic`; print figures as JSON."""
+    from rag_pipeline.settings import load_settings
+
+    settings = load_settings().model_copy(update={"kafka_topic": topic})
+    open_ledger(settings).close()  # imports done, migrated: what an idle sensor process holds
+    idle = rss_now()
+    staged, ticks, seconds = stage_topic(settings)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"staged": staged, "ticks": ticks, "seconds": seconds,
                       "idle_rss": idle, "peak_rss": peak,

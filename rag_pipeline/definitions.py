@@ -14,9 +14,15 @@ import dagster as dg
 
 from rag_pipeline.assets.indexing import indexing_assets
 from rag_pipeline.assets.reconciliation import crawl_requests
-from rag_pipeline.jobs import INDEXING_JOBS, index_collection_job, reconcile_stuck_jobs_job
+from rag_pipeline.assets.retention import retention
+from rag_pipeline.jobs import (
+    INDEXING_JOBS,
+    apply_retention_job,
+    index_collection_job,
+    reconcile_stuck_jobs_job,
+)
 from rag_pipeline.resources import RESOURCE_TYPES
-from rag_pipeline.schedules import build_reconcile_schedule
+from rag_pipeline.schedules import build_reconcile_schedule, build_retention_schedule
 from rag_pipeline.sensors.delivery import status_deliverer
 from rag_pipeline.sensors.liveness import run_liveness
 from rag_pipeline.sensors.reconciliation import build_run_failure_sensors
@@ -51,11 +57,12 @@ def build_definitions(s: Settings,
                       ) -> dg.Definitions:
     """The code location for these settings; `resources` replaces some (tests inject faults)."""
     return dg.Definitions(
-        assets=[*indexing_assets, crawl_requests],
-        jobs=[*INDEXING_JOBS, reconcile_stuck_jobs_job],
+        assets=[*indexing_assets, crawl_requests, retention],
+        jobs=[*INDEXING_JOBS, reconcile_stuck_jobs_job, apply_retention_job],
         sensors=[build_indexing_jobs_sensor(index_collection_job, s.sensor_interval_seconds),
                  run_liveness, status_deliverer, *build_run_failure_sensors()],
-        schedules=[build_reconcile_schedule(s.reconcile_cron, s.queued_job_grace_seconds)],
+        schedules=[build_reconcile_schedule(s.reconcile_cron, s.queued_job_grace_seconds),
+                   build_retention_schedule(s.retention_cron, s.retention_days)],
         resources={**build_resources(s), **(resources or {})},
         # Run logs on the console: one JSON object per line, or text (LOG_FORMAT).
         loggers={"console": dg.json_console_logger if s.log_format == "json"

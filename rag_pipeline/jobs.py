@@ -2,7 +2,8 @@
 
 - `index_collection`: a collection's queued pages (requested by indexing_jobs_sensor);
 - `reindex_collection`: a collection again from the ledger (backfill it from the UI);
-- `reconcile_stuck_jobs`: the repairs, materializing `crawl_requests` (on a schedule).
+- `reconcile_stuck_jobs`: the repairs, materializing `crawl_requests` (on a schedule);
+- `apply_retention`: pruning finished work, materializing `retention` (daily).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import dagster as dg
 
 from rag_pipeline.assets.indexing import indexing_assets
 from rag_pipeline.assets.reconciliation import crawl_requests
+from rag_pipeline.assets.retention import retention
 
 index_collection_job = dg.define_asset_job(
     "index_collection",
@@ -35,4 +37,11 @@ reconcile_stuck_jobs_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(crawl_requests),
     description="Requeue the jobs of dead runs (or declare them dead), nudge collections "
     "whose queued jobs have no run, redeliver statuses, summarise every crawl request.",
+)
+
+apply_retention_job = dg.define_asset_job(
+    "apply_retention",
+    selection=dg.AssetSelection.assets(retention),
+    description="Prune the payloads of jobs finished more than RETENTION_DAYS ago and the "
+    "Dagster runs that ended before then (each job and partition keeps its latest success).",
 )

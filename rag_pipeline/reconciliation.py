@@ -7,17 +7,24 @@ run that died leaves behind (run-failure sensors).
 - collections whose `queued` jobs have waited QUEUED_JOB_GRACE_SECONDS with no run are
   nudged, so that the sensor requests a new run;
 - undelivered statuses are sent again; rejected ones are listed;
-- per crawl request, a summary (total, completed, failed, dead, pending).
+- open crawl requests (total, completed, failed, dead, pending) and jobs per state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 from rag_pipeline.events import event_line
 from rag_pipeline.ledger import JobLedger, JobOutcome, RequestSummary
-from rag_pipeline.vocabulary import Reason
+from rag_pipeline.outbox import DeliveryReport, Outbox
+from rag_pipeline.vocabulary import JobState, Reason
+
+# How many undelivered statuses one reconciliation sends at most, and for how long.
+DELIVERY_LIMIT = 5000
+DELIVERY_SECONDS = 120.0
+# Open crawl requests listed (longest waiting first).
+OPEN_REQUESTS_SHOWN = 30
 
 
 def release_jobs_of_run(ledger: JobLedger, run_ids: list[str], reason: str, max_retries: int,
@@ -64,7 +71,35 @@ def retry_if_failing_runs_below(ledger: JobLedger, collection_id: str, limit: in
     return True
 
 
-def summary_table(summaries: list[RequestSummary], limit: int = 30) -> str:
+@dataclass
+class Reconciled:
+    """What one reconciliation did and saw."""
+
+    nudged: list[str]
+    delivery: DeliveryReport
+    open_requests: list[RequestSummary]
+    jobs: dict[str, int]  # per state, all collections
+    outbox: dict[str, int]  # per state
+
+
+def reconcile(ledger: JobLedger, reporter: Outbox, has_run: Callable[[str], bool], *,
+              grace_seconds: float, log: Callable[[str], None]) -> Reconciled:
+    """The repairs of `reconcile_stuck_jobs`, then what it reports: each part reads what is
+    in flight or a state count, never the history (docs/benchmarks.md, "Cost as the work
+    grows")."""
+    nudged = nudge_stale_collections(ledger, has_run, grace_seconds=grace_seconds, log=log)
+    delivery = reporter.deliver(limit=DELIVERY_LIMIT, deadline_seconds=DELIVERY_SECONDS,
+                                log_event=log)
+    for row in ledger.rejected_outbox():
+        log(event_line("outbox_rejected_listed", job_id=row["job_id"], status=row["status"],
+                       http_status=row["response_code"]))
+    ledger.fold_state_counts()
+    return Reconciled(nudged=nudged, delivery=delivery,
+                      open_requests=ledger.request_summaries(limit=OPEN_REQUESTS_SHOWN),
+                      jobs=ledger.job_states(), outbox=ledger.outbox_counts())
+
+
+def summary_table(summaries: list[RequestSummary], limit: int = OPEN_REQUESTS_SHOWN) -> str:
     """A markdown table of crawl requests for the UI."""
     lines = ["| request_id | total | completed | failed | dead | pending | waiting since |",
              "|---:|---:|---:|---:|---:|---:|---|"]
@@ -77,13 +112,28 @@ def summary_table(summaries: list[RequestSummary], limit: int = 30) -> str:
     return "\n".join(lines)
 
 
-def totals(summaries: list[RequestSummary]) -> dict[str, Any]:
+def totals(reconciled: Reconciled) -> dict[str, int]:
+    jobs = reconciled.jobs
     return {
-        "requests": len(summaries),
-        "requests_open": sum(1 for s in summaries if s.pending),
-        "jobs_total": sum(s.total for s in summaries),
-        "jobs_completed": sum(s.completed for s in summaries),
-        "jobs_failed": sum(s.failed for s in summaries),
-        "jobs_dead": sum(s.dead for s in summaries),
-        "jobs_pending": sum(s.pending for s in summaries),
+        "requests_open": len(reconciled.open_requests),
+        "jobs_total": sum(jobs.values()),
+        "jobs_completed": jobs.get(JobState.COMPLETED, 0),
+        "jobs_failed": jobs.get(JobState.FAILED, 0),
+        "jobs_dead": jobs.get(JobState.DEAD, 0),
+        "jobs_pending": jobs.get(JobState.QUEUED, 0) + jobs.get(JobState.RUNNING, 0),
     }
+
+
+def inspection_lines(ledger: JobLedger, collection_id: str | None = None) -> list[str]:
+    """What `rag-pipeline inspect` prints: jobs per state, statuses per state, open crawl
+    requests (state counts and jobs in flight only: as fast at a million jobs as at none)."""
+    states = ledger.job_states(collection_id)
+    outbox = ledger.outbox_counts()
+    lines = [f"jobs{f' of {collection_id}' if collection_id else ''}: "
+             + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"),
+             "statuses for the Go API: "
+             + (", ".join(f"{n} {s}" for s, n in sorted(outbox.items())) or "none")]
+    summaries = ledger.request_summaries(limit=OPEN_REQUESTS_SHOWN)
+    if summaries:
+        lines += ["open crawl requests:", summary_table(summaries)]
+    return lines

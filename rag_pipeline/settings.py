@@ -209,6 +209,15 @@ class Settings(BaseSettings):
         120, ge=0, description="a queued job this old with no run gets one"
     )
 
+    # --- Retention ---------------------------------------------------------------------------
+    retention_days: float = Field(
+        30.0, ge=0, description="a finished job's payload (message, cleaned text) is pruned "
+        "this many days after it finished, and Dagster runs that ended before then are "
+        "deleted (each job and partition keeps its latest success); job rows, outcomes and "
+        "LightRAG stay; 0 keeps everything"
+    )
+    retention_cron: str = Field("17 3 * * *", description="schedule of apply_retention")
+
     # --- Operations --------------------------------------------------------------------------
     metrics_host: str = Field("127.0.0.1", description="address the metrics exporter listens "
                               "on (0.0.0.0 in a container)")

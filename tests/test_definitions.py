@@ -25,14 +25,14 @@ def test_code_location_holds_the_pipeline():
     for key in (raw, clean, documents):
         assert graph.get(key).partitions_def == dg.DynamicPartitionsDefinition(
             name="collections")
-    assert {"index_collection", "reindex_collection", "reconcile_stuck_jobs"} <= {
-        job.name for job in repo.get_all_jobs()}
+    assert {"index_collection", "reindex_collection", "reconcile_stuck_jobs",
+            "apply_retention"} <= {job.name for job in repo.get_all_jobs()}
     assert {s.name for s in repo.sensor_defs} == {
         "indexing_jobs_sensor", "indexing_run_failed", "indexing_run_canceled",
         "run_liveness", "status_deliverer"}
-    [schedule] = repo.schedule_defs
-    assert schedule.job_name == "reconcile_stuck_jobs"
-    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert {s.job_name: s.default_status for s in repo.schedule_defs} == {
+        "reconcile_stuck_jobs": dg.DefaultScheduleStatus.RUNNING,
+        "apply_retention": dg.DefaultScheduleStatus.RUNNING}
 
 
 def test_every_job_runs_in_one_process():

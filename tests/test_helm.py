@@ -106,6 +106,11 @@ def chart_instance(values: dict[str, Any]) -> dict[str, Any]:
         "sensors": {"use_threads": daemon["sensors"]["useThreads"],
                     "num_workers": daemon["sensors"]["numWorkers"]},
         "telemetry": {"enabled": values["telemetry"]["enabled"]},
+        **({"retention": {kind: {"purge_after_days": _only(
+            values["retention"][kind], {"purgeAfterDays"}, f"retention.{kind}")["purgeAfterDays"]}
+            for kind in ("sensor", "schedule") if kind in values["retention"]}}
+           if _only(values["retention"], {"enabled", "sensor", "schedule"}, "retention")[
+               "enabled"] else {}),
     }
 
 
@@ -157,6 +162,11 @@ def test_the_chart_instance_loads_with_the_k8s_run_launcher(stack, settings, tmp
                 ("dagster/partition", {"applyLimitPerUniqueValue": True}, 1)]
             assert instance.run_monitoring_enabled
             assert instance.get_runs() == []  # its storage answers
+            from dagster._core.definitions.run_request import InstigatorType
+            from dagster._core.scheduler.instigation import TickStatus
+
+            ticks = instance.get_tick_retention_settings(InstigatorType.SENSOR)
+            assert ticks[TickStatus.SKIPPED] == 1 and ticks[TickStatus.SUCCESS] == 7
     finally:
         drop_databases(settings, f"helm_pipeline_{unique}", f"helm_{unique}")
 
@@ -169,6 +179,8 @@ def test_the_per_collection_limit_is_the_one_of_every_deployment():
             runs["max_concurrent_runs"], runs["tag_concurrency_limits"]), path
         dequeue = yaml.safe_load(path.read_text())["run_queue"]["dequeue_interval_seconds"]
         assert queued["dequeueIntervalSeconds"] == dequeue, path
+        assert chart_instance(VALUES)["retention"] == yaml.safe_load(path.read_text())[
+            "retention"], path
 
 
 def test_the_user_deployment_serves_the_image_code_location_with_settings_only():

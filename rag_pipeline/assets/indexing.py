@@ -164,6 +164,11 @@ def index_pages(context: dg.AssetExecutionContext, config: IndexingConfig,
     pool = lightrag.pool()
     progress = Progress(context, outbox.bind(ledger, kafka))
     postgres = pool.options.postgres
+    if config.scope == "everything" and (pruned := ledger.pruned_pages(collection_id)):
+        context.log.warning(
+            f"{pruned} pages of {collection_id} are not processed again: their payloads were "
+            "pruned after RETENTION_DAYS (their documents stay in LightRAG as they are); "
+            "crawl them again to refresh them")
     with retry_only_transient(), lease(context, ledger, processing) as held:
         run = CollectionRun(
             ledger, pool, collection_id, run_id, processing.page_limits,

@@ -11,15 +11,12 @@ import dagster as dg
 from rag_pipeline.events import event_line
 from rag_pipeline.ledger import JobLedger
 from rag_pipeline.partitions import COLLECTION_TAG
-from rag_pipeline.reconciliation import nudge_stale_collections, summary_table, totals
+from rag_pipeline.reconciliation import reconcile, summary_table, totals
 from rag_pipeline.resources import KafkaResource, OutboxResource, ProcessingResource
 from rag_pipeline.vocabulary import OutboxState
 
 ACTIVE_RUN_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
                        dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
-# How many undelivered statuses one reconciliation sends at most, and for how long.
-DELIVERY_LIMIT = 5000
-DELIVERY_SECONDS = 120.0
 
 
 class ReconcileConfig(dg.Config):
@@ -29,8 +26,9 @@ class ReconcileConfig(dg.Config):
 @dg.asset(
     group_name="operations",
     kinds={"postgres"},
-    description="Every crawl request (request_id) and the state of its jobs: total, "
-    "completed, failed, dead, pending. Materialized by reconcile_stuck_jobs after its repairs.",
+    description="Jobs per state, and every open crawl request (request_id) with the state "
+    "of its jobs: total, completed, failed, dead, pending. Materialized by "
+    "reconcile_stuck_jobs after its repairs.",
 )
 def crawl_requests(context: dg.AssetExecutionContext, config: ReconcileConfig,
                    ledger: dg.ResourceParam[JobLedger], kafka: KafkaResource,
@@ -42,27 +40,17 @@ def crawl_requests(context: dg.AssetExecutionContext, config: ReconcileConfig,
         return bool(instance.get_run_ids(filters=dg.RunsFilter(
             tags={COLLECTION_TAG: collection_id}, statuses=ACTIVE_RUN_STATUSES), limit=1))
 
-    log = context.log.warning
-    reporter = outbox.bind(ledger, kafka)
-    nudged = nudge_stale_collections(ledger, has_run,
-                                     grace_seconds=config.queued_job_grace_seconds, log=log)
-    delivery = reporter.deliver(limit=DELIVERY_LIMIT, deadline_seconds=DELIVERY_SECONDS,
-                                log_event=log)
-    for row in ledger.rejected_outbox():
-        context.log.info(event_line("outbox_rejected_listed", job_id=row["job_id"],
-                                    status=row["status"], http_status=row["response_code"]))
-    summaries = ledger.request_summaries()
-    counts = ledger.outbox_counts()
-    context.log.info(event_line("reconciled", collections_nudged=len(nudged),
-                                outbox_delivered=delivery.delivered,
-                                outbox_retrying=delivery.retried))
-    metadata = {k: dg.MetadataValue.int(v) for k, v in totals(summaries).items()}
+    done = reconcile(ledger, outbox.bind(ledger, kafka), has_run,
+                     grace_seconds=config.queued_job_grace_seconds, log=context.log.warning)
+    context.log.info(event_line("reconciled", collections_nudged=len(done.nudged),
+                                outbox_delivered=done.delivery.delivered,
+                                outbox_retrying=done.delivery.retried))
+    metadata = {k: dg.MetadataValue.int(v) for k, v in totals(done).items()}
     metadata.update({
-        "collections_nudged": dg.MetadataValue.int(len(nudged)),
-        "outbox_delivered": dg.MetadataValue.int(delivery.delivered),
-        "outbox_pending": dg.MetadataValue.int(counts.get(OutboxState.PENDING, 0)),
-        "outbox_rejected": dg.MetadataValue.int(counts.get(OutboxState.REJECTED, 0)),
-        "open_requests": dg.MetadataValue.md(
-            summary_table([s for s in summaries if s.pending or s.failed or s.dead])),
+        "collections_nudged": dg.MetadataValue.int(len(done.nudged)),
+        "outbox_delivered": dg.MetadataValue.int(done.delivery.delivered),
+        "outbox_pending": dg.MetadataValue.int(done.outbox.get(OutboxState.PENDING, 0)),
+        "outbox_rejected": dg.MetadataValue.int(done.outbox.get(OutboxState.REJECTED, 0)),
+        "open_requests": dg.MetadataValue.md(summary_table(done.open_requests)),
     })
     return dg.MaterializeResult(metadata=metadata)

@@ -11,7 +11,8 @@ concern in this package:
 - `runs`: claims, cleaned texts, documents, finishing, requeues (runs, repairs);
 - `liveness`: heartbeats, silent and gone runs, declaring a run dead, nudges;
 - `outbox`: the status reports to the Go API;
-- `inspection`: read-only counts for people;
+- `inspection`: counts for people (state counts kept by triggers, not scans);
+- `retention`: pruning finished jobs' payloads (RETENTION_DAYS);
 - `counters`: counters that only grow, for the metrics exporter.
 
 Values always travel as query parameters; no SQL text is ever built from message content.
@@ -43,17 +44,19 @@ from rag_pipeline.ledger.records import (
     StagedJob,
     StageResult,
 )
+from rag_pipeline.ledger.retention import PruneBatch, RetentionQueries
 from rag_pipeline.ledger.runs import RunQueries
 from rag_pipeline.ledger.schema import SchemaQueries
 
 __all__ = ["ConcurrentStaging", "FailedMessage", "IndexedDocument", "JobLedger", "JobOutcome",
-           "LedgerUnavailable", "OutboxRow", "PageText", "PendingCollection", "RequestSummary",
+           "LedgerUnavailable", "OutboxRow", "PageText", "PendingCollection", "PruneBatch",
+           "RequestSummary",
            "RunJob", "StageResult", "StagedJob", "is_permanent_connection_error",
            "shared_ledger"]
 
 
 class JobLedger(SchemaQueries, IntakeQueries, RunQueries, LivenessQueries, OutboxQueries,
-                InspectionQueries, CounterQueries):
+                InspectionQueries, CounterQueries, RetentionQueries):
     """Named queries over the ledger, on a psycopg 3 connection pool."""
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import psycopg
 from psycopg.rows import dict_row
 
 from rag_pipeline.ledger.connection import LedgerConnection
@@ -13,37 +14,50 @@ from rag_pipeline.ledger.counters import read_counters
 from rag_pipeline.ledger.records import MetricsSnapshot, RequestSummary
 
 
+def read_state_counts(conn: psycopg.Connection, table: str, scope: str = "") -> dict[str, int]:
+    """Rows per state of `table` ('jobs' or 'outbox'; `scope` a collection_id, '' for all):
+    the folded totals plus the deltas not folded yet (schema migration 10)."""
+    rows = conn.execute(
+        "SELECT state, sum(n)::bigint FROM (SELECT state, n FROM rag_pipeline.state_counts "
+        "  WHERE tbl = %(t)s AND scope = %(s)s UNION ALL SELECT state, n "
+        "  FROM rag_pipeline.state_count_deltas WHERE tbl = %(t)s "
+        "  AND (%(s)s = '' OR scope = %(s)s)) c GROUP BY state HAVING sum(n) <> 0",
+        {"t": table, "s": scope},
+    ).fetchall()
+    return {state: int(n) for state, n in rows}
+
+
 class InspectionQueries(LedgerConnection):
     """Counts and rows for people: per crawl request, per state, per job, per outbox row."""
 
-    def request_summaries(self, only_open: bool = False, limit: int = 200
-                          ) -> list[RequestSummary]:
-        """Per crawl request: total, completed, failed, dead, pending (queued + running)."""
+    def request_summaries(self, limit: int = 200) -> list[RequestSummary]:
+        """Open crawl requests (a job queued or running), longest waiting first, each with
+        its totals: found from the jobs in flight, so the history is never read."""
         with self.pool.connection() as conn:
             rows = conn.execute(
-                "SELECT request_id, count(*), "
-                "count(*) FILTER (WHERE state = 'completed'), "
-                "count(*) FILTER (WHERE state = 'failed'), "
-                "count(*) FILTER (WHERE state = 'dead'), "
-                "count(*) FILTER (WHERE state IN ('queued', 'running')), "
-                "min(created_at) FILTER (WHERE state IN ('queued', 'running')) "
-                "FROM rag_pipeline.jobs GROUP BY request_id "
-                "HAVING NOT %s OR count(*) FILTER (WHERE state IN ('queued', 'running')) > 0 "
-                "ORDER BY min(created_at) FILTER (WHERE state IN ('queued', 'running')) "
-                "NULLS LAST, request_id LIMIT %s", (only_open, limit),
+                "WITH open AS (SELECT request_id, min(created_at) AS since "
+                "  FROM rag_pipeline.jobs WHERE state IN ('queued', 'running') "
+                "  AND request_id IS NOT NULL GROUP BY request_id ORDER BY since LIMIT %s) "
+                "SELECT o.request_id, count(*), "
+                "count(*) FILTER (WHERE j.state = 'completed'), "
+                "count(*) FILTER (WHERE j.state = 'failed'), "
+                "count(*) FILTER (WHERE j.state = 'dead'), "
+                "count(*) FILTER (WHERE j.state IN ('queued', 'running')), o.since "
+                "FROM open o JOIN rag_pipeline.jobs j ON j.request_id = o.request_id "
+                "GROUP BY o.request_id, o.since ORDER BY o.since, o.request_id", (limit,),
             ).fetchall()
         return [RequestSummary(*r) for r in rows]
 
-
-    # --- inspection --------------------------------------------------------------------------
     def job_states(self, collection_id: str | None = None) -> dict[str, int]:
+        """Jobs per state, of one collection or all (state counts, not a scan)."""
         with self.pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT state, count(*) FROM rag_pipeline.jobs "
-                "WHERE %(c)s::text IS NULL OR collection_id = %(c)s GROUP BY state",
-                {"c": collection_id},
-            ).fetchall()
-        return {state: count for state, count in rows}
+            return read_state_counts(conn, "jobs", collection_id or "")
+
+    def fold_state_counts(self) -> int:
+        """Add the state counts' deltas into their totals (reads stay right either way;
+        folding keeps them fast)."""
+        with self.transaction() as conn:
+            return int(conn.execute("SELECT rag_pipeline.fold_state_counts()").fetchone()[0])
 
     def job(self, job_id: int) -> dict[str, Any] | None:
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -75,9 +89,9 @@ class InspectionQueries(LedgerConnection):
 
     def metrics_snapshot(self, top_collections: int) -> MetricsSnapshot:
         """Every gauge the exporter reports, on one connection (ages in seconds, 0 if none)."""
+        self.fold_state_counts()  # every scrape: the deltas a count reads stay few
         with self.pool.connection() as conn:
-            by_state = dict(conn.execute(
-                "SELECT state, count(*) FROM rag_pipeline.jobs GROUP BY state").fetchall())
+            by_state = read_state_counts(conn, "jobs")
             oldest_queued = conn.execute(
                 "SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0) "
                 "FROM rag_pipeline.jobs WHERE state = 'queued'").fetchone()[0]
@@ -90,7 +104,7 @@ class InspectionQueries(LedgerConnection):
                 "SELECT collection_id, count(*) FROM rag_pipeline.jobs "
                 "WHERE state IN ('queued', 'running') GROUP BY collection_id "
                 "ORDER BY count(*) DESC, collection_id").fetchall()
-            pending, oldest_pending = conn.execute(
+            pending, oldest_pending = conn.execute(  # the index of due rows, not a scan
                 "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) "
                 "FROM rag_pipeline.outbox WHERE state = 'pending'").fetchone()
             slots = dict(conn.execute(

@@ -16,6 +16,7 @@ from psycopg.rows import dict_row
 
 from rag_pipeline.ledger.connection import LedgerConnection
 from rag_pipeline.ledger.counters import add_counters
+from rag_pipeline.ledger.inspection import read_state_counts
 from rag_pipeline.ledger.records import OutboxRow, ReportedStatus
 
 
@@ -112,6 +113,4 @@ class OutboxQueries(LedgerConnection):
 
     def outbox_counts(self) -> dict[str, int]:
         with self.pool.connection() as conn:
-            rows = conn.execute("SELECT state, count(*) FROM rag_pipeline.outbox "
-                                "GROUP BY state").fetchall()
-        return dict(rows)
+            return read_state_counts(conn, "outbox")

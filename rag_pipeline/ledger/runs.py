@@ -45,7 +45,10 @@ class RunQueries(LedgerConnection):
                     "updated_at = now() FROM (SELECT DISTINCT ON (normalized_url) job_id "
                     "  FROM rag_pipeline.jobs WHERE collection_id = %s "
                     "  AND normalized_url IS NOT NULL ORDER BY normalized_url, seq DESC) latest "
-                    "WHERE j.job_id = latest.job_id AND j.state IN ('completed', 'failed', 'dead')",
+                    "WHERE j.job_id = latest.job_id AND j.state IN ('completed', 'failed', 'dead') "
+                # A page whose payload retention dropped cannot be processed again: its
+                # document stays as it is (`pruned_pages` counts them).
+                "AND j.pruned_at IS NULL",
                     (collection_id,),
                 )
             owned = conn.execute(
@@ -60,6 +63,16 @@ class RunQueries(LedgerConnection):
                 (run_id, collection_id, max(0, limit - owned)),
             )
         return self.run_jobs(run_id)
+
+    def pruned_pages(self, collection_id: str) -> int:
+        """Urls of the collection whose latest job's payload was pruned (RETENTION_DAYS):
+        what processing the collection again from the ledger cannot redo."""
+        with self.pool.connection() as conn:
+            return conn.execute(
+                "SELECT count(*) FROM (SELECT DISTINCT ON (normalized_url) pruned_at "
+                "FROM rag_pipeline.jobs WHERE collection_id = %s AND normalized_url IS NOT NULL "
+                "ORDER BY normalized_url, seq DESC) latest WHERE pruned_at IS NOT NULL",
+                (collection_id,)).fetchone()[0]
 
     def claim_more(self, collection_id: str, run_id: str, limit: int) -> list[RunJob]:
         """Queued jobs of the collection staged since the run began, up to `limit`; only

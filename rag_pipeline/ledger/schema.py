@@ -5,6 +5,8 @@
 - `documents`: what is in LightRAG, per (collection_id, doc_id), with its content hash.
 - `outbox`: the status reports to deliver to the Go API (vocabulary.OutboxState).
 - `runs`: heartbeats and outcomes of indexing runs; `collection_nudges`; `model_slots`.
+- `state_counts` (+ `state_count_deltas`): rows per state of `jobs` and `outbox`, kept by
+  triggers, so that counts cost the same at a million jobs as at none.
 
 A migration is never edited once released: a change is a new migration.
 """
@@ -218,6 +220,117 @@ MIGRATIONS: list[tuple[int, str]] = [
         -- streaming runs), from its first beat until it clears the flag to end: the sensor
         -- requests no other run for the collection meanwhile.
         ALTER TABLE rag_pipeline.runs ADD COLUMN accepting boolean NOT NULL DEFAULT true;
+        """,
+    ),
+    (
+        10,
+        """
+        -- Retention (RETENTION_DAYS): when a finished job's message and cleaned text were
+        -- dropped; the index finds what is left to prune without reading the history.
+        ALTER TABLE rag_pipeline.jobs ADD COLUMN pruned_at timestamptz;
+        CREATE INDEX jobs_unpruned ON rag_pipeline.jobs (finished_at)
+            WHERE pruned_at IS NULL AND state IN ('completed', 'failed', 'dead');
+
+        -- What periodic work reads, found without reading the history (a ledger of a
+        -- million jobs costs a tick what an empty one does: docs/benchmarks.md, "Cost as the
+        -- work grows").
+        CREATE INDEX outbox_unpublished ON rag_pipeline.outbox (id) WHERE NOT result_published;
+        CREATE INDEX outbox_rejected ON rag_pipeline.outbox (id) WHERE state = 'rejected';
+        CREATE INDEX runs_collection ON rag_pipeline.runs (collection_id, finished_at);
+
+        -- State counts: rows per state of `jobs` (per collection, and '' for all) and of
+        -- `outbox` (''), kept as rows change. Triggers append deltas (no row is updated in
+        -- place, so concurrent writers never wait on one another); fold_state_counts() adds
+        -- them into state_counts. A count is state_counts plus the deltas not yet folded.
+        CREATE TABLE rag_pipeline.state_counts (
+            tbl text NOT NULL,
+            scope text NOT NULL,
+            state text NOT NULL,
+            n bigint NOT NULL,
+            PRIMARY KEY (tbl, scope, state)
+        );
+        CREATE TABLE rag_pipeline.state_count_deltas (
+            tbl text NOT NULL,
+            scope text NOT NULL,
+            state text NOT NULL,
+            n bigint NOT NULL
+        );
+        CREATE FUNCTION rag_pipeline.count_job_state() RETURNS trigger LANGUAGE plpgsql
+        AS $$
+        BEGIN
+            IF TG_OP IN ('UPDATE', 'DELETE') THEN
+                INSERT INTO rag_pipeline.state_count_deltas
+                VALUES ('jobs', OLD.collection_id, OLD.state, -1);
+            END IF;
+            IF TG_OP IN ('INSERT', 'UPDATE') THEN
+                INSERT INTO rag_pipeline.state_count_deltas
+                VALUES ('jobs', NEW.collection_id, NEW.state, 1);
+            END IF;
+            RETURN NULL;
+        END $$;
+        CREATE FUNCTION rag_pipeline.count_outbox_state() RETURNS trigger LANGUAGE plpgsql
+        AS $$
+        BEGIN
+            IF TG_OP IN ('UPDATE', 'DELETE') THEN
+                INSERT INTO rag_pipeline.state_count_deltas
+                VALUES ('outbox', '', OLD.state, -1);
+            END IF;
+            IF TG_OP IN ('INSERT', 'UPDATE') THEN
+                INSERT INTO rag_pipeline.state_count_deltas
+                VALUES ('outbox', '', NEW.state, 1);
+            END IF;
+            RETURN NULL;
+        END $$;
+        CREATE FUNCTION rag_pipeline.forget_state_counts() RETURNS trigger LANGUAGE plpgsql
+        AS $$
+        BEGIN
+            DELETE FROM rag_pipeline.state_counts WHERE tbl = TG_TABLE_NAME;
+            DELETE FROM rag_pipeline.state_count_deltas WHERE tbl = TG_TABLE_NAME;
+            RETURN NULL;
+        END $$;
+        CREATE FUNCTION rag_pipeline.fold_state_counts() RETURNS bigint LANGUAGE plpgsql AS $$
+        DECLARE
+            folded bigint;
+        BEGIN
+            -- One folder at a time (the others leave the deltas to it).
+            IF NOT pg_try_advisory_xact_lock(hashtext('rag_pipeline:fold_state_counts')) THEN
+                RETURN 0;
+            END IF;
+            WITH taken AS (
+                DELETE FROM rag_pipeline.state_count_deltas RETURNING tbl, scope, state, n
+            ), summed AS (
+                SELECT tbl, scope, state, n FROM taken
+                UNION ALL SELECT tbl, '', state, n FROM taken WHERE scope <> ''
+            )
+            INSERT INTO rag_pipeline.state_counts (tbl, scope, state, n)
+            SELECT tbl, scope, state, sum(n) FROM summed GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+            ON CONFLICT (tbl, scope, state)
+            DO UPDATE SET n = rag_pipeline.state_counts.n + EXCLUDED.n;
+            GET DIAGNOSTICS folded = ROW_COUNT;
+            RETURN folded;
+        END $$;
+        -- Row triggers: an update that leaves the state as it was costs nothing.
+        CREATE TRIGGER jobs_counted AFTER INSERT OR DELETE ON rag_pipeline.jobs
+            FOR EACH ROW EXECUTE FUNCTION rag_pipeline.count_job_state();
+        CREATE TRIGGER jobs_counted_state AFTER UPDATE OF state ON rag_pipeline.jobs
+            FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
+            EXECUTE FUNCTION rag_pipeline.count_job_state();
+        CREATE TRIGGER jobs_counted_truncate AFTER TRUNCATE ON rag_pipeline.jobs
+            FOR EACH STATEMENT EXECUTE FUNCTION rag_pipeline.forget_state_counts();
+        -- Row triggers: an update that leaves the state as it was costs nothing.
+        CREATE TRIGGER outbox_counted AFTER INSERT OR DELETE ON rag_pipeline.outbox
+            FOR EACH ROW EXECUTE FUNCTION rag_pipeline.count_outbox_state();
+        CREATE TRIGGER outbox_counted_state AFTER UPDATE OF state ON rag_pipeline.outbox
+            FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
+            EXECUTE FUNCTION rag_pipeline.count_outbox_state();
+        CREATE TRIGGER outbox_counted_truncate AFTER TRUNCATE ON rag_pipeline.outbox
+            FOR EACH STATEMENT EXECUTE FUNCTION rag_pipeline.forget_state_counts();
+        -- What there was before the counts existed.
+        INSERT INTO rag_pipeline.state_counts (tbl, scope, state, n)
+        SELECT 'jobs', collection_id, state, count(*) FROM rag_pipeline.jobs
+        WHERE collection_id <> '' GROUP BY 2, 3
+        UNION ALL SELECT 'jobs', '', state, count(*) FROM rag_pipeline.jobs GROUP BY 3
+        UNION ALL SELECT 'outbox', '', state, count(*) FROM rag_pipeline.outbox GROUP BY 3;
         """,
     ),
 ]

@@ -349,19 +349,12 @@ def _ledger(settings: Settings) -> Iterator[Any]:
 @click.option("--collection", "collection_id", default=None, help="One collection only.")
 @user_errors
 def inspect_jobs(collection_id: str | None) -> None:
-    """Jobs per state (one collection or all), crawl requests and the status outbox."""
-    with _ledger(_settings()) as ledger:
-        states = ledger.job_states(collection_id)
-        click.echo(f"jobs{f' of {collection_id}' if collection_id else ''}: "
-                   + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"))
-        outbox = ledger.outbox_counts()
-        click.echo("statuses for the Go API: "
-                   + (", ".join(f"{n} {s}" for s, n in sorted(outbox.items())) or "none"))
-        from rag_pipeline.reconciliation import summary_table
+    """Jobs per state (one collection or all), statuses per state, open crawl requests."""
+    from rag_pipeline.reconciliation import inspection_lines
 
-        summaries = ledger.request_summaries(limit=20)
-        if summaries:
-            click.echo(summary_table(summaries, limit=20))
+    with _ledger(_settings()) as ledger:
+        for line in inspection_lines(ledger, collection_id):
+            click.echo(line)
 
 
 @main.command("query")

@@ -15,7 +15,7 @@ import dagster as dg
 
 from rag_pipeline.events import event_line
 from rag_pipeline.ledger import JobLedger, PendingCollection
-from rag_pipeline.partitions import COLLECTION_TAG, collections_partitions
+from rag_pipeline.partitions import COLLECTION_TAG, KnownPartitions, collections_partitions
 from rag_pipeline.resources import KafkaResource, ProcessingResource
 from rag_pipeline.staging import stage_messages
 
@@ -55,6 +55,7 @@ def run_requests(pending: list[PendingCollection], waiting: set[str]) -> list[dg
 def build_indexing_jobs_sensor(job: Any,
                                interval_seconds: int) -> dg.SensorDefinition:
     """`job` is the asset job the sensor requests (index_collection)."""
+    partitions = KnownPartitions()
 
     @dg.sensor(
         name="indexing_jobs_sensor",
@@ -73,8 +74,7 @@ def build_indexing_jobs_sensor(job: Any,
                                     config=processing.staging_config(kafka),
                                     budget=kafka.budget)
         pending = ledger.pending_collections()
-        known = set(context.instance.get_dynamic_partitions(collections_partitions.name))
-        new_partitions = sorted({p.collection_id for p in pending} - known)
+        new_partitions = partitions.missing(context.instance, (p.collection_id for p in pending))
         requests = run_requests(pending, taken_collections(context.instance, job.name, ledger))
         line = event_line("sensor_tick", **report.summary(), runs_requested=len(requests),
                           new_partitions=len(new_partitions))
