@@ -8,7 +8,7 @@
    budget (SENSOR_MAX_BYTES).
 
 Each measurement runs in a fresh process (`python -m bench.staging worker`), whose idle RSS
-(imports done, ledger open) is reported beside its peak.
+(imports done, the ledger migrated once) is reported beside its peak.
 """
 
 from __future__ import annotations
