@@ -235,10 +235,10 @@ def main() -> None:
     lines += cpu_table(pipeline)
     lines += scrape_table(load("scrape"))
     lines += footprint_table(load("footprint"))
-    lines += scale_section(load("scale"), load("retention"))
     notes = ROOT / "bench" / "NOTES.md"
     if notes.exists():
         lines += [notes.read_text().strip(), ""]
+    lines += scale_section(load("scale"), load("retention"))
     DOC.write_text("\n".join(lines))
     print(f"wrote {DOC}")
     capacity.write()

@@ -174,7 +174,7 @@ def measure(settings: Settings, ledger: JobLedger, instance: dg.DagsterInstance,
         "claim_s": timed(claim, repeat, put_back),
         "reconcile_s": timed(lambda: reconcile(ledger, reporter, has_run,
                                                grace_seconds=3600, log=lambda line: None),
-                             max(3, repeat // 2)),
+                             repeat),
         "inspect_s": timed(lambda: inspection_lines(ledger), repeat),
     }
     with ledger.transaction() as conn:  # the live work leaves; the history stays as it was
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="0,100000,1000000")
     parser.add_argument("--collections", type=int, default=10_000)
     parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     results: list[dict[str, Any]] = []
