@@ -72,9 +72,8 @@ def test_a_pruned_job_keeps_its_outcome_its_duplicates_and_its_lightrag_document
         # A status still on its way to the Go API keeps its job's payload (its dead letter
         # may need the original message).
         with ledger.transaction() as conn:
-            conn.execute("UPDATE rag_pipeline.outbox SET state = 'pending', next_attempt_at = now() "
-                         "WHERE job_id = %s",
-                         (job_ids[0],))
+            conn.execute("UPDATE rag_pipeline.outbox SET state = 'pending', "
+                         "next_attempt_at = now() WHERE job_id = %s", (job_ids[0],))
         report = prune(ledger)
         assert report.jobs_pruned >= 2 and report.bytes_pruned > 0
         assert payloads(ledger, job_ids) == {job_ids[0]: (True, True, False),
