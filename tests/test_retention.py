@@ -165,8 +165,9 @@ def test_old_runs_go_but_each_partitions_latest_success_stays():
 
 def test_the_retention_schedule_passes_retention_days(topics):
     s = topics.model_copy(update={"retention_days": 12.5})
-    schedule = build_definitions(s).resolve_schedule_def("apply_retention_schedule")
     with dg.instance_for_test() as instance:
+        # Resolved inside the instance's context: Dagster looks for the current instance.
+        schedule = build_definitions(s).resolve_schedule_def("apply_retention_schedule")
         context = dg.build_schedule_context(instance=instance,
                                             scheduled_execution_time=datetime.now(UTC))
         [request] = schedule.evaluate_tick(context).run_requests
