@@ -59,15 +59,18 @@ def prune_ledger(ledger: JobLedger, days: float, deadline: float,
 
 
 def prune_dagster_runs(instance: dg.DagsterInstance, days: float, deadline: float,
-                       report: RetentionReport, log: Callable[[str], None]) -> None:
+                       report: RetentionReport, log: Callable[[str], None],
+                       batch: int = BATCH // 10) -> None:
     """Runs ended more than `days` ago, oldest first, but the latest success of each job
     and partition."""
     cutoff = datetime.now(UTC) - timedelta(days=days)
+    # The last run kept: deleted runs are gone from the next page anyway, and a deleted
+    # run as the cursor would match nothing and end the pass early.
     cursor: str | None = None
     while True:
         records = instance.get_run_records(
             filters=dg.RunsFilter(statuses=ENDED, updated_before=cutoff),
-            limit=BATCH // 10, ascending=True, cursor=cursor)
+            limit=batch, ascending=True, cursor=cursor)
         if not records:
             return
         for record in records:
@@ -75,9 +78,9 @@ def prune_dagster_runs(instance: dg.DagsterInstance, days: float, deadline: floa
                 report.finished = False
                 return
             run = record.dagster_run
-            cursor = run.run_id
             if _latest_success(instance, run) == run.run_id:
                 report.runs_kept += 1
+                cursor = run.run_id
                 continue
             instance.delete_run(run.run_id)
             report.runs_deleted += 1

@@ -155,8 +155,10 @@ def test_old_runs_go_but_each_partitions_latest_success_stays():
         started = run("index_collection", dg.DagsterRunStatus.STARTED, "a")
 
         report = RetentionReport()
-        # days=0: every run that has ended is old enough.
-        prune_dagster_runs(instance, 0, time.monotonic() + FAR, report, lambda line: None)
+        # days=0: every run that has ended is old enough; two runs a page, so that a page
+        # ends on a deleted run and the next page must still be found.
+        prune_dagster_runs(instance, 0, time.monotonic() + FAR, report, lambda line: None,
+                           batch=2)
         left = {r.run_id for r in instance.get_runs()}
         assert left == {a_latest, b_latest, reindex_a, reconcile_latest, started}
         assert (report.runs_deleted, report.runs_kept) == (3, 4)
