@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import machine, print_table, write_results
-from rag_pipeline.cleaning import clean_html
+from rag_pipeline.indexing.cleaning import clean_html
 from rag_pipeline.local.corpus import postgres_docs
 
 Extractor = Callable[[str], str]

@@ -20,10 +20,10 @@ from typing import Any
 from bench.cleaning import get_text
 from bench.common import machine, print_table, write_results
 from bench.harness import RESULTS, Model, bench_stack, corpus, unique_name
-from rag_pipeline.cleaning import clean_html
 from rag_pipeline.identity import doc_id, file_path, normalize_url
+from rag_pipeline.indexing.cleaning import clean_html
+from rag_pipeline.knowledge.workspaces import LightRAGOptions, WorkspacePool
 from rag_pipeline.settings import Settings
-from rag_pipeline.workspaces import LightRAGOptions, WorkspacePool
 
 
 def insert(settings: Settings, model: Model, texts: list[tuple[str, str]]) -> dict[str, Any]:

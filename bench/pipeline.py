@@ -43,14 +43,14 @@ from bench.harness import (
     unique_name,
     wait_terminal,
 )
-from rag_pipeline.cleaning import page_text
 from rag_pipeline.contract import IndexingJob
 from rag_pipeline.decoding import decode_html
 from rag_pipeline.identity import doc_id, file_path, normalize_url
+from rag_pipeline.indexing.cleaning import page_text
+from rag_pipeline.indexing.pages import PageLimits
+from rag_pipeline.knowledge.workspaces import LightRAGOptions, WorkspacePool
 from rag_pipeline.local.stack.deployment import create_databases, drop_databases
-from rag_pipeline.pages import PageLimits
 from rag_pipeline.settings import Settings
-from rag_pipeline.workspaces import LightRAGOptions, WorkspacePool
 
 CONCURRENCY = 8
 # The deployment's settings besides the defaults (recorded with the results).

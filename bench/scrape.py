@@ -24,9 +24,9 @@ from prometheus_client.registry import CollectorRegistry
 
 from bench.common import machine, print_table, write_results
 from bench.harness import RESULTS, bench_stack, open_ledger, unique_name
-from rag_pipeline.exporter import Kafka
 from rag_pipeline.local.stack import LocalStack
-from rag_pipeline.metrics import PipelineCollector, Sources
+from rag_pipeline.observability.exporter import Kafka
+from rag_pipeline.observability.metrics import PipelineCollector, Sources
 from rag_pipeline.settings import Settings
 
 FILL = """

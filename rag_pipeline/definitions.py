@@ -25,7 +25,7 @@ from rag_pipeline.resources import RESOURCE_TYPES
 from rag_pipeline.schedules import build_reconcile_schedule, build_retention_schedule
 from rag_pipeline.sensors.delivery import status_deliverer
 from rag_pipeline.sensors.liveness import run_liveness
-from rag_pipeline.sensors.reconciliation import build_run_failure_sensors
+from rag_pipeline.sensors.run_failures import build_run_failure_sensors
 from rag_pipeline.sensors.staging import build_indexing_jobs_sensor
 from rag_pipeline.settings import SECRET_FIELDS, Settings, env_name, load_settings, reveal
 

@@ -36,9 +36,9 @@ from typing import Any
 import httpx
 
 from rag_pipeline.contract import DeadLetter, JobResultEvent, ResultMetrics, StatusUpdate
-from rag_pipeline.events import event_line
 from rag_pipeline.kafka_io import KafkaOptions, produce_confirmed, producer_config
 from rag_pipeline.ledger import JobLedger, JobOutcome, OutboxRow
+from rag_pipeline.observability.events import event_line
 from rag_pipeline.settings import SettingsView, reveal
 from rag_pipeline.vocabulary import FAILED_STATES
 

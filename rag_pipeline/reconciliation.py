@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rag_pipeline.events import event_line
 from rag_pipeline.ledger import JobLedger, JobOutcome, RequestSummary
+from rag_pipeline.observability.events import event_line
 from rag_pipeline.outbox import DeliveryReport, Outbox
 from rag_pipeline.vocabulary import JobState, Reason
 

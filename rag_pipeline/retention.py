@@ -21,8 +21,8 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from rag_pipeline.events import event_line
 from rag_pipeline.ledger import JobLedger
+from rag_pipeline.observability.events import event_line
 from rag_pipeline.partitions import COLLECTION_TAG
 
 DAY_SECONDS = 86_400

@@ -82,7 +82,7 @@ def stack(settings: Settings) -> Iterator[LocalStack]:
 def shared_pool_closed() -> Iterator[None]:
     """Close LightRAG's pool while pytest still captures its log lines (not at exit)."""
     yield
-    from rag_pipeline.workspaces import close_shared_pool
+    from rag_pipeline.knowledge.workspaces import close_shared_pool
 
     close_shared_pool()
 

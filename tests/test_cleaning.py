@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rag_pipeline.cleaning import clean_html, page_text
+from rag_pipeline.indexing.cleaning import clean_html, page_text
 
 SAMPLES = Path(__file__).parent / "samples"
 # The demo's real pages; the ones the tests need besides them are in tests/samples.

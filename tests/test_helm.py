@@ -211,7 +211,7 @@ def test_the_exporter_and_its_scrape_config_agree_with_the_code():
     deployment, service = yaml.safe_load_all((HELM / "exporter.yaml").read_text())
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts[container["command"][0]] == "rag_pipeline.exporter:main"
+    assert scripts[container["command"][0]] == "rag_pipeline.observability.exporter:main"
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert set(env) - {"DAGSTER_HOME", "DAGSTER_PG_PASSWORD"} <= set(SETTINGS)
     port = int(env["METRICS_PORT"])

@@ -14,12 +14,12 @@ import pytest
 from lightrag import QueryParam
 
 from rag_pipeline.identity import file_path, normalize_url
-from rag_pipeline.insertion import is_transient_failure
+from rag_pipeline.indexing.insertion import is_transient_failure
+from rag_pipeline.knowledge.workspaces import LightRAGOptions, shared_pool
 from rag_pipeline.ledger import JobLedger
 from rag_pipeline.local.corpus import pages as corpus_pages
 from rag_pipeline.local.corpus import postgres_docs
 from rag_pipeline.local.publishing import build_message
-from rag_pipeline.workspaces import LightRAGOptions, shared_pool
 from tests.helpers import (
     dead_letters,
     index,

@@ -17,7 +17,7 @@ from dagster._core.test_utils import create_run_for_test
 
 from rag_pipeline.definitions import build_definitions
 from rag_pipeline.ledger import JobOutcome
-from rag_pipeline.liveness import LEASE_LOST_EXIT_STATUS, RunLease, check_liveness
+from rag_pipeline.liveness.leases import LEASE_LOST_EXIT_STATUS, RunLease, check_liveness
 from rag_pipeline.local.corpus import pages as corpus_pages
 from rag_pipeline.local.corpus import postgres_docs
 from rag_pipeline.partitions import COLLECTION_TAG

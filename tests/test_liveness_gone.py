@@ -15,7 +15,7 @@ import httpx
 import psycopg
 from dagster._core.test_utils import create_run_for_test
 
-from rag_pipeline.liveness import GONE_AFTER_SECONDS, check_liveness
+from rag_pipeline.liveness.leases import GONE_AFTER_SECONDS, check_liveness
 from rag_pipeline.partitions import COLLECTION_TAG
 from rag_pipeline.sensors.liveness import InstanceRuns
 from tests.helpers import run_worker_inserting
@@ -112,8 +112,8 @@ def test_lightrag_sessions_carry_the_name_of_the_process_that_opens_them(monkeyp
     """A run worker inherits its code server's environment: the name it inherits is
     replaced by its own (a run declared dead must lose its LightRAG sessions too), while an
     installation's own POSTGRES_SERVER_SETTINGS is kept."""
+    from rag_pipeline.knowledge.workspaces import PostgresOptions, _export_postgres_env
     from rag_pipeline.ledger.connection import process_name
-    from rag_pipeline.workspaces import PostgresOptions, _export_postgres_env
 
     pg = PostgresOptions(postgres_host="h", postgres_port=5432, postgres_user="u",
                          postgres_password="p", postgres_db="d")

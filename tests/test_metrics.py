@@ -19,10 +19,10 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from rag_pipeline.kafka_io import KafkaOptions, consumer_config
+from rag_pipeline.knowledge.workspaces import close_shared_pool
 from rag_pipeline.local.corpus import pages as corpus_pages
 from rag_pipeline.local.corpus import postgres_docs
 from rag_pipeline.local.publishing import message_for
-from rag_pipeline.workspaces import close_shared_pool
 from tests.helpers import job_id_base, produce
 from tests.test_e2e import (  # noqa: F401 (module-scoped fixtures: a deployment of its own)
     _wait,

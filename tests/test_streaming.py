@@ -15,13 +15,13 @@ import dagster as dg
 import httpx
 import pytest
 
-from rag_pipeline import pages as pages_module
 from rag_pipeline.definitions import build_definitions
-from rag_pipeline.indexing import CollectionRun, RunStalled, StallWatch, StreamLimits
+from rag_pipeline.indexing import pages as pages_module
+from rag_pipeline.indexing.pages import PageLimits
+from rag_pipeline.indexing.run import CollectionRun, RunStalled, StallWatch, StreamLimits
+from rag_pipeline.knowledge.workspaces import LightRAGOptions, shared_pool
 from rag_pipeline.local.corpus import pages as corpus_pages
 from rag_pipeline.local.corpus import postgres_docs
-from rag_pipeline.pages import PageLimits
-from rag_pipeline.workspaces import LightRAGOptions, shared_pool
 from tests.helpers import index, job_id_base, page_message, produce, tick
 
 

@@ -18,12 +18,13 @@ import dagster as dg
 import psycopg
 from confluent_kafka import KafkaException
 
-from rag_pipeline.events import event_line
-from rag_pipeline.indexing import CollectionRun, RunHooks
+from rag_pipeline.indexing.locks import CollectionBusy, collection_lock
+from rag_pipeline.indexing.report import IndexReport
+from rag_pipeline.indexing.run import CollectionRun, RunHooks
 from rag_pipeline.kafka_io import DeliveryFailed
 from rag_pipeline.ledger import JobLedger, JobOutcome, is_permanent_connection_error
-from rag_pipeline.liveness import RunLease
-from rag_pipeline.locks import CollectionBusy, collection_lock
+from rag_pipeline.liveness.leases import RunLease
+from rag_pipeline.observability.events import event_line
 from rag_pipeline.outbox import Outbox
 from rag_pipeline.partitions import COLLECTION_TAG, collections_partitions
 from rag_pipeline.resources import (
@@ -32,7 +33,6 @@ from rag_pipeline.resources import (
     OutboxResource,
     ProcessingResource,
 )
-from rag_pipeline.run_report import IndexReport
 from rag_pipeline.vocabulary import FAILED_STATES, JobState
 
 # Transient errors (timeouts, connection resets, PostgreSQL restarts) retry the step;

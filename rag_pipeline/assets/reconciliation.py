@@ -8,8 +8,8 @@ launched by hand from the UI.
 
 import dagster as dg
 
-from rag_pipeline.events import event_line
 from rag_pipeline.ledger import JobLedger
+from rag_pipeline.observability.events import event_line
 from rag_pipeline.partitions import COLLECTION_TAG
 from rag_pipeline.reconciliation import reconcile, summary_table, totals
 from rag_pipeline.resources import KafkaResource, OutboxResource, ProcessingResource

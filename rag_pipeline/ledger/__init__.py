@@ -29,7 +29,6 @@ from rag_pipeline.ledger.connection import (
 )
 from rag_pipeline.ledger.counters import CounterQueries
 from rag_pipeline.ledger.inspection import InspectionQueries
-from rag_pipeline.ledger.intake import ConcurrentStaging, IntakeQueries
 from rag_pipeline.ledger.liveness import LivenessQueries
 from rag_pipeline.ledger.outbox import OutboxQueries
 from rag_pipeline.ledger.records import (
@@ -47,6 +46,7 @@ from rag_pipeline.ledger.records import (
 from rag_pipeline.ledger.retention import PruneBatch, RetentionQueries
 from rag_pipeline.ledger.runs import RunQueries
 from rag_pipeline.ledger.schema import SchemaQueries
+from rag_pipeline.ledger.staging import ConcurrentStaging, IntakeQueries
 
 __all__ = ["ConcurrentStaging", "FailedMessage", "IndexedDocument", "JobLedger", "JobOutcome",
            "LedgerUnavailable", "OutboxRow", "PageText", "PendingCollection", "PruneBatch",

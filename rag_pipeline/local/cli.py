@@ -25,7 +25,7 @@ from rag_pipeline.local import PROJECT_ROOT
 from rag_pipeline.local.stack import LocalStack, StackError
 from rag_pipeline.local.stack.dagster_dev import DagsterDev
 from rag_pipeline.local.stack.processes import ServiceProcess
-from rag_pipeline.logs import configure_logging
+from rag_pipeline.observability.logs import configure_logging
 from rag_pipeline.settings import (
     LOCAL_ENV_FILE,
     Settings,

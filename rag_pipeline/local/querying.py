@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from rag_pipeline.knowledge.workspaces import LightRAGOptions, WorkspacePool
 from rag_pipeline.settings import Settings
-from rag_pipeline.workspaces import LightRAGOptions, WorkspacePool
 
 
 @dataclass(frozen=True)

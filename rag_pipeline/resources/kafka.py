@@ -8,9 +8,9 @@ from typing import Any
 
 import dagster as dg
 
-from rag_pipeline.indexing import StreamLimits
+from rag_pipeline.indexing.pages import PageLimits
+from rag_pipeline.indexing.run import StreamLimits
 from rag_pipeline.kafka_io import KafkaOptions, consumer_config, producer_config
-from rag_pipeline.pages import PageLimits
 from rag_pipeline.settings import joined
 from rag_pipeline.staging import StagingConfig, TickBudget
 

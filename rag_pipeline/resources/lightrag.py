@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from rag_pipeline.workspaces import LightRAGOptions, WorkspacePool, shared_pool
+from rag_pipeline.knowledge.workspaces import LightRAGOptions, WorkspacePool, shared_pool
 
 
 class LightRAGResource(dg.ConfigurableResource):

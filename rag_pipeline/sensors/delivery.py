@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from rag_pipeline.events import event_line
 from rag_pipeline.ledger import JobLedger
+from rag_pipeline.observability.events import event_line
 from rag_pipeline.resources import KafkaResource, OutboxResource
 
 DELIVERY_INTERVAL_SECONDS = 2

@@ -15,9 +15,9 @@ import time
 
 import dagster as dg
 
-from rag_pipeline.events import event_line
 from rag_pipeline.ledger import JobLedger
-from rag_pipeline.liveness import check_liveness
+from rag_pipeline.liveness.leases import check_liveness
+from rag_pipeline.observability.events import event_line
 from rag_pipeline.partitions import COLLECTION_TAG
 from rag_pipeline.resources import KafkaResource, OutboxResource, ProcessingResource
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import dagster as dg
 
-from rag_pipeline.events import event_line
 from rag_pipeline.ledger import JobLedger, PendingCollection
+from rag_pipeline.observability.events import event_line
 from rag_pipeline.partitions import COLLECTION_TAG, KnownPartitions, collections_partitions
 from rag_pipeline.resources import KafkaResource, ProcessingResource
 from rag_pipeline.staging import stage_messages

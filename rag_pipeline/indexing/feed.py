@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rag_pipeline.identity import file_path
-from rag_pipeline.insertion import InsertResult, doc_field, doc_state
+from rag_pipeline.indexing.insertion import InsertResult, doc_field, doc_state
 from rag_pipeline.ledger import PageText
 
 log = logging.getLogger(__name__)

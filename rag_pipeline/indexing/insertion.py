@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag_pipeline.identity import file_path
+from rag_pipeline.knowledge.models import TRANSIENT_PREFIX
 from rag_pipeline.ledger import IndexedDocument, JobOutcome, PageText
-from rag_pipeline.models import TRANSIENT_PREFIX
 from rag_pipeline.vocabulary import JobState, Outcome, Reason
 
 # LightRAG's words for failures worth another try (besides our transient model errors).

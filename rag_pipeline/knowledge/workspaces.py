@@ -24,9 +24,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from rag_pipeline.knowledge.model_slots import SharedSlots
+from rag_pipeline.knowledge.models import ModelClient, ModelOptions
 from rag_pipeline.ledger.connection import PROCESS_NAME_PREFIX, process_name
-from rag_pipeline.model_slots import SharedSlots
-from rag_pipeline.models import ModelClient, ModelOptions
 from rag_pipeline.settings import SettingsView, postgres_conninfo, reveal
 
 log = logging.getLogger(__name__)

@@ -28,14 +28,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
-from rag_pipeline.feed import WorkspaceFeed
-from rag_pipeline.insertion import InsertResult, outcome_of, plan_pages
+from rag_pipeline.indexing.feed import WorkspaceFeed
+from rag_pipeline.indexing.insertion import InsertResult, outcome_of, plan_pages
+from rag_pipeline.indexing.pages import PageLimits, PreparedPage, prepare_page
+from rag_pipeline.indexing.report import IndexReport, apportion_times, model_counters
+from rag_pipeline.knowledge.models import ModelUsage
+from rag_pipeline.knowledge.workspaces import WorkspacePool
 from rag_pipeline.ledger import JobLedger, JobOutcome, PageText, RunJob
-from rag_pipeline.models import ModelUsage
-from rag_pipeline.pages import PageLimits, PreparedPage, prepare_page
-from rag_pipeline.run_report import IndexReport, apportion_times, model_counters
 from rag_pipeline.vocabulary import Reason
-from rag_pipeline.workspaces import WorkspacePool
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rag_pipeline.cleaning import TextSource, page_text
 from rag_pipeline.contract import IndexingJob
 from rag_pipeline.decoding import DecodeError, decode_html
 from rag_pipeline.identity import content_hash
+from rag_pipeline.indexing.cleaning import TextSource, page_text
 from rag_pipeline.ledger import JobOutcome, PageText, RunJob
 from rag_pipeline.vocabulary import JobState, Reason
 

@@ -31,9 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from rag_pipeline.events import event_line
 from rag_pipeline.ledger import JobLedger, JobOutcome
 from rag_pipeline.ledger.connection import process_name
+from rag_pipeline.observability.events import event_line
 from rag_pipeline.reconciliation import release_jobs_of_run
 from rag_pipeline.vocabulary import DeathCause, JobState
 

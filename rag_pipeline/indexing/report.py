@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rag_pipeline.knowledge.models import ModelUsage
 from rag_pipeline.ledger import JobOutcome
-from rag_pipeline.models import ModelUsage
 from rag_pipeline.vocabulary import FAILED_STATES, JobState, Outcome
 
 # The report field each outcome is counted in.

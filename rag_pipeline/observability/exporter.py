@@ -26,11 +26,11 @@ import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from rag_pipeline.events import event_line
 from rag_pipeline.kafka_io import KafkaOptions, consumer_config
 from rag_pipeline.ledger import JobLedger
-from rag_pipeline.logs import configure_logging
-from rag_pipeline.metrics import SENSOR_NAME, PipelineCollector, Sources, last_tick
+from rag_pipeline.observability.events import event_line
+from rag_pipeline.observability.logs import configure_logging
+from rag_pipeline.observability.metrics import SENSOR_NAME, PipelineCollector, Sources, last_tick
 from rag_pipeline.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("rag_pipeline.exporter")

@@ -1,0 +1,2 @@
+"""What operators read: Prometheus metrics, the exporter, JSON logs, structured log events.
+"""
