@@ -20,10 +20,10 @@ import psycopg
 from bench.fault_accounting import takeover
 from bench.harness import Model, PipelineRun
 from bench.toxiproxy import Toxiproxy
+from rag_pipeline.dagster_runs import COLLECTION_TAG
 from rag_pipeline.ledger import JobLedger
 from rag_pipeline.local.stack import LocalStack
 from rag_pipeline.local.stack.dagster_dev import processes_with_dagster_home
-from rag_pipeline.partitions import COLLECTION_TAG
 from rag_pipeline.settings import Settings
 
 # How long the Go API misbehaves in go_api_hang and go_api_slow.

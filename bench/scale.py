@@ -37,8 +37,8 @@ from dagster._core.test_utils import create_run_for_test
 from bench.common import machine, print_table, write_results
 from bench.harness import RESULTS, bench_stack, open_ledger, unique_name
 from bench.staging import produce, stage_topic
+from rag_pipeline.dagster_runs import COLLECTION_TAG, collections_partitions
 from rag_pipeline.ledger import JobLedger
-from rag_pipeline.partitions import COLLECTION_TAG, collections_partitions
 from rag_pipeline.reconciliation import inspection_lines, reconcile
 from rag_pipeline.settings import Settings
 
@@ -161,7 +161,7 @@ def measure(settings: Settings, ledger: JobLedger, instance: dg.DagsterInstance,
             conn.execute("UPDATE rag_pipeline.jobs SET state = 'queued', run_id = NULL "
                          "WHERE run_id = %s", (run_id,))
 
-    reporter = defs.resources["outbox"].bind(ledger, defs.resources["kafka"])
+    reporter = defs.resources["outbox"].build(ledger)
 
     def has_run(collection_id: str) -> bool:
         return bool(instance.get_run_ids(filters=dg.RunsFilter(

@@ -44,7 +44,7 @@ from bench.harness import (
     unique_name,
     wait_terminal,
 )
-from rag_pipeline.partitions import COLLECTION_TAG
+from rag_pipeline.dagster_runs import COLLECTION_TAG
 from rag_pipeline.settings import Settings
 
 # Dagster's event types, in the order a run passes them.

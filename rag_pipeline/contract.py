@@ -16,7 +16,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -31,6 +31,9 @@ from pydantic import (
 from rag_pipeline.decoding import ENCODINGS, DecodeError, check_decodable
 from rag_pipeline.identity import normalize_url
 from rag_pipeline.vocabulary import Reason, ReportedStatus
+
+if TYPE_CHECKING:  # settings imports this module
+    from rag_pipeline.settings.views import KafkaClientView, PageView
 
 COLLECTION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a UUID is one of these
 MAX_INT64 = 2**63 - 1
@@ -153,9 +156,8 @@ class ContentLimits:
     max_text_bytes: int
 
     @classmethod
-    def from_settings(cls, s: Any) -> ContentLimits:
-        """From Settings or resources with the same field names (settings.SettingsView)."""
-        return cls(s.kafka_max_message_bytes, s.max_payload_bytes, s.max_text_bytes)
+    def from_settings(cls, kafka: KafkaClientView, pages: PageView) -> ContentLimits:
+        return cls(kafka.kafka_max_message_bytes, pages.max_payload_bytes, pages.max_text_bytes)
 
 
 @dataclass(frozen=True)

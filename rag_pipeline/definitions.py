@@ -48,8 +48,13 @@ def setting_value(s: Settings, name: str) -> object:
 
 
 def build_resources(s: Settings) -> dict[str, dg.ConfigurableResource]:
-    return {key: kind(**{name: setting_value(s, name) for name in kind.model_fields})
-            for key, kind in RESOURCE_TYPES.items()}
+    """Every resource from the settings; a field named after a resource key (the outbox's
+    `ledger` and `kafka`) gets that resource."""
+    built: dict[str, dg.ConfigurableResource] = {}
+    for key, kind in RESOURCE_TYPES.items():
+        built[key] = kind(**{name: built[name] if name in built else setting_value(s, name)
+                             for name in kind.model_fields})
+    return built
 
 
 def build_definitions(s: Settings,

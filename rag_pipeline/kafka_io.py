@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from rag_pipeline.settings import MIB, SettingsView, reveal
+from rag_pipeline.settings import MIB, reveal
+from rag_pipeline.settings.views import KafkaClientView
 
 CLIENT_ID = "rag-pipeline"
 
@@ -24,14 +25,14 @@ class KafkaOptions:
     kafka_max_message_bytes: int
     # The bytes a consumer's reader keeps per tick; its prefetch is sized from it.
     sensor_max_bytes: int
-    kafka_security_protocol: str = "PLAINTEXT"
-    kafka_sasl_mechanism: str = "PLAIN"
-    kafka_sasl_username: str = ""
-    kafka_sasl_password: str = field(default="", repr=False)
-    kafka_ssl_ca_location: str = ""
+    kafka_security_protocol: str
+    kafka_sasl_mechanism: str
+    kafka_sasl_username: str
+    kafka_sasl_password: str = field(repr=False)
+    kafka_ssl_ca_location: str
 
     @classmethod
-    def from_settings(cls, s: SettingsView) -> KafkaOptions:
+    def from_settings(cls, s: KafkaClientView) -> KafkaOptions:
         return cls(
             kafka_bootstrap_servers=s.kafka_bootstrap_servers,
             kafka_group_id=s.kafka_group_id,

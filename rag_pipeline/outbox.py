@@ -39,7 +39,8 @@ from rag_pipeline.contract import DeadLetter, JobResultEvent, ResultMetrics, Sta
 from rag_pipeline.kafka_io import KafkaOptions, produce_confirmed, producer_config
 from rag_pipeline.ledger import JobLedger, JobOutcome, OutboxRow
 from rag_pipeline.observability.events import event_line
-from rag_pipeline.settings import SettingsView, reveal
+from rag_pipeline.settings import reveal
+from rag_pipeline.settings.views import DeliveryView, KafkaTopicsView
 from rag_pipeline.vocabulary import FAILED_STATES
 
 log = logging.getLogger(__name__)
@@ -58,13 +59,14 @@ KafkaRecord = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
 # --- statuses to the Go API ------------------------------------------------------------------
 @dataclass(frozen=True)
 class DeliveryPolicy:
-    timeout_seconds: float = 10.0
-    base_backoff_seconds: float = 1.0
-    max_backoff_seconds: float = 300.0
+    timeout_seconds: float
+    base_backoff_seconds: float
+    max_backoff_seconds: float
+    # A sender holds a row this long before another may send it.
     lease_seconds: float = 60.0
 
     @classmethod
-    def from_settings(cls, s: SettingsView) -> DeliveryPolicy:
+    def from_settings(cls, s: DeliveryView) -> DeliveryPolicy:
         return cls(timeout_seconds=s.go_api_timeout_seconds,
                    base_backoff_seconds=s.retry_backoff,
                    max_backoff_seconds=s.outbox_max_backoff_seconds)
@@ -277,11 +279,14 @@ class Outbox:
     go_api_token: str = field(default="", repr=False)
 
     @classmethod
-    def from_settings(cls, ledger: JobLedger, s: SettingsView) -> Outbox:
-        return cls(ledger=ledger, kafka=KafkaOptions.from_settings(s), kafka_topic=s.kafka_topic,
-                   kafka_dlq_topic=s.kafka_dlq_topic, kafka_results_topic=s.kafka_results_topic,
-                   publish_results=s.publish_results, go_backend_url=s.go_backend_url,
-                   policy=DeliveryPolicy.from_settings(s), go_api_token=reveal(s.go_api_token))
+    def from_settings(cls, ledger: JobLedger, kafka: KafkaTopicsView,
+                      delivery: DeliveryView) -> Outbox:
+        return cls(ledger=ledger, kafka=KafkaOptions.from_settings(kafka),
+                   kafka_topic=kafka.kafka_topic, kafka_dlq_topic=kafka.kafka_dlq_topic,
+                   kafka_results_topic=kafka.kafka_results_topic,
+                   publish_results=kafka.publish_results, go_backend_url=delivery.go_backend_url,
+                   policy=DeliveryPolicy.from_settings(delivery),
+                   go_api_token=reveal(delivery.go_api_token))
 
     def _producer(self) -> Any:
         from confluent_kafka import Producer

@@ -1,9 +1,8 @@
 """Repairing whatever went wrong on the way (the `reconcile_stuck_jobs` job), and what a
 run that died leaves behind (run-failure sensors).
 
-- the `running` jobs of a run that failed or was canceled are queued again with attempts+1,
-  or declared dead once attempts exceed MAX_RETRIES (dead letter + failed status); runs that
-  die silently are the liveness check's (`liveness.py`);
+- (a run that failed, was canceled or died gives its jobs back through
+  `liveness.release`; see `sensors/run_failures.py` and `liveness/check.py`);
 - collections whose `queued` jobs have waited QUEUED_JOB_GRACE_SECONDS with no run are
   nudged, so that the sensor requests a new run;
 - undelivered statuses are sent again; rejected ones are listed;
@@ -15,27 +14,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rag_pipeline.ledger import JobLedger, JobOutcome, RequestSummary
+from rag_pipeline.ledger import JobLedger, RequestSummary
 from rag_pipeline.observability.events import event_line
 from rag_pipeline.outbox import DeliveryReport, Outbox
-from rag_pipeline.vocabulary import JobState, Reason
+from rag_pipeline.vocabulary import JobState
 
 # How many undelivered statuses one reconciliation sends at most, and for how long.
 DELIVERY_LIMIT = 5000
 DELIVERY_SECONDS = 120.0
 # Open crawl requests listed (longest waiting first).
 OPEN_REQUESTS_SHOWN = 30
-
-
-def release_jobs_of_run(ledger: JobLedger, run_ids: list[str], reason: str, max_retries: int,
-                        log: Callable[[str], None]) -> list[JobOutcome]:
-    """A run died: its running jobs go back to the queue, or to dead after MAX_RETRIES."""
-    outcomes = ledger.requeue_jobs_of_runs(run_ids, Reason.RUN_FAILED, reason, max_retries)
-    for o in outcomes:
-        log(event_line("job_released", job_id=o.job_id, request_id=o.request_id,
-                       collection_id=o.collection_id, run_id=run_ids[0], state=o.state,
-                       reason=o.error_code, error=o.error_msg))
-    return outcomes
 
 
 def nudge_stale_collections(ledger: JobLedger, has_run: Callable[[str], bool], *,

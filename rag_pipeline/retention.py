@@ -21,14 +21,13 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from rag_pipeline.dagster_runs import COLLECTION_TAG, ENDED_STATUSES, runs_matching
 from rag_pipeline.ledger import JobLedger
 from rag_pipeline.observability.events import event_line
-from rag_pipeline.partitions import COLLECTION_TAG
 
 DAY_SECONDS = 86_400
 BATCH = 1000
-ENDED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
-         dg.DagsterRunStatus.CANCELED]
+
 
 
 @dataclass
@@ -69,7 +68,7 @@ def prune_dagster_runs(instance: dg.DagsterInstance, days: float, deadline: floa
     cursor: str | None = None
     while True:
         records = instance.get_run_records(
-            filters=dg.RunsFilter(statuses=ENDED, updated_before=cutoff),
+            filters=dg.RunsFilter(statuses=list(ENDED_STATUSES), updated_before=cutoff),
             limit=batch, ascending=True, cursor=cursor)
         if not records:
             return
@@ -89,6 +88,6 @@ def prune_dagster_runs(instance: dg.DagsterInstance, days: float, deadline: floa
 
 def _latest_success(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
     tags = {COLLECTION_TAG: run.tags[COLLECTION_TAG]} if COLLECTION_TAG in run.tags else {}
-    latest = instance.get_run_ids(filters=dg.RunsFilter(
+    latest = runs_matching(instance, dg.RunsFilter(
         job_name=run.job_name, tags=tags, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1)
-    return latest[0] if latest else None
+    return latest[0].run_id if latest else None

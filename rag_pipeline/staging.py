@@ -26,7 +26,7 @@ from rag_pipeline.identity import doc_id
 from rag_pipeline.kafka_io import produce_confirmed
 from rag_pipeline.ledger import FailedMessage, JobLedger, StagedJob
 from rag_pipeline.outbox import dead_letter_record
-from rag_pipeline.settings import SettingsView
+from rag_pipeline.settings.views import KafkaTopicsView, PageView
 from rag_pipeline.vocabulary import Reason
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class TickBudget:
     seconds: float
 
     @classmethod
-    def from_settings(cls, s: SettingsView) -> TickBudget:
+    def from_settings(cls, s: KafkaTopicsView) -> TickBudget:
         return cls(s.sensor_max_messages, s.sensor_max_bytes, s.sensor_time_budget_seconds)
 
 
@@ -62,10 +62,10 @@ class StagingConfig:
     limits: ContentLimits
 
     @classmethod
-    def from_settings(cls, s: SettingsView) -> StagingConfig:
-        return cls(topic=s.kafka_topic, dlq_topic=s.kafka_dlq_topic,
-                   auto_offset_reset=s.kafka_auto_offset_reset,
-                   limits=ContentLimits.from_settings(s))
+    def from_settings(cls, kafka: KafkaTopicsView, pages: PageView) -> StagingConfig:
+        return cls(topic=kafka.kafka_topic, dlq_topic=kafka.kafka_dlq_topic,
+                   auto_offset_reset=kafka.kafka_auto_offset_reset,
+                   limits=ContentLimits.from_settings(kafka, pages))
 
     @property
     def max_message_bytes(self) -> int:

@@ -1,4 +1,5 @@
-"""The pipeline's vocabulary: job states, outcomes, reason codes, outbox states.
+"""The pipeline's vocabulary: job states, outcomes, reason codes, outbox states, run
+outcomes.
 
 One name per concept, used by the ledger's columns, the log events, the dead letters,
 the statuses sent to the Go API and the docs (README, "What happens to a page"). They are
@@ -71,6 +72,34 @@ class Reason(StrEnum):
         return f"{self.value}:{field}"
 
 
+class InsertStatus(StrEnum):
+    """What LightRAG made of one page handed to it (indexing.insertion.InsertResult)."""
+
+    PROCESSED = "processed"
+    # Identical text under another id: LightRAG kept the other document.
+    DUPLICATE = "duplicate"
+    FAILED = "failed"
+    # Already processed under its id by a run that died before recording it.
+    ADOPTED = "adopted"
+
+
+class TextSource(StrEnum):
+    """Which text of a page is indexed (TEXT_SOURCE)."""
+
+    # The crawler's content.text when present, else the text cleaned from content.html.
+    PREFER_EXTRACTED = "prefer_extracted"
+    REEXTRACT = "reextract"
+
+
+class RunScope(StrEnum):
+    """Which jobs of its collection a run takes."""
+
+    # The queued ones (what the sensor requests).
+    PENDING = "pending"
+    # The latest job of every url again (reindex_collection).
+    EVERYTHING = "everything"
+
+
 class OutboxState(StrEnum):
     """A status report in the outbox: pending until the Go API accepts or refuses it."""
 
@@ -84,6 +113,15 @@ class ReportedStatus(StrEnum):
 
     COMPLETED = "completed"
     FAILED = "failed"
+
+
+class RunOutcome(StrEnum):
+    """How a run ended, as the ledger's `runs.outcome` records it."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    CANCELED = "canceled"
+    DECLARED_DEAD = "declared dead"
 
 
 class DeathCause(StrEnum):

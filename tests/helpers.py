@@ -125,9 +125,7 @@ def open_ledger(settings: Settings) -> Iterator[JobLedger]:
 
 
 def config_of(s: Settings) -> StagingConfig:
-    return StagingConfig(topic=s.kafka_topic, dlq_topic=s.kafka_dlq_topic,
-                         auto_offset_reset=s.kafka_auto_offset_reset,
-                         limits=s.content_limits)
+    return StagingConfig.from_settings(s, s)
 
 
 def tick(s: Settings, ledger: JobLedger, budget: TickBudget = BIG_BUDGET) -> TickReport:

@@ -245,7 +245,7 @@ def run_intervals(env: dict[str, str]) -> dict[str, list[tuple[float, float]]]:
     """(start, end) of every indexing run per collection, from Dagster's run records."""
     script = (
         "import json, dagster as dg\n"
-        "from rag_pipeline.partitions import COLLECTION_TAG\n"
+        "from rag_pipeline.dagster_runs import COLLECTION_TAG\n"
         "with dg.DagsterInstance.get() as instance:\n"
         "    records = instance.get_run_records(dg.RunsFilter(job_name='index_collection'))\n"
         "    print(json.dumps([(r.dagster_run.tags.get(COLLECTION_TAG), r.start_time,"

@@ -206,7 +206,7 @@ def test_every_kind_of_bad_input_ends_where_documented(
     with dg.instance_for_test() as instance:
         assert index(topics, instance, collection).success
     client = GoApiClient(topics.go_backend_url, 10)
-    deliver_outbox(ledger, client, DeliveryPolicy(), limit=1000)
+    deliver_outbox(ledger, client, DeliveryPolicy.from_settings(topics), limit=1000)
     client.close()
 
     # Every dead letter is tied to the message it came from by the headers that locate it.

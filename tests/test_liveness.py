@@ -15,12 +15,13 @@ import httpx
 import pytest
 from dagster._core.test_utils import create_run_for_test
 
+from rag_pipeline.dagster_runs import COLLECTION_TAG
 from rag_pipeline.definitions import build_definitions
 from rag_pipeline.ledger import JobOutcome
-from rag_pipeline.liveness.leases import LEASE_LOST_EXIT_STATUS, RunLease, check_liveness
+from rag_pipeline.liveness.check import check_liveness
+from rag_pipeline.liveness.leases import LEASE_LOST_EXIT_STATUS, RunLease
 from rag_pipeline.local.corpus import pages as corpus_pages
 from rag_pipeline.local.corpus import postgres_docs
-from rag_pipeline.partitions import COLLECTION_TAG
 from rag_pipeline.sensors.liveness import InstanceRuns
 from tests.helpers import (
     index,

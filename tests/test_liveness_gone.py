@@ -15,8 +15,8 @@ import httpx
 import psycopg
 from dagster._core.test_utils import create_run_for_test
 
-from rag_pipeline.liveness.leases import GONE_AFTER_SECONDS, check_liveness
-from rag_pipeline.partitions import COLLECTION_TAG
+from rag_pipeline.dagster_runs import COLLECTION_TAG
+from rag_pipeline.liveness.check import GONE_AFTER_SECONDS, check_liveness
 from rag_pipeline.sensors.liveness import InstanceRuns
 from tests.helpers import run_worker_inserting
 from tests.test_liveness import DEAD_PROCESS, age_heartbeat, staged
@@ -116,7 +116,8 @@ def test_lightrag_sessions_carry_the_name_of_the_process_that_opens_them(monkeyp
     from rag_pipeline.ledger.connection import process_name
 
     pg = PostgresOptions(postgres_host="h", postgres_port=5432, postgres_user="u",
-                         postgres_password="p", postgres_db="d")
+                         postgres_password="p", postgres_db="d", postgres_sslmode="prefer",
+                         postgres_sslrootcert="", lightrag_pool_size=8)
     monkeypatch.setattr(os, "environ", {  # what a code server passes to its run workers
         "POSTGRES_SERVER_SETTINGS": "application_name=rag-pipeline:code:1:ab"})
     _export_postgres_env(pg)

@@ -11,11 +11,11 @@ import dagster as dg
 import httpx
 from dagster._core.test_utils import create_run_for_test
 
+from rag_pipeline.dagster_runs import COLLECTION_TAG
 from rag_pipeline.definitions import build_definitions
 from rag_pipeline.ledger import JobLedger
 from rag_pipeline.local.corpus import pages as corpus_pages
 from rag_pipeline.local.corpus import postgres_docs
-from rag_pipeline.partitions import COLLECTION_TAG
 from rag_pipeline.retention import RetentionReport, prune_dagster_runs, prune_ledger
 from tests.helpers import index, job_id_base, lightrag_statuses, page_message, produce, tick
 
@@ -66,7 +66,7 @@ def test_a_pruned_job_keeps_its_outcome_its_duplicates_and_its_lightrag_document
 
         before = {j: ledger.job(j) for j in job_ids}
         in_lightrag = lightrag_rows(ledger, collection)
-        reporter = defs.resources["outbox"].bind(ledger, defs.resources["kafka"])
+        reporter = defs.resources["outbox"].build(ledger)
         assert prune(ledger).jobs_pruned == 0, "statuses not delivered yet keep payloads"
         reporter.deliver(job_ids=job_ids)
         # A status still on its way to the Go API keeps its job's payload (its dead letter

@@ -6,9 +6,9 @@ import dagster as dg
 import pytest
 from dagster._core.test_utils import create_run_for_test
 
+from rag_pipeline.dagster_runs import COLLECTION_TAG
 from rag_pipeline.definitions import build_definitions
 from rag_pipeline.ledger import PendingCollection
-from rag_pipeline.partitions import COLLECTION_TAG
 from rag_pipeline.sensors import staging as staging_sensor
 from rag_pipeline.sensors.staging import run_requests, taken_collections, waiting_collections
 from tests.helpers import collections_of, produce_pages

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from rag_pipeline.dagster_runs import KnownPartitions
 from rag_pipeline.ledger import JobLedger, JobOutcome
-from rag_pipeline.partitions import KnownPartitions
 from rag_pipeline.reconciliation import inspection_lines
 from rag_pipeline.vocabulary import JobState
 from tests.helpers import job_id_base, page_messages, produce, tick

@@ -11,13 +11,18 @@ carries on where it stopped and a re-executed run adopts its parent's jobs.
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
 
 import asyncpg
 import dagster as dg
 import psycopg
 from confluent_kafka import KafkaException
 
+from rag_pipeline.dagster_runs import (
+    COLLECTION_TAG,
+    collections_partitions,
+    run_family,
+    runs_matching,
+)
 from rag_pipeline.indexing.locks import CollectionBusy, collection_lock
 from rag_pipeline.indexing.report import IndexReport
 from rag_pipeline.indexing.run import CollectionRun, RunHooks
@@ -26,14 +31,11 @@ from rag_pipeline.ledger import JobLedger, JobOutcome, is_permanent_connection_e
 from rag_pipeline.liveness.leases import RunLease
 from rag_pipeline.observability.events import event_line
 from rag_pipeline.outbox import Outbox
-from rag_pipeline.partitions import COLLECTION_TAG, collections_partitions
 from rag_pipeline.resources import (
-    KafkaResource,
     LightRAGResource,
-    OutboxResource,
     ProcessingResource,
 )
-from rag_pipeline.vocabulary import FAILED_STATES, JobState
+from rag_pipeline.vocabulary import FAILED_STATES, JobState, RunOutcome, RunScope
 
 # Transient errors (timeouts, connection resets, PostgreSQL restarts) retry the step;
 # permanent ones are raised as Failure(allow_retries=False).
@@ -53,7 +55,7 @@ PROGRESS_LOG_SECONDS = 10.0
 class IndexingConfig(dg.Config):
     """How much of the collection a run takes from the ledger."""
 
-    scope: Literal["pending", "everything"] = "pending"
+    scope: RunScope = RunScope.PENDING
     max_jobs: int | None = None
 
 
@@ -73,22 +75,17 @@ def retry_only_transient() -> Iterator[None]:
         raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from exc
 
 
-def run_family(context: dg.AssetExecutionContext) -> list[str]:
-    run = context.run
-    return [r for r in (run.run_id, run.parent_run_id, run.root_run_id) if r]
-
-
 def lease(context: dg.AssetExecutionContext, ledger: JobLedger,
           processing: ProcessingResource) -> RunLease:
     """The run's heartbeats while a step works (liveness.py): a run declared dead stops."""
     return RunLease(ledger, context.run.run_id, context.partition_key,
-                    processing.run_heartbeat_timeout_seconds)
+                    processing.liveness.run_heartbeat_timeout_seconds)
 
 
 def others_waiting(context: dg.AssetExecutionContext) -> bool:
     """Runs of other collections wait in the run queue (a long run then yields its slot)."""
-    queued = context.instance.get_runs(
-        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]), limit=100)
+    queued = runs_matching(context.instance,
+                           dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]), limit=100)
     return any(r.tags.get(COLLECTION_TAG) not in (None, context.partition_key) for r in queued)
 
 
@@ -157,14 +154,13 @@ class Progress:
 )
 def index_pages(context: dg.AssetExecutionContext, config: IndexingConfig,
                 ledger: dg.ResourceParam[JobLedger], lightrag: LightRAGResource,
-                kafka: KafkaResource, outbox: OutboxResource,
-                processing: ProcessingResource) -> Iterator[dg.MaterializeResult |
-                                                            dg.AssetCheckResult]:
+                outbox: dg.ResourceParam[Outbox], processing: ProcessingResource
+                ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     collection_id, run_id = context.partition_key, context.run.run_id
     pool = lightrag.pool()
-    progress = Progress(context, outbox.bind(ledger, kafka))
+    progress = Progress(context, outbox)
     postgres = pool.options.postgres
-    if config.scope == "everything" and (pruned := ledger.pruned_pages(collection_id)):
+    if config.scope == RunScope.EVERYTHING and (pruned := ledger.pruned_pages(collection_id)):
         context.log.warning(
             f"{pruned} pages of {collection_id} are not processed again: their payloads were "
             "pruned after RETENTION_DAYS (their documents stay in LightRAG as they are); "
@@ -176,14 +172,14 @@ def index_pages(context: dg.AssetExecutionContext, config: IndexingConfig,
             RunHooks(check=held.check, recorded=progress.recorded,
                      others_waiting=lambda: others_waiting(context)))
         try:
-            report = run.run(run_family(context), config.scope, lock=lambda: collection_lock(
+            report = run.run(run_family(context.run), config.scope, lock=lambda: collection_lock(
                 postgres.conninfo, postgres.postgres_password, collection_id, LOCK_WAIT_SECONDS))
         except CollectionBusy as exc:
             raise dg.Failure(description=str(exc), allow_retries=True) from None
         progress.log()
-        left_running = ledger.running_jobs_of(run_family(context))
+        left_running = ledger.running_jobs_of(run_family(context.run))
         missing = ledger.documents_missing_from_lightrag(collection_id)
-        ledger.finish_run(run_id, collection_id, "success")
+        ledger.finish_run(run_id, collection_id, RunOutcome.SUCCESS)
     yield from materializations(report)
     yield dg.AssetCheckResult(asset_key="lightrag_documents",
                               check_name="completed_pages_in_lightrag", passed=not missing,

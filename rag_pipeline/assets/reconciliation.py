@@ -8,15 +8,13 @@ launched by hand from the UI.
 
 import dagster as dg
 
+from rag_pipeline.dagster_runs import ACTIVE_STATUSES, COLLECTION_TAG, runs_matching
 from rag_pipeline.ledger import JobLedger
 from rag_pipeline.observability.events import event_line
-from rag_pipeline.partitions import COLLECTION_TAG
+from rag_pipeline.outbox import Outbox
 from rag_pipeline.reconciliation import reconcile, summary_table, totals
-from rag_pipeline.resources import KafkaResource, OutboxResource, ProcessingResource
+from rag_pipeline.resources import ProcessingResource
 from rag_pipeline.vocabulary import OutboxState
-
-ACTIVE_RUN_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
-                       dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
 class ReconcileConfig(dg.Config):
@@ -31,16 +29,16 @@ class ReconcileConfig(dg.Config):
     "reconcile_stuck_jobs after its repairs.",
 )
 def crawl_requests(context: dg.AssetExecutionContext, config: ReconcileConfig,
-                   ledger: dg.ResourceParam[JobLedger], kafka: KafkaResource,
-                   outbox: OutboxResource, processing: ProcessingResource
+                   ledger: dg.ResourceParam[JobLedger], outbox: dg.ResourceParam[Outbox],
+                   processing: ProcessingResource
                    ) -> dg.MaterializeResult:
     instance = context.instance
 
     def has_run(collection_id: str) -> bool:
-        return bool(instance.get_run_ids(filters=dg.RunsFilter(
-            tags={COLLECTION_TAG: collection_id}, statuses=ACTIVE_RUN_STATUSES), limit=1))
+        return bool(runs_matching(instance, dg.RunsFilter(
+            tags={COLLECTION_TAG: collection_id}, statuses=list(ACTIVE_STATUSES)), limit=1))
 
-    done = reconcile(ledger, outbox.bind(ledger, kafka), has_run,
+    done = reconcile(ledger, outbox, has_run,
                      grace_seconds=config.queued_job_grace_seconds, log=context.log.warning)
     context.log.info(event_line("reconciled", collections_nudged=len(done.nudged),
                                 outbox_delivered=done.delivery.delivered,

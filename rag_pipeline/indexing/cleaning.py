@@ -35,10 +35,11 @@ from typing import Literal
 import trafilatura
 from lxml import etree
 
+from rag_pipeline.vocabulary import TextSource
+
 # trafilatura logs every page it finds little in; our caller decides what is empty.
 logging.getLogger("trafilatura").setLevel(logging.ERROR)
 
-TextSource = Literal["prefer_extracted", "reextract"]
 
 # Tags whose content is never page text.
 DROP_TAGS = frozenset(
@@ -525,7 +526,7 @@ def normalise_text(text: str) -> str:
 def page_text(extracted_text: str, extracted_title: str, html: str | None,
               text_source: TextSource) -> CleanedPage:
     """The text to index: the crawler's pre-extracted text, or a re-extraction from HTML."""
-    if text_source == "prefer_extracted" and extracted_text.strip():
+    if text_source == TextSource.PREFER_EXTRACTED and extracted_text.strip():
         return CleanedPage(title=extracted_title.strip(), text=normalise_text(extracted_text),
                            source="extracted")
     cleaned = clean_html(html or "")

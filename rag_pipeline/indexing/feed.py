@@ -24,6 +24,7 @@ from typing import Any
 from rag_pipeline.identity import file_path
 from rag_pipeline.indexing.insertion import InsertResult, doc_field, doc_state
 from rag_pipeline.ledger import PageText
+from rag_pipeline.vocabulary import InsertStatus
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class WorkspaceFeed:
             elif (doc_state(doc) == "processed" and page.doc_id not in known_ids
                   and doc_field(doc, "content_hash") == compute_text_content_hash(page.text)):
                 chunks = int(doc_field(doc, "chunks_count", 0) or 0)
-                adopted.append(InsertResult(page, "adopted", chunks=chunks))
+                adopted.append(InsertResult(page, InsertStatus.ADOPTED, chunks=chunks))
             else:
                 replace.append(page)
         return fresh, replace, adopted
@@ -90,9 +91,10 @@ class WorkspaceFeed:
             if duplicates is None:
                 duplicates = await _duplicates(self.rag, track_id)
             if path in duplicates:
-                results.append(InsertResult(page, "duplicate", original_doc_id=duplicates[path]))
+                results.append(InsertResult(page, InsertStatus.DUPLICATE,
+                                            original_doc_id=duplicates[path]))
             else:
-                results.append(InsertResult(page, "failed",
+                results.append(InsertResult(page, InsertStatus.FAILED,
                                             error="LightRAG did not accept the document"))
         self._process()
         return results
@@ -143,12 +145,13 @@ class WorkspaceFeed:
             page = self.in_flight.pop(doc_id)
             if state == "processed":
                 results.append(InsertResult(
-                    page, "processed", chunks=int(doc_field(status, "chunks_count", 0) or 0),
+                    page, InsertStatus.PROCESSED,
+                    chunks=int(doc_field(status, "chunks_count", 0) or 0),
                     entities=entities.get(doc_id, 0), relations=relations.get(doc_id, 0)))
             else:
                 error = str(doc_field(status, "error_msg", "") or "") if status else ""
                 results.append(InsertResult(
-                    page, "failed",
+                    page, InsertStatus.FAILED,
                     error=error or f"LightRAG left the document in state {state!r}"))
         return results
 

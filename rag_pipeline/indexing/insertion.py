@@ -19,7 +19,7 @@ from typing import Any
 from rag_pipeline.identity import file_path
 from rag_pipeline.knowledge.models import TRANSIENT_PREFIX
 from rag_pipeline.ledger import IndexedDocument, JobOutcome, PageText
-from rag_pipeline.vocabulary import JobState, Outcome, Reason
+from rag_pipeline.vocabulary import InsertStatus, JobState, Outcome, Reason
 
 # LightRAG's words for failures worth another try (besides our transient model errors).
 TRANSIENT_WORDS = ("timeout", "timed out", "connection", "temporarily", "too many", "rate limit",
@@ -47,7 +47,7 @@ class InsertResult:
     """What LightRAG made of one page."""
 
     page: PageText
-    status: str  # processed | duplicate | failed | adopted
+    status: InsertStatus
     chunks: int = 0
     entities: int = 0
     relations: int = 0
@@ -58,11 +58,11 @@ class InsertResult:
 def outcome_of(result: InsertResult, replaced: bool, collection_id: str,
                original_urls: dict[str, str]) -> JobOutcome:
     page = result.page
-    if result.status in ("processed", "adopted"):
+    if result.status in (InsertStatus.PROCESSED, InsertStatus.ADOPTED):
         return _completed(page, Outcome.REPLACED if replaced else Outcome.INSERTED, collection_id,
                           chunks=result.chunks, entities=result.entities,
                           relations=result.relations)
-    if result.status == "duplicate":
+    if result.status == InsertStatus.DUPLICATE:
         original = result.original_doc_id or ""
         return JobOutcome(job_id=page.job_id, request_id=page.request_id,
                           state=JobState.COMPLETED, outcome=Outcome.DUPLICATE_CONTENT,

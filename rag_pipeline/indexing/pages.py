@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from rag_pipeline.contract import IndexingJob
 from rag_pipeline.decoding import DecodeError, decode_html
 from rag_pipeline.identity import content_hash
-from rag_pipeline.indexing.cleaning import TextSource, page_text
+from rag_pipeline.indexing.cleaning import page_text
 from rag_pipeline.ledger import JobOutcome, PageText, RunJob
-from rag_pipeline.vocabulary import JobState, Reason
+from rag_pipeline.settings.views import PageView
+from rag_pipeline.vocabulary import JobState, Reason, TextSource
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,10 @@ class PageLimits:
     max_payload_bytes: int
     max_text_bytes: int
     text_source: TextSource
+
+    @classmethod
+    def from_settings(cls, s: PageView) -> PageLimits:
+        return cls(s.max_payload_bytes, s.max_text_bytes, TextSource(s.text_source))
 
 
 @dataclass(frozen=True)

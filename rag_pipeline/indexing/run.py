@@ -35,7 +35,7 @@ from rag_pipeline.indexing.report import IndexReport, apportion_times, model_cou
 from rag_pipeline.knowledge.models import ModelUsage
 from rag_pipeline.knowledge.workspaces import WorkspacePool
 from rag_pipeline.ledger import JobLedger, JobOutcome, PageText, RunJob
-from rag_pipeline.vocabulary import Reason
+from rag_pipeline.vocabulary import Reason, RunScope
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class CollectionRun:
         self._asked_at = 0.0
 
     # --- the loop ----------------------------------------------------------------------------
-    def run(self, family: Sequence[str], scope: str = "pending",
+    def run(self, family: Sequence[str], scope: RunScope = RunScope.PENDING,
             lock: Callable[[], AbstractContextManager[Callable[[], None]]] | None = None
             ) -> IndexReport:
         """Drain the collection. `lock` takes the collection's writer lock (yielding its

@@ -21,8 +21,8 @@ from typing import Any, Protocol
 import numpy as np
 import openai
 
-from rag_pipeline.settings import (
-    SettingsView,
+from rag_pipeline.settings.views import (
+    ModelView,
     model_api_key,
     model_base_url,
     uses_stand_in_model,
@@ -51,7 +51,7 @@ class ModelOptions:
     stand_in: bool
 
     @classmethod
-    def from_settings(cls, s: SettingsView) -> ModelOptions:
+    def from_settings(cls, s: ModelView) -> ModelOptions:
         return cls(
             base_url=model_base_url(s), api_key=model_api_key(s),
             openai_llm_model=s.openai_llm_model,

@@ -27,7 +27,8 @@ from typing import Any, TypeVar
 from rag_pipeline.knowledge.model_slots import SharedSlots
 from rag_pipeline.knowledge.models import ModelClient, ModelOptions
 from rag_pipeline.ledger.connection import PROCESS_NAME_PREFIX, process_name
-from rag_pipeline.settings import SettingsView, postgres_conninfo, reveal
+from rag_pipeline.settings import postgres_conninfo, reveal
+from rag_pipeline.settings.views import LightRAGView
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,12 +49,12 @@ class PostgresOptions:
     postgres_user: str
     postgres_password: str = field(repr=False)
     postgres_db: str
-    postgres_sslmode: str = "prefer"
-    postgres_sslrootcert: str = ""
-    lightrag_pool_size: int = 8
+    postgres_sslmode: str
+    postgres_sslrootcert: str
+    lightrag_pool_size: int
 
     @classmethod
-    def from_settings(cls, s: SettingsView) -> PostgresOptions:
+    def from_settings(cls, s: LightRAGView) -> PostgresOptions:
         return cls(s.postgres_host, s.postgres_port, s.postgres_user,
                    reveal(s.postgres_password), s.postgres_db, s.postgres_sslmode,
                    s.postgres_sslrootcert, s.lightrag_pool_size)
@@ -77,7 +78,7 @@ class LightRAGOptions:
     working_dir: str = "/tmp/rag-pipeline-lightrag"
 
     @classmethod
-    def from_settings(cls, s: SettingsView, shared_slots: bool = True) -> LightRAGOptions:
+    def from_settings(cls, s: LightRAGView, shared_slots: bool = True) -> LightRAGOptions:
         """The one mapping from the settings (Dagster runs, CLI, tests, benchmarks)."""
         return cls(
             postgres=PostgresOptions.from_settings(s), models=ModelOptions.from_settings(s),

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from rag_pipeline.ledger.connection import LedgerConnection
 from rag_pipeline.ledger.counters import add_counters
-from rag_pipeline.vocabulary import DeathCause
+from rag_pipeline.vocabulary import DeathCause, RunOutcome
 
 
 class LivenessQueries(LedgerConnection):
@@ -115,9 +115,9 @@ class LivenessQueries(LedgerConnection):
                 "UPDATE SET declared_dead_at = coalesce(rag_pipeline.runs.declared_dead_at, "
                 "now()), declared_dead_reason = coalesce("
                 "rag_pipeline.runs.declared_dead_reason, EXCLUDED.declared_dead_reason), "
-                "outcome = coalesce(rag_pipeline.runs.outcome, 'declared dead'), "
+                "outcome = coalesce(rag_pipeline.runs.outcome, %s), "
                 "finished_at = coalesce(rag_pipeline.runs.finished_at, now()) RETURNING process",
-                (run_id, collection_id, reason)).fetchone()
+                (run_id, collection_id, reason, RunOutcome.DECLARED_DEAD)).fetchone()
         process = row[0] if row else None
         if not process:
             return 0
@@ -127,7 +127,7 @@ class LivenessQueries(LedgerConnection):
                 "FROM pg_stat_activity WHERE application_name = %s AND pid <> pg_backend_pid()",
                 (process,)).fetchone()[0]
 
-    def finish_run(self, run_id: str, collection_id: str, outcome: str) -> None:
+    def finish_run(self, run_id: str, collection_id: str, outcome: RunOutcome) -> None:
         with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO rag_pipeline.runs (run_id, collection_id, outcome, finished_at) "
@@ -139,16 +139,15 @@ class LivenessQueries(LedgerConnection):
         with self.pool.connection() as conn:
             return conn.execute(
                 "SELECT count(*) FROM rag_pipeline.runs WHERE collection_id = %s "
-                "AND outcome LIKE 'failure%%' "
-                "AND finished_at > now() - make_interval(secs => %s)",
-                (collection_id, window_seconds),
+                "AND outcome = %s AND finished_at > now() - make_interval(secs => %s)",
+                (collection_id, RunOutcome.FAILURE, window_seconds),
             ).fetchone()[0]
 
-    def run_outcome(self, run_id: str) -> str | None:
+    def run_outcome(self, run_id: str) -> RunOutcome | None:
         with self.pool.connection() as conn:
             row = conn.execute("SELECT outcome FROM rag_pipeline.runs WHERE run_id = %s",
                                (run_id,)).fetchone()
-        return row[0] if row else None
+        return RunOutcome(row[0]) if row and row[0] else None
 
     def stale_queued_collections(self, older_than_seconds: float) -> list[str]:
         with self.pool.connection() as conn:

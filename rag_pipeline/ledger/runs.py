@@ -24,6 +24,7 @@ from rag_pipeline.ledger.records import (
     PageText,
     RunJob,
 )
+from rag_pipeline.vocabulary import RunScope
 
 
 class RunQueries(LedgerConnection):
@@ -31,7 +32,7 @@ class RunQueries(LedgerConnection):
 
     # --- claims --------------------------------------------------------------------------------
     def claim_jobs(self, collection_id: str, run_id: str, run_family: Sequence[str],
-                   limit: int, scope: str = "pending") -> list[RunJob]:
+                   limit: int, scope: RunScope = RunScope.PENDING) -> list[RunJob]:
         """Take this run's jobs: those its family already owns, then queued ones up to `limit`.
 
         scope="everything" first requeues the latest job of every url of the collection
@@ -39,7 +40,7 @@ class RunQueries(LedgerConnection):
         """
         with self.transaction() as conn:
             self._adopt(conn, collection_id, run_id, run_family)
-            if scope == "everything":
+            if scope == RunScope.EVERYTHING:
                 conn.execute(
                     "UPDATE rag_pipeline.jobs j SET state = 'queued', run_id = NULL, "
                     "updated_at = now() FROM (SELECT DISTINCT ON (normalized_url) job_id "

@@ -26,11 +26,12 @@ import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from rag_pipeline import dagster_internals
 from rag_pipeline.kafka_io import KafkaOptions, consumer_config
 from rag_pipeline.ledger import JobLedger
 from rag_pipeline.observability.events import event_line
 from rag_pipeline.observability.logs import configure_logging
-from rag_pipeline.observability.metrics import SENSOR_NAME, PipelineCollector, Sources, last_tick
+from rag_pipeline.observability.metrics import SENSOR_NAME, PipelineCollector, Sources
 from rag_pipeline.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("rag_pipeline.exporter")
@@ -111,19 +112,16 @@ class Exporter:
 
     def _daemon(self) -> str:
         instance = self._instance()
-        beats = instance.get_daemon_heartbeats() or {}
-        sensor_beat = beats.get("SENSOR")
+        sensor_beat = dagster_internals.daemon_heartbeats(instance).get("SENSOR")
         if sensor_beat is None:
             raise RuntimeError("no dagster-daemon has ever beaten on this instance")
-        age = time.time() - sensor_beat.timestamp
+        age = time.time() - sensor_beat
         if age > DAEMON_HEARTBEAT_TOLERANCE_SECONDS:
             raise RuntimeError(f"the dagster-daemon's last heartbeat is {age:.0f} s old")
         return f"heartbeat {age:.0f} s ago"
 
     def _sensor(self) -> str:
-        from dagster._core.definitions.run_request import InstigatorType
-
-        tick = last_tick(self._instance(), SENSOR_NAME, InstigatorType.SENSOR)
+        tick = dagster_internals.last_sensor_tick(self._instance(), SENSOR_NAME)
         if tick is None:
             raise RuntimeError(f"{SENSOR_NAME} has never ticked")
         age = time.time() - tick.timestamp

@@ -161,25 +161,27 @@ class PipelineCollector(Collector):
         if instance is None:
             return []
         import dagster as dg
-        from dagster._core.definitions.run_request import InstigatorType
+
+        from rag_pipeline import dagster_internals
 
         runs = GaugeMetricFamily(name("index_runs"), "Indexing runs in Dagster's storage, by "
                                  "status.", labels=["status"])
         for status in dg.DagsterRunStatus:
-            count = sum(instance.get_runs_count(dg.RunsFilter(job_name=job, statuses=[status]))
+            count = sum(dagster_internals.count_runs(instance, dg.RunsFilter(
+                job_name=job, statuses=[status]))
                         for job in INDEXING_JOB_NAMES)
             runs.add_metric([status.value], count)
         now = time.time()
         heartbeat = GaugeMetricFamily(name("dagster_daemon_heartbeat_age_seconds"),
                                       "Seconds since each Dagster daemon last beat.",
                                       labels=["daemon"])
-        for daemon, beat in (instance.get_daemon_heartbeats() or {}).items():
-            heartbeat.add_metric([daemon], max(0.0, now - beat.timestamp))
+        for daemon, beat in dagster_internals.daemon_heartbeats(instance).items():
+            heartbeat.add_metric([daemon], max(0.0, now - beat))
         tick_age = GaugeMetricFamily(name("sensor_last_tick_age_seconds"),
                                      "Seconds since the indexing sensor's last tick.")
         figures = GaugeMetricFamily(name("sensor_last_tick"), "Figures of the indexing "
                                     "sensor's last successful tick.", labels=["figure"])
-        tick = last_tick(instance, SENSOR_NAME, InstigatorType.SENSOR)
+        tick = dagster_internals.last_sensor_tick(instance, SENSOR_NAME)
         if tick is not None:
             tick_age.add_metric([], max(0.0, now - tick.timestamp))
             for figure, value in tick_figures(tick.cursor).items():
@@ -203,17 +205,6 @@ def counter_metrics(rows: dict[tuple[str, str], float]) -> Iterator[Metric]:
             buckets = [("+Inf", 0.0)]
         yield HistogramMetricFamily(name(metric), help_text, buckets=buckets,
                                     sum_value=rows.get((f"{metric}_sum", ""), 0.0))
-
-
-def last_tick(instance: Any, instigator_name: str, kind: Any) -> Any | None:
-    states = [s for s in instance.all_instigator_state(instigator_type=kind)
-              if s.name == instigator_name]
-    latest = None
-    for state in states:
-        ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
-        if ticks and (latest is None or ticks[0].timestamp > latest.timestamp):
-            latest = ticks[0]
-    return latest
 
 
 def tick_figures(cursor: str | None) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""The Kafka cluster and how pages are processed (limits, how runs stream, retries)."""
+"""The Kafka cluster: topics, client limits and the sensor's per-tick budget."""
 
 from __future__ import annotations
 
@@ -8,11 +8,8 @@ from typing import Any
 
 import dagster as dg
 
-from rag_pipeline.indexing.pages import PageLimits
-from rag_pipeline.indexing.run import StreamLimits
 from rag_pipeline.kafka_io import KafkaOptions, consumer_config, producer_config
-from rag_pipeline.settings import joined
-from rag_pipeline.staging import StagingConfig, TickBudget
+from rag_pipeline.staging import TickBudget
 
 
 class KafkaResource(dg.ConfigurableResource):
@@ -62,35 +59,3 @@ class KafkaResource(dg.ConfigurableResource):
             yield producer
         finally:
             producer.flush(30)
-
-
-class ProcessingResource(dg.ConfigurableResource):
-    """How pages are processed: limits, which text is indexed, how runs stream, retries."""
-
-    max_payload_bytes: int
-    max_text_bytes: int
-    text_source: str
-    run_batch_bytes: int
-    run_idle_seconds: float
-    run_max_seconds: float
-    max_retries: int
-    retry_backoff: float
-    run_heartbeat_timeout_seconds: int
-    run_stall_timeout_seconds: int
-    run_start_timeout_seconds: int
-
-    def staging_config(self, kafka: KafkaResource) -> StagingConfig:
-        return StagingConfig.from_settings(joined(kafka, self))
-
-    @property
-    def page_limits(self) -> PageLimits:
-        return PageLimits(self.max_payload_bytes, self.max_text_bytes,
-                          self.text_source)  # type: ignore[arg-type]
-
-    def stream_limits(self, workers: int, max_jobs: int | None = None) -> StreamLimits:
-        """`workers`: the pages LightRAG works on at once; twice as many are kept in flight."""
-        return StreamLimits(window=2 * workers, idle_seconds=self.run_idle_seconds,
-                            max_seconds=self.run_max_seconds,
-                            stall_seconds=self.run_stall_timeout_seconds,
-                            max_retries=self.max_retries, batch_bytes=self.run_batch_bytes,
-                            max_jobs=max_jobs)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-# Documented (API docs, "ConfigurableResourceFactory") but not re-exported by dagster 1.13's
-# top-level package: it lets assets receive the plain JobLedger (ResourceParam[JobLedger]).
-from dagster._config.pythonic_config.resource import ConfigurableResourceFactory
-
+from rag_pipeline.dagster_internals import ConfigurableResourceFactory
 from rag_pipeline.ledger import JobLedger, shared_ledger
 from rag_pipeline.settings import postgres_conninfo
 

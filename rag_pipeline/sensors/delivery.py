@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from rag_pipeline.ledger import JobLedger
 from rag_pipeline.observability.events import event_line
-from rag_pipeline.resources import KafkaResource, OutboxResource
+from rag_pipeline.outbox import Outbox
 
 DELIVERY_INTERVAL_SECONDS = 2
 DELIVERY_TICK_LIMIT = 2000
@@ -27,9 +26,9 @@ DELIVERY_TICK_SECONDS = 20.0
     description="Delivers job statuses from the outbox to the Go API (PATCH .../status), "
     "with timeouts, capped backoff and a time budget per tick.",
 )
-def status_deliverer(context: dg.SensorEvaluationContext, ledger: dg.ResourceParam[JobLedger],
-                     kafka: KafkaResource, outbox: OutboxResource) -> dg.SkipReason:
-    delivery = outbox.bind(ledger, kafka).deliver(
+def status_deliverer(context: dg.SensorEvaluationContext,
+                     outbox: dg.ResourceParam[Outbox]) -> dg.SkipReason:
+    delivery = outbox.deliver(
         limit=DELIVERY_TICK_LIMIT, deadline_seconds=DELIVERY_TICK_SECONDS,
         log_event=context.log.warning)
     return dg.SkipReason(event_line("statuses_delivered", delivered=delivery.delivered,

@@ -1,7 +1,7 @@
 """Runs that failed or were canceled: their unfinished jobs are queued again (attempts+1), or
 declared dead once attempts exceed MAX_RETRIES (dead letter + failed status to the Go backend).
 
-Definitions only: the logic is `rag_pipeline.reconciliation.release_jobs_of_run`. These
+Definitions only: the logic is `rag_pipeline.liveness.release.release_jobs_of_run`. These
 sensors watch every job of the code location (the indexing jobs, a backfill, a
 materialization of the assets from the UI): a run that holds no jobs is left alone. Runs
 that die without Dagster noticing are found by `run_liveness` instead.
@@ -11,24 +11,25 @@ from typing import Any
 
 import dagster as dg
 
+from rag_pipeline.dagster_runs import COLLECTION_TAG, run_family
 from rag_pipeline.ledger import JobLedger
-from rag_pipeline.partitions import COLLECTION_TAG
-from rag_pipeline.reconciliation import release_jobs_of_run, retry_if_failing_runs_below
-from rag_pipeline.resources import KafkaResource, OutboxResource, ProcessingResource
+from rag_pipeline.liveness.release import release_jobs_of_run
+from rag_pipeline.outbox import Outbox
+from rag_pipeline.reconciliation import retry_if_failing_runs_below
+from rag_pipeline.resources import ProcessingResource
+from rag_pipeline.vocabulary import RunOutcome
 
 
-def _release(context: Any, run: dg.DagsterRun, outcome: str, reason: str, ledger: JobLedger,
-             kafka: KafkaResource, outbox: OutboxResource,
-             processing: ProcessingResource) -> None:
+def _release(context: Any, run: dg.DagsterRun, outcome: RunOutcome, reason: str,
+             ledger: JobLedger, outbox: Outbox, processing: ProcessingResource) -> None:
     collection_id = run.tags.get(COLLECTION_TAG)
     if collection_id is None:
         return  # not a run of a collection (reconcile_stuck_jobs)
     if ledger.run_outcome(run.run_id) is None:
         ledger.finish_run(run.run_id, collection_id, outcome)
-    family = [r for r in (run.run_id, run.parent_run_id, run.root_run_id) if r]
-    outcomes = release_jobs_of_run(ledger, family, reason, processing.max_retries,
+    outcomes = release_jobs_of_run(ledger, run_family(run), reason, processing.max_retries,
                                    context.log.warning)
-    outbox.bind(ledger, kafka).report(outcomes)
+    outbox.report(outcomes)
     if not outcomes:
         # The run died before it claimed anything; its run_key is spent. A new one, unless
         # the collection's runs keep dying (reconcile_stuck_jobs retries those later).
@@ -44,11 +45,11 @@ def build_run_failure_sensors() -> list[dg.SensorDefinition]:
         "them dead after MAX_RETRIES attempts.",
     )
     def indexing_run_failed(context: dg.RunFailureSensorContext,
-                            ledger: dg.ResourceParam[JobLedger], kafka: KafkaResource,
-                            outbox: OutboxResource, processing: ProcessingResource) -> None:
+                            ledger: dg.ResourceParam[JobLedger], outbox: dg.ResourceParam[Outbox],
+                            processing: ProcessingResource) -> None:
         message = context.failure_event.message or "the run failed"
-        _release(context, context.dagster_run, "failure", f"run failed: {message[:500]}",
-                 ledger, kafka, outbox, processing)
+        _release(context, context.dagster_run, RunOutcome.FAILURE,
+                 f"run failed: {message[:500]}", ledger, outbox, processing)
 
     @dg.run_status_sensor(
         name="indexing_run_canceled",
@@ -57,9 +58,10 @@ def build_run_failure_sensors() -> list[dg.SensorDefinition]:
         description="A run of a collection was canceled: requeue its unfinished jobs.",
     )
     def indexing_run_canceled(context: dg.RunStatusSensorContext,
-                              ledger: dg.ResourceParam[JobLedger], kafka: KafkaResource,
-                              outbox: OutboxResource, processing: ProcessingResource) -> None:
-        _release(context, context.dagster_run, "canceled", "run canceled", ledger, kafka,
+                              ledger: dg.ResourceParam[JobLedger],
+                              outbox: dg.ResourceParam[Outbox],
+                              processing: ProcessingResource) -> None:
+        _release(context, context.dagster_run, RunOutcome.CANCELED, "run canceled", ledger,
                  outbox, processing)
 
     return [indexing_run_failed, indexing_run_canceled]

@@ -13,20 +13,23 @@ from typing import Any
 
 import dagster as dg
 
+from rag_pipeline.dagster_runs import (
+    COLLECTION_TAG,
+    WAITING_STATUSES,
+    KnownPartitions,
+    collections_partitions,
+    runs_matching,
+)
 from rag_pipeline.ledger import JobLedger, PendingCollection
 from rag_pipeline.observability.events import event_line
-from rag_pipeline.partitions import COLLECTION_TAG, KnownPartitions, collections_partitions
 from rag_pipeline.resources import KafkaResource, ProcessingResource
 from rag_pipeline.staging import stage_messages
 
-# Runs that exist but have not claimed their jobs yet: another request would be redundant.
-WAITING_RUN_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
-                        dg.DagsterRunStatus.STARTING]
-
 
 def waiting_collections(instance: dg.DagsterInstance, job_name: str) -> set[str]:
-    runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name,
-                                                   statuses=WAITING_RUN_STATUSES))
+    # Runs that exist but have not claimed their jobs yet: another request would be redundant.
+    runs = runs_matching(instance, dg.RunsFilter(job_name=job_name,
+                                                          statuses=list(WAITING_STATUSES)))
     return {run.tags[COLLECTION_TAG] for run in runs if COLLECTION_TAG in run.tags}
 
 
@@ -36,8 +39,8 @@ def taken_collections(instance: dg.DagsterInstance, job_name: str,
     running and still takes new jobs (it has not cleared `runs.accepting`, finished or been
     declared dead; a run that started but has not beaten yet is about to take them)."""
     # Runs of any job (a backfill or a materialization from the UI writes a collection too).
-    started = {run.run_id: run.tags[COLLECTION_TAG] for run in instance.get_runs(
-        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    started = {run.run_id: run.tags[COLLECTION_TAG] for run in runs_matching(
+        instance, dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
         if COLLECTION_TAG in run.tags}
     released = ledger.runs_not_accepting(list(started)) if started else set()
     return waiting_collections(instance, job_name) | {

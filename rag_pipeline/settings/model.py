@@ -1,21 +1,25 @@
-"""Every knob of rag-pipeline in one place, read from the environment and an optional `.env`.
-
-The variable names are the ones the design and the README use (`KAFKA_BOOTSTRAP_SERVERS`,
-`POSTGRES_HOST`, ...). `load_settings()` turns a validation failure into one readable
-message per variable, without echoing secret values.
-"""
+"""The Settings model: every knob of rag-pipeline with its default, its description and
+its validation (the README's configuration table is generated from it)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rag_pipeline.contract import ContentLimits
+from rag_pipeline.settings.views import (
+    model_api_key,
+    model_base_url,
+    postgres_conninfo,
+    reveal,
+    uses_stand_in_model,
+)
+from rag_pipeline.vocabulary import TextSource
 
 MIB = 1024 * 1024
 
@@ -30,10 +34,6 @@ ENV_FILE = ".env"
 LOCAL_ENV_FILE = "local.env"
 SECRET_FIELDS = frozenset({"postgres_password", "openai_api_key", "kafka_sasl_password",
                            "go_api_token"})
-
-
-class SettingsError(Exception):
-    """A setting is missing or invalid; the message names the variable and what it expects."""
 
 
 class Settings(BaseSettings):
@@ -109,8 +109,8 @@ class Settings(BaseSettings):
     max_text_bytes: int = Field(
         8 * MIB, ge=1024, description="cap on the text indexed for one page (model cost guard)"
     )
-    text_source: Literal["prefer_extracted", "reextract"] = Field(
-        "prefer_extracted",
+    text_source: TextSource = Field(
+        TextSource.PREFER_EXTRACTED,
         description="use content.text when present, or always re-extract from content.html",
     )
     max_workers: int = Field(
@@ -323,7 +323,7 @@ class Settings(BaseSettings):
 
     @property
     def content_limits(self) -> ContentLimits:
-        return ContentLimits.from_settings(self)
+        return ContentLimits.from_settings(self, self)
 
     @property
     def stack_path(self) -> Path:
@@ -334,112 +334,3 @@ class Settings(BaseSettings):
 
     def postgres_kwargs(self) -> dict[str, str]:
         return {"password": self.postgres_password.get_secret_value()}
-
-
-# Settings, or Dagster resources whose fields carry the same names (secrets as plain str,
-# several resources joined by `joined`): every options type has ONE `from_settings` that
-# reads either.
-SettingsView = Any
-
-
-class _Joined:
-    def __init__(self, views: tuple[Any, ...]) -> None:
-        self._views = views
-
-    def __getattr__(self, name: str) -> Any:
-        for view in self._views:
-            if name in type(view).model_fields:
-                return getattr(view, name)
-        raise AttributeError(f"no setting {name!r} in {[type(v).__name__ for v in self._views]}")
-
-
-def joined(*views: Any) -> SettingsView:
-    """Several resources read as one settings view (an options type that spans them)."""
-    return _Joined(views)
-
-
-def reveal(value: SecretStr | str | None) -> str:
-    """A secret's value from Settings (SecretStr) or from a resource (str); "" when unset."""
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    return value or ""
-
-
-def postgres_conninfo(s: SettingsView, dbname: str | None = None) -> str:
-    """The libpq connection string of every psycopg connection (the password is passed
-    separately, never in it): Settings, or a resource carrying the same names."""
-    from psycopg.conninfo import make_conninfo
-
-    tls = {"sslmode": s.postgres_sslmode}
-    if s.postgres_sslrootcert:
-        tls["sslrootcert"] = s.postgres_sslrootcert
-    return make_conninfo(host=s.postgres_host, port=s.postgres_port, user=s.postgres_user,
-                         dbname=dbname or s.postgres_db, **tls)
-
-
-def uses_stand_in_model(s: SettingsView) -> bool:
-    return not reveal(s.openai_api_key) and not s.openai_base_url
-
-
-def model_base_url(s: SettingsView) -> str:
-    if s.openai_base_url:
-        return s.openai_base_url
-    return "https://api.openai.com/v1" if reveal(s.openai_api_key) else s.dev_llm_url
-
-
-def model_api_key(s: SettingsView) -> str:
-    # The stand-in and most self-hosted servers ignore the key, but the client needs one.
-    return reveal(s.openai_api_key) or "not-needed"
-
-
-def env_name(field_name: str) -> str:
-    return field_name.upper()
-
-
-def describe_error(error: dict) -> str:
-    """One line for one pydantic error, naming the variable and never echoing a secret."""
-    loc = error.get("loc") or ()
-    field_name = str(loc[0]) if loc else ""
-    field = Settings.model_fields.get(field_name)
-    expected = field.description if field and field.description else ""
-    if error.get("type") == "missing":
-        return f"{env_name(field_name)} is not set: {expected}"
-    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-    if not field_name:  # a model-level check; its message names the variable itself
-        return message
-    shown = ""
-    if field_name not in SECRET_FIELDS and "input" in error:
-        shown = f" (got {str(error['input'])[:80]!r})"
-    return f"{env_name(field_name)}: {message}{shown}. Expected: {expected}"
-
-
-def env_files() -> tuple[str, ...]:
-    env_file = os.environ.get("RAG_PIPELINE_ENV_FILE", ENV_FILE)
-    if not env_file:
-        return ()
-    # pydantic-settings: a later file wins over an earlier one.
-    return (os.environ.get("RAG_PIPELINE_LOCAL_ENV_FILE", LOCAL_ENV_FILE), env_file)
-
-
-def env_files_by_absolute_path() -> dict[str, str]:
-    """The variables that name this process's settings files, as absolute paths: for a
-    process started in another working directory."""
-    files = env_files()
-    if not files:
-        return {"RAG_PIPELINE_ENV_FILE": ""}
-    local, own = (os.path.abspath(f) for f in files)
-    return {"RAG_PIPELINE_LOCAL_ENV_FILE": local, "RAG_PIPELINE_ENV_FILE": own}
-
-
-def load_settings(**overrides: object) -> Settings:
-    """Read the settings, raising `SettingsError` with one readable line per bad variable."""
-    try:
-        return Settings(_env_file=env_files() or None,  # type: ignore[call-arg]
-                        **overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        lines = [describe_error(err) for err in exc.errors(include_url=False)]
-        raise SettingsError(
-            "Invalid rag-pipeline configuration (environment, .env or local.env):\n  - "
-            + "\n  - ".join(lines)
-            + "\nSee .env.example and the configuration table in README.md."
-        ) from None
