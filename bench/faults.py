@@ -150,7 +150,7 @@ def run_scenario(name: str, settings: Settings, stack: LocalStack, model: Model,
         notes.append("jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
         with run.ledger.pool.connection() as conn:
             for job_id, error in conn.execute(
-                    "SELECT job_id, last_error FROM rag_pipeline.jobs WHERE state <> 'completed' "
+                    "SELECT job_id, error_msg FROM rag_pipeline.jobs WHERE state <> 'completed' "
                     "ORDER BY job_id LIMIT 5").fetchall():
                 notes.append(f"job {job_id}: {(error or '')[:300]}")
     return FaultResult(

@@ -50,7 +50,7 @@ WARM_MESSAGES = 200
 
 HISTORY = """
 INSERT INTO rag_pipeline.jobs (job_id, request_id, collection_id, url, normalized_url, doc_id,
-    state, outcome, error_code, attempts, kafka_topic, kafka_partition, kafka_offset,
+    state, outcome, reason, attempts, kafka_topic, kafka_partition, kafka_offset,
     message_sha256, content_hash, run_id, created_at, updated_at, started_at, finished_at,
     pruned_at)
 SELECT g, g %% %(collections)s, 'collection-' || (g %% %(collections)s),

@@ -31,7 +31,7 @@ from rag_pipeline.settings import Settings
 
 FILL = """
 INSERT INTO rag_pipeline.jobs (job_id, request_id, collection_id, url, normalized_url, doc_id,
-    state, outcome, error_code, attempts, kafka_topic, kafka_partition, kafka_offset,
+    state, outcome, reason, attempts, kafka_topic, kafka_partition, kafka_offset,
     created_at, updated_at, started_at, finished_at)
 SELECT g, g / 1000, 'collection-' || (g %% %(collections)s), 'https://docs.test/' || g,
     'https://docs.test/' || g, 'page-' || g,

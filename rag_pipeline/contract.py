@@ -164,14 +164,14 @@ class ContentLimits:
 class Rejection:
     """A message that cannot be processed: its reason code, a sentence, what could be read."""
 
-    code: str
-    message: str
+    reason: str
+    detail: str
     job_id: int | None = None
     collection_id: str | None = None
 
     @property
     def error_msg(self) -> str:
-        return f"{self.code}: {self.message}"
+        return f"{self.reason}: {self.detail}"
 
 
 def _sniff(value: bytes) -> tuple[int | None, str | None]:
@@ -244,8 +244,8 @@ def check_content(job: IndexingJob, limits: ContentLimits) -> IndexingJob | Reje
     decodable."""
     content = job.content
 
-    def reject(code: str, message: str) -> Rejection:
-        return Rejection(code, message, job.job_id, job.collection_id)
+    def reject(reason: str, detail: str) -> Rejection:
+        return Rejection(reason, detail, job.job_id, job.collection_id)
 
     if content.encoding.strip().lower() not in ENCODINGS:
         return reject(Reason.UNSUPPORTED_ENCODING, f"content.encoding {content.encoding!r} is not "
@@ -264,7 +264,7 @@ def check_content(job: IndexingJob, limits: ContentLimits) -> IndexingJob | Reje
         try:
             check_decodable(content.html, content.encoding, limits.max_payload_bytes)
         except DecodeError as exc:
-            return reject(exc.code, exc.message)
+            return reject(exc.reason, exc.detail)
     return job
 
 

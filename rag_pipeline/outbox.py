@@ -185,15 +185,16 @@ def _retry(ledger: JobLedger, row: OutboxRow, policy: DeliveryPolicy, error: str
 
 
 # --- dead letters ----------------------------------------------------------------------------
-def dead_letter_record(*, original: bytes | None, reason: str, error: str, topic: str,
+def dead_letter_record(*, original: bytes | None, reason: str, error_msg: str, topic: str,
                        partition: int, offset: int, max_bytes: int, retry_count: int = 0,
                        job_id: int | None = None, collection_id: str | None = None
                        ) -> KafkaRecord:
     """The DLQ record of one message: key (its collection), value and Kafka Connect-style
     headers locating the original (`__connect.errors.topic/partition/offset`).
 
-    The original message is embedded as text when it is UTF-8, else base64; one too large
-    for the DLQ topic is cut (the headers still locate the full original in its topic).
+    The record's `error_class` is the reason code and `error` the error_msg (the design's
+    wire names). The original message is embedded as text when it is UTF-8, else base64; one
+    too large for the DLQ topic is cut (the headers still locate the full original in its topic).
     """
     original = original or b""
     limit = max(0, max_bytes - 64 * 1024) * 3 // 4  # room for the record and base64
@@ -204,7 +205,7 @@ def dead_letter_record(*, original: bytes | None, reason: str, error: str, topic
         text, encoding = base64.b64encode(body).decode("ascii"), "base64"
     record = DeadLetter(
         original_message=text, original_message_encoding=encoding,
-        original_truncated=len(original) > limit, error=error, error_class=reason,
+        original_truncated=len(original) > limit, error=error_msg, error_class=reason,
         retry_count=retry_count, job_id=job_id, collection_id=collection_id,
     )
     headers = [
@@ -212,7 +213,7 @@ def dead_letter_record(*, original: bytes | None, reason: str, error: str, topic
         ("__connect.errors.partition", str(partition).encode()),
         ("__connect.errors.offset", str(offset).encode()),
         ("__connect.errors.exception.class.name", reason.encode()),
-        ("__connect.errors.exception.message", error[:1000].encode("utf-8", "replace")),
+        ("__connect.errors.exception.message", error_msg[:1000].encode("utf-8", "replace")),
     ]
     key = collection_id.encode() if collection_id else None
     return key, record.model_dump_json().encode(), headers
@@ -230,8 +231,8 @@ def dead_letter_failures(producer: Any, ledger: JobLedger, outcomes: Sequence[Jo
     for o in failed:
         partition, offset, attempts = coordinates.get(o.job_id, (-1, -1, 0))
         records.append(dead_letter_record(
-            original=messages.get(o.job_id), reason=o.error_code or o.state,
-            error=o.error_msg or o.state, topic=source_topic, partition=partition,
+            original=messages.get(o.job_id), reason=o.reason or o.state,
+            error_msg=o.error_msg or o.state, topic=source_topic, partition=partition,
             offset=offset, retry_count=attempts, job_id=o.job_id,
             collection_id=o.collection_id, max_bytes=max_message_bytes))
     produce_confirmed(producer, dlq_topic, records)

@@ -36,7 +36,7 @@ def nudge_stale_collections(ledger: JobLedger, has_run: Callable[[str], bool], *
         ledger.nudge(collection_id)
         nudged.append(collection_id)
         log(event_line("collection_nudged", collection_id=collection_id,
-                       reason=f"queued jobs waited more than {grace_seconds:.0f} s with no run"))
+                       detail=f"queued jobs waited more than {grace_seconds:.0f} s with no run"))
     return nudged
 
 
@@ -51,11 +51,11 @@ def retry_if_failing_runs_below(ledger: JobLedger, collection_id: str, limit: in
     failures = ledger.recent_failed_runs(collection_id, FAILED_RUN_WINDOW_SECONDS)
     if failures > limit:
         log(event_line("collection_not_retried", collection_id=collection_id,
-                       reason=f"{failures} runs failed in {FAILED_RUN_WINDOW_SECONDS} s"))
+                       detail=f"{failures} runs failed in {FAILED_RUN_WINDOW_SECONDS} s"))
         return False
     ledger.nudge(collection_id)
     log(event_line("collection_nudged", collection_id=collection_id,
-                   reason="its run failed before claiming any job"))
+                   detail="its run failed before claiming any job"))
     return True
 
 

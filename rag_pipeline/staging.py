@@ -85,7 +85,7 @@ class TickReport:
     elapsed_ms: float = 0.0
     offsets: dict[int, int] = field(default_factory=dict)
     lag: dict[int, int] = field(default_factory=dict)
-    rejected_codes: dict[str, int] = field(default_factory=dict)
+    rejected_reasons: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_lag(self) -> int:
@@ -253,8 +253,8 @@ def stage_messages(*, consumer: Any, producer: Any, ledger: JobLedger, config: S
                 report.duplicates += 1
             continue
         report.rejected += 1
-        report.rejected_codes[parsed.code] = report.rejected_codes.get(parsed.code, 0) + 1
-        failed.append(FailedMessage(parsed.job_id, parsed.collection_id, parsed.code,
+        report.rejected_reasons[parsed.reason] = report.rejected_reasons.get(parsed.reason, 0) + 1
+        failed.append(FailedMessage(parsed.job_id, parsed.collection_id, parsed.reason,
                                     parsed.error_msg, topic, partition, offset, value))
     messages.clear()  # the values live on in `staged` / `failed` only
 
@@ -264,12 +264,12 @@ def stage_messages(*, consumer: Any, producer: Any, ledger: JobLedger, config: S
         staged.remove(job)
         conflicts.append(job)
     records = [dead_letter_record(
-        original=f.message, reason=f.code, error=f.error_msg, topic=f.topic,
+        original=f.message, reason=f.reason, error_msg=f.error_msg, topic=f.topic,
         partition=f.partition, offset=f.offset, job_id=f.job_id, collection_id=f.collection_id,
         max_bytes=config.max_message_bytes) for f in failed]
     records += [dead_letter_record(
         original=job.message, reason=Reason.CONFLICTING_JOB_ID,
-        error=f"{Reason.CONFLICTING_JOB_ID}: job_id {job.job_id} was already staged from "
+        error_msg=f"{Reason.CONFLICTING_JOB_ID}: job_id {job.job_id} was already staged from "
         "another message; this one is ignored", topic=job.topic, partition=job.partition,
         offset=job.offset, job_id=job.job_id, collection_id=job.collection_id,
         max_bytes=config.max_message_bytes) for job in conflicts]

@@ -39,7 +39,7 @@ class Outcome(StrEnum):
 
 
 class Reason(StrEnum):
-    """Why a job failed: the DLQ's `error_class`, the ledger's `error_code`, the prefix of
+    """Why a job failed: the DLQ's `error_class`, the ledger's `reason`, the prefix of
     the `error_msg` sent to the Go API. MISSING_FIELD and INVALID_FIELD are followed by
     `:<field>` (for example `missing_field:url`)."""
 

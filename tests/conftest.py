@@ -58,6 +58,7 @@ if not EXTERNAL:
 from rag_pipeline.ledger import JobLedger  # noqa: E402
 from rag_pipeline.local.stack import LocalStack  # noqa: E402
 from rag_pipeline.settings import Settings, load_settings  # noqa: E402
+from tests.e2e_deployment import deployment, ledger_e2e  # noqa: E402, F401 (fixtures of test_e2e)
 
 
 @pytest.fixture(scope="session")

@@ -10,19 +10,23 @@ import signal
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import httpx
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from rag_pipeline.assets.indexing import indexing_assets
 from rag_pipeline.definitions import build_definitions
 from rag_pipeline.kafka_io import KafkaOptions, consumer_config, producer_config
-from rag_pipeline.ledger import JobLedger
+from rag_pipeline.ledger import JobLedger, JobOutcome
+from rag_pipeline.local.corpus import pages as corpus_pages
+from rag_pipeline.local.corpus import postgres_docs
 from rag_pipeline.local.publishing import OutgoingMessage, build_message, message_for, publish
 from rag_pipeline.settings import Settings
 from rag_pipeline.staging import StagingConfig, TickBudget, TickReport, stage_messages
@@ -225,3 +229,49 @@ def run_worker_inserting(s: Settings, ledger: JobLedger, collection: str,
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait(30)
+
+
+# --- statuses the Go API stand-in received, jobs staged and finished by hand ----------------
+def calls_for(go_api: str, job_ids: list[int]) -> dict[int, list[dict]]:
+    by_job: dict[int, list[dict]] = defaultdict(list)
+    for call in httpx.get(f"{go_api}/calls").json():
+        if call["job_id"] in job_ids:
+            by_job[call["job_id"]].append(call)
+    return by_job
+
+
+def accepted(calls: list[dict]) -> list[dict]:
+    return [c for c in calls if c["answered"] == 200]
+
+
+def staged_jobs(s, ledger, unique, count: int) -> list[int]:
+    base = job_id_base()
+    docs = corpus_pages(postgres_docs(), limit=count, offset=900)
+    produce(s, s.kafka_topic, [page_message(base + i, f"c-{unique}", "o.test", p)
+                               for i, p in enumerate(docs)])
+    tick(s, ledger)
+    return [base + i for i in range(count)]
+
+
+def complete(ledger, collection: str, job_ids: list[int], state="completed") -> None:
+    ledger.finish_jobs(collection, [
+        JobOutcome(job_id=j, request_id=42, state=state, outcome="inserted",
+                   reason=None if state == "completed" else "lightrag_failed",
+                   error_msg=None if state == "completed" else "lightrag_failed: boom",
+                   collection_id=collection) for j in job_ids], max_retries=3)
+
+
+def deliver_statuses(defs: dg.Definitions, instance) -> str:
+    """One tick of the status_deliverer sensor; returns its skip message."""
+    sensor = defs.resolve_sensor_def("status_deliverer")
+    with dg.build_sensor_context(instance=instance, definitions=defs,
+                                 resources=defs.resources) as context:
+        return sensor(context).skip_message
+
+
+def execute(defs: dg.Definitions, job: str, instance, partition: str | None = None,
+            **kwargs) -> dg.ExecuteInProcessResult:
+    if partition:
+        instance.add_dynamic_partitions("collections", [partition])
+    return defs.resolve_job_def(job).execute_in_process(
+        instance=instance, partition_key=partition, raise_on_error=False, **kwargs)

@@ -16,7 +16,8 @@ from rag_pipeline.local.stack.deployment import free_port
 from rag_pipeline.outbox import GoApiClient, deliver_outbox
 from rag_pipeline.settings import SettingsError, load_settings
 from tests.go_side import status_receiver
-from tests.test_outcomes import FAST, complete, staged_jobs
+from tests.helpers import complete, staged_jobs
+from tests.test_outbox import FAST
 
 
 def test_statuses_carry_the_bearer_token_the_go_api_wants(

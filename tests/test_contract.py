@@ -71,7 +71,7 @@ def test_oversized_message_is_refused_before_parsing_and_keeps_its_job_id():
     message["content"]["text"] = "x" * (LIMIT + 10)
     result = parse(message)
     assert isinstance(result, Rejection)
-    assert (result.code, result.job_id, result.collection_id) == ("too_large", 12345, UUID)
+    assert (result.reason, result.job_id, result.collection_id) == ("too_large", 12345, UUID)
 
 
 def test_text_above_the_text_limit_is_too_large_with_its_job_id():
@@ -79,8 +79,8 @@ def test_text_above_the_text_limit_is_too_large_with_its_job_id():
     message["content"]["text"] = "word " * (2 * MIB)
     result = parse_message(json.dumps(message).encode(), ContentLimits(LIMIT, 50 * MIB, MIB))
     assert isinstance(result, Rejection)
-    assert (result.code, result.job_id) == ("too_large", 12345)
-    assert "MAX_TEXT_BYTES" in result.message
+    assert (result.reason, result.job_id) == ("too_large", 12345)
+    assert "MAX_TEXT_BYTES" in result.detail
 
 
 def test_gzip_bomb_in_a_message_is_too_large():
@@ -88,7 +88,7 @@ def test_gzip_bomb_in_a_message_is_too_large():
     message["content"]["html"] = base64.b64encode(gzip.compress(bytes(4 * MIB))).decode()
     result = parse_message(json.dumps(message).encode(),
                            ContentLimits(LIMIT, 1 * MIB, LIMITS.max_text_bytes))
-    assert isinstance(result, Rejection) and result.code == "too_large"
+    assert isinstance(result, Rejection) and result.reason == "too_large"
 
 
 def test_identity_and_base64_encodings_are_accepted():
@@ -116,7 +116,7 @@ def test_lone_surrogate_escape_is_invalid_json_with_its_job_id():
     message = mutate(set_content(text="te\ud800xt"))
     result = parse(json.dumps(message).encode())
     assert isinstance(result, Rejection)
-    assert (result.code, result.job_id) == ("invalid_json", 12345)
+    assert (result.reason, result.job_id) == ("invalid_json", 12345)
 
 
 def test_records_serialise_as_the_design_says():

@@ -43,7 +43,7 @@ def test_python_decides_every_message_vector_as_the_file_says(vector):
         assert result.job_id == vector["job_id"]
     else:
         assert isinstance(result, Rejection), f"{vector['name']} was accepted"
-        assert (result.code, result.job_id) == (vector["expect"], vector["job_id"])
+        assert (result.reason, result.job_id) == (vector["expect"], vector["job_id"])
 
 
 @pytest.mark.parametrize("vector", STATUS_BODIES, ids=[v["name"] for v in STATUS_BODIES])

@@ -8,8 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
 from rag_pipeline.observability.metrics import PipelineCollector, Sources
-from tests.helpers import raw
-from tests.test_outcomes import complete, produce, staged_jobs, tick
+from tests.helpers import complete, produce, raw, staged_jobs, tick
 
 
 def metric_values(ledger) -> dict[tuple[str, tuple], float]:

@@ -182,8 +182,8 @@ def test_a_page_the_model_refuses_fails_alone_with_its_reason(
     assert metadata(result)["pages_failed"] == 1
     rows = job_rows(ledger, [m["job_id"] for m in messages])
     assert rows[base + 9]["state"] == "failed"
-    assert rows[base + 9]["error_code"] == "lightrag_failed"
-    assert "HTTP 400" in rows[base + 9]["last_error"]
+    assert rows[base + 9]["reason"] == "lightrag_failed"
+    assert "HTTP 400" in rows[base + 9]["error_msg"]
     assert all(rows[base + i]["state"] == "completed" for i in range(3))
     [letter] = [d for d in dead_letters(topics, topics.kafka_dlq_topic) if d["job_id"] == base + 9]
     assert letter["error_class"] == "lightrag_failed"
@@ -206,8 +206,8 @@ def test_a_page_whose_cleaned_text_exceeds_the_text_limit_fails_as_too_large(
     assert result.success
     rows = job_rows(ledger, [base, base + 1])
     assert rows[base]["state"] == "completed"
-    assert (rows[base + 1]["state"], rows[base + 1]["error_code"]) == ("failed", "too_large")
-    assert "MAX_TEXT_BYTES" in rows[base + 1]["last_error"]
+    assert (rows[base + 1]["state"], rows[base + 1]["reason"]) == ("failed", "too_large")
+    assert "MAX_TEXT_BYTES" in rows[base + 1]["error_msg"]
     [letter] = [d for d in dead_letters(s, s.kafka_dlq_topic) if d["job_id"] == base + 1]
     assert letter["error_class"] == "too_large"
 

@@ -37,7 +37,7 @@ def test_state_counts_follow_every_change_of_state(topics, ledger, unique):
     jobs = ledger.claim_jobs(collection, f"run-{unique}", [], 4)
     done = [JobOutcome(job_id=j.job_id, request_id=j.request_id, state=state,
                        outcome="inserted" if state == JobState.COMPLETED else None,
-                       error_code=None if state == JobState.COMPLETED else "bad_gzip",
+                       reason=None if state == JobState.COMPLETED else "bad_gzip",
                        error_msg=None if state == JobState.COMPLETED else "bad_gzip: x",
                        collection_id=collection)
             for j, state in zip(jobs, [JobState.COMPLETED, JobState.COMPLETED, JobState.FAILED,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 import httpx
+import psycopg
 import pytest
 
 from rag_pipeline.definitions import build_definitions
@@ -206,3 +207,40 @@ def test_a_run_whose_model_keeps_answering_is_not_stalled():
     for _ in range(4):
         time.sleep(0.4)
         watch.observe(busy=True)
+
+
+def test_a_lightrag_call_that_never_returns_ends_the_run_as_stalled(topics, ledger, unique,
+                                                                     docs, model):
+    """Invariant 11: a statement of LightRAG's that blocks (here on a lock held on its
+    doc-status table, as a backend that stopped answering would) does not hold the run and
+    its collection for ever: the stall rule ends the run, and a new run finishes the pages."""
+    collection = f"c-{unique}"
+    base = job_id_base()
+    first = stage(topics, ledger, collection, corpus_pages(docs, limit=2, offset=600), base)
+    pool = shared_pool(LightRAGOptions.from_settings(topics.model_copy(update={"max_workers": 2})))
+    CollectionRun(ledger, pool, collection, f"run-a-{unique}", page_limits(topics),
+                  limits(window=4)).run([f"run-a-{unique}"])
+    later = stage(topics, ledger, collection, corpus_pages(docs, limit=2, offset=610), base + 10)
+    stuck = CollectionRun(ledger, pool, collection, f"run-b-{unique}", page_limits(topics),
+                          limits(window=4, stall_seconds=3.0))
+    outcome: list[BaseException | None] = []
+
+    def run_stuck() -> None:
+        try:
+            stuck.run([f"run-b-{unique}"])
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    with psycopg.connect(topics.postgres_conninfo(), **topics.postgres_kwargs()) as blocker:
+        blocker.execute("LOCK TABLE lightrag_doc_status IN ACCESS EXCLUSIVE MODE")
+        worker = threading.Thread(target=run_stuck, daemon=True)
+        worker.start()
+        worker.join(timeout=120)
+        assert not worker.is_alive(), "the run waited on LightRAG's blocked call for 120 s"
+        blocker.rollback()
+    assert isinstance(outcome[0], RunStalled), outcome
+    ledger.requeue_jobs_of_runs([f"run-b-{unique}"], "run_failed", "stalled", max_retries=3)
+    CollectionRun(ledger, pool, collection, f"run-c-{unique}", page_limits(topics),
+                  limits(window=4)).run([f"run-c-{unique}"])
+    assert {r["state"] for r in rows(ledger, first + later).values()} == {"completed"}

@@ -40,3 +40,38 @@ def test_every_rejection_of_the_shared_vectors_is_a_reason():
     for vector in MESSAGES:
         if vector["expect"] != "accepted":
             assert vector["expect"].split(":", 1)[0] in {r.value for r in Reason}, vector
+
+
+DESIGN = (Path(__file__).resolve().parent.parent / "docs" / "design.md").read_text()
+
+
+def vocabulary_table() -> str:
+    return DESIGN.split("**Vocabulary**", 1)[1].split("\n\n**", 1)[0]
+
+
+def test_every_enum_of_the_vocabulary_is_in_the_design_table_with_its_values():
+    import enum
+
+    from rag_pipeline import vocabulary
+
+    table = vocabulary_table()
+    enums = [v for v in vars(vocabulary).values()
+             if isinstance(v, type) and issubclass(v, enum.StrEnum) and v is not enum.StrEnum]
+    assert len(enums) >= 10
+    for kind in enums:
+        assert f"`{kind.__name__}`" in table, kind.__name__
+        if kind is not Reason:  # the reason codes have the README's own table
+            row = next(line for line in table.splitlines() if f"`{kind.__name__}`" in line)
+            for member in kind:
+                assert member.value in row, (kind.__name__, member.value)
+
+
+def test_one_name_for_the_reason_code_and_another_for_the_sentence():
+    table = vocabulary_table()
+    for name in ("reason", "error_msg", "detail", "delivery_error"):
+        assert f"| `{name}` |" in table, name
+    package = Path(__file__).resolve().parent.parent / "rag_pipeline"
+    old_names = re.compile(r"\b(error_code|last_error|declared_dead_reason)\b")
+    found = [f"{p.relative_to(package)}" for p in package.rglob("*.py")
+             if p.name != "schema.py" and old_names.search(p.read_text())]
+    assert found == []  # (schema.py keeps them in the migrations that renamed them)

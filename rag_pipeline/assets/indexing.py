@@ -108,8 +108,8 @@ class Progress:
                 self.failed += 1
                 self.context.log.warning(event_line(
                     "page_failed", job_id=o.job_id, request_id=o.request_id,
-                    collection_id=collection_id, run_id=run_id, reason=o.error_code,
-                    error=o.error_msg))
+                    collection_id=collection_id, run_id=run_id, reason=o.reason,
+                    error_msg=o.error_msg))
         if time.monotonic() - self.logged_at >= PROGRESS_LOG_SECONDS:
             self.log()
 

@@ -14,11 +14,12 @@ from rag_pipeline.observability.events import event_line
 from rag_pipeline.outbox import Outbox
 from rag_pipeline.reconciliation import reconcile, summary_table, totals
 from rag_pipeline.resources import ProcessingResource
+from rag_pipeline.settings import default_of
 from rag_pipeline.vocabulary import OutboxState
 
 
 class ReconcileConfig(dg.Config):
-    queued_job_grace_seconds: int = 120
+    queued_job_grace_seconds: int = default_of("queued_job_grace_seconds")
 
 
 @dg.asset(

@@ -9,10 +9,11 @@ import dagster as dg
 
 from rag_pipeline.ledger import JobLedger
 from rag_pipeline.retention import RetentionReport, prune_dagster_runs, prune_ledger
+from rag_pipeline.settings import default_of
 
 
 class RetentionConfig(dg.Config):
-    retention_days: float = 30.0
+    retention_days: float = default_of("retention_days")
     # A pass stops after this long; the next one goes on where it stopped.
     budget_seconds: float = 900.0
 

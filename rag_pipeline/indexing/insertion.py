@@ -72,7 +72,7 @@ def outcome_of(result: InsertResult, replaced: bool, collection_id: str,
     code = Reason.TRANSIENT_FAILURE if transient else Reason.LIGHTRAG_FAILED
     return JobOutcome(job_id=page.job_id, request_id=page.request_id,
                       state=JobState.QUEUED if transient else JobState.FAILED,
-                      error_code=code, error_msg=f"{code}: {result.error[:1500]}",
+                      reason=code, error_msg=f"{code}: {result.error[:1500]}",
                       collection_id=collection_id)
 
 

@@ -46,7 +46,7 @@ class PreparedPage:
 
 def failure(job: RunJob | PageText, code: str, message: str, collection_id: str) -> JobOutcome:
     return JobOutcome(job_id=job.job_id, request_id=job.request_id, state=JobState.FAILED,
-                      error_code=code, error_msg=f"{code}: {message}",
+                      reason=code, error_msg=f"{code}: {message}",
                       collection_id=collection_id)
 
 
@@ -62,7 +62,7 @@ def prepare_page(job: RunJob, message: bytes, limits: PageLimits) -> PreparedPag
             html, html_bytes = decoded.html, decoded.byte_size
         page = page_text(content.text, content.title, html, limits.text_source)
     except DecodeError as exc:
-        return failure(job, exc.code, exc.message, collection_id)
+        return failure(job, exc.reason, exc.detail, collection_id)
     except ValueError as exc:  # the stored message no longer validates
         return failure(job, Reason.INVALID_MESSAGE, str(exc)[:300], collection_id)
     if not page.text.strip():

@@ -22,11 +22,13 @@ meanwhile is either taken by the run or gets a run from the sensor.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from rag_pipeline.indexing.feed import WorkspaceFeed
 from rag_pipeline.indexing.insertion import InsertResult, outcome_of, plan_pages
@@ -47,6 +49,10 @@ POLL_SECONDS = 0.25
 ADMIT_PAGES = 8
 # How often a run past RUN_MAX_SECONDS asks whether other collections wait for a slot.
 YIELD_CHECK_SECONDS = 5.0
+# A call into LightRAG's loop is waited for in slices this long, with the lease, the lock and
+# the stall rule checked between them (invariant 11: nothing hangs for ever).
+CALL_SLICE_SECONDS = 1.0
+T = TypeVar("T")
 
 
 class RunStalled(Exception):
@@ -141,6 +147,7 @@ class CollectionRun:
         self._usage_mark = ModelUsage()
         self._settled_at = time.monotonic()
         self._asked_at = 0.0
+        self._watch = StallWatch(limits.stall_seconds, lambda: model_activity(self._usage_now()))
 
     # --- the loop ----------------------------------------------------------------------------
     def run(self, family: Sequence[str], scope: RunScope = RunScope.PENDING,
@@ -167,8 +174,9 @@ class CollectionRun:
         usage_before = self._usage_now()
         self._usage_mark = usage_before
         self.hooks.check()
-        feed: WorkspaceFeed = self.pool.run(self._open_feed())
-        watch = StallWatch(self.limits.stall_seconds, lambda: model_activity(self._usage_now()))
+        watch = self._watch = StallWatch(self.limits.stall_seconds,
+                                         lambda: model_activity(self._usage_now()))  # afresh
+        feed: WorkspaceFeed = self._call(self._open_feed())
         # Set from the run's first beat; again here for a retried step (the failed attempt
         # cleared it on its way out).
         self.ledger.set_accepting(self.run_id, True)
@@ -178,7 +186,7 @@ class CollectionRun:
                 self.hooks.check()
                 if jobs:
                     self._admit(feed, jobs)
-                settled = self.pool.run(feed.settle())
+                settled = self._call(feed.settle())
                 if settled:
                     self._record_results(settled)
                     watch.progressed()
@@ -257,7 +265,7 @@ class CollectionRun:
                 self.report.html_bytes += result.html_bytes
             else:
                 failures.append(result)
-                if result.error_code in CLEANING_REASONS:
+                if result.reason in CLEANING_REASONS:
                     self.report.failed_cleaning += 1
                 else:
                     self.report.failed_decoding += 1
@@ -271,9 +279,9 @@ class CollectionRun:
         self._record(failures + decided)
         if not to_index:
             return
-        fresh, replace, adopted = self.pool.run(feed.triage(to_index, set(known)))
+        fresh, replace, adopted = self._call(feed.triage(to_index, set(known)))
         self._held += replace
-        immediate = self.pool.run(feed.enqueue(fresh))
+        immediate = self._call(feed.enqueue(fresh))
         self._record_results(adopted + immediate)
 
     def _replace(self, feed: WorkspaceFeed) -> None:
@@ -281,8 +289,8 @@ class CollectionRun:
         which LightRAG allows only while its pipeline is idle."""
         held, self._held = self._held, []
         self.hooks.check()
-        self.pool.run(feed.quiesce())
-        self._record_results(self.pool.run(feed.replace(held)))
+        self._call(feed.quiesce())
+        self._record_results(self._call(feed.replace(held)))
 
     # --- outcomes out ----------------------------------------------------------------------
     def _record_results(self, results: list[InsertResult]) -> None:
@@ -318,6 +326,24 @@ class CollectionRun:
         return ModelUsage(**vars(self.pool.models.usage))
 
     # --- on the pool's loop ----------------------------------------------------------------
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on LightRAG's loop and wait for it, but never for ever: between
+        slices of CALL_SLICE_SECONDS the lease and the lock are checked and the stall rule
+        applied, so a call that does not return (a PostgreSQL backend that stopped answering,
+        a LightRAG task that never completes) ends the run within RUN_STALL_TIMEOUT_SECONDS
+        of the last model activity instead of holding its collection."""
+        future = self.pool.submit(coro)
+        try:
+            while True:
+                try:
+                    return future.result(CALL_SLICE_SECONDS)
+                except concurrent.futures.TimeoutError:
+                    self.hooks.check()
+                    self._watch.observe(busy=True)
+        except BaseException:
+            future.cancel()  # the task on LightRAG's loop is cancelled with it
+            raise
+
     async def _open_feed(self) -> WorkspaceFeed:
         return WorkspaceFeed(await self.pool.workspace(self.collection_id))
 

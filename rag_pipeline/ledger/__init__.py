@@ -7,9 +7,12 @@ concern in this package:
 - `records`: the records that travel in and out, and their vocabulary (states, outcomes,
   reason codes);
 - `schema`: the tables and their versioned migrations;
-- `intake`: Kafka offsets and staging (the sensor);
-- `runs`: claims, cleaned texts, documents, finishing, requeues (runs, repairs);
-- `liveness`: heartbeats, silent and gone runs, declaring a run dead, nudges;
+- `staging`: Kafka offsets and staged jobs (the staging sensor, `rag_pipeline/staging.py`);
+- `runs`: claims, cleaned texts, indexed documents (what a run reads and writes);
+- `outcomes`: how a job ends - its outcome, document and status row in one fenced
+  transaction (`finish_jobs`: where every status row is born), a dead run's jobs requeued;
+- `liveness`: heartbeats, silent and gone runs, declaring a run dead, run outcomes, nudges
+  (the rules are `rag_pipeline/liveness/`);
 - `outbox`: the status reports to the Go API;
 - `inspection`: counts for people (state counts kept by triggers, not scans);
 - `retention`: pruning finished jobs' payloads (RETENTION_DAYS);
@@ -31,6 +34,7 @@ from rag_pipeline.ledger.counters import CounterQueries
 from rag_pipeline.ledger.inspection import InspectionQueries
 from rag_pipeline.ledger.liveness import LivenessQueries
 from rag_pipeline.ledger.outbox import OutboxQueries
+from rag_pipeline.ledger.outcomes import OutcomeQueries
 from rag_pipeline.ledger.records import (
     FailedMessage,
     IndexedDocument,
@@ -46,7 +50,7 @@ from rag_pipeline.ledger.records import (
 from rag_pipeline.ledger.retention import PruneBatch, RetentionQueries
 from rag_pipeline.ledger.runs import RunQueries
 from rag_pipeline.ledger.schema import SchemaQueries
-from rag_pipeline.ledger.staging import ConcurrentStaging, IntakeQueries
+from rag_pipeline.ledger.staging import ConcurrentStaging, StagingQueries
 
 __all__ = ["ConcurrentStaging", "FailedMessage", "IndexedDocument", "JobLedger", "JobOutcome",
            "LedgerUnavailable", "OutboxRow", "PageText", "PendingCollection", "PruneBatch",
@@ -55,8 +59,8 @@ __all__ = ["ConcurrentStaging", "FailedMessage", "IndexedDocument", "JobLedger",
            "shared_ledger"]
 
 
-class JobLedger(SchemaQueries, IntakeQueries, RunQueries, LivenessQueries, OutboxQueries,
-                InspectionQueries, CounterQueries, RetentionQueries):
+class JobLedger(SchemaQueries, StagingQueries, RunQueries, OutcomeQueries, LivenessQueries,
+                OutboxQueries, InspectionQueries, CounterQueries, RetentionQueries):
     """Named queries over the ledger, on a psycopg 3 connection pool."""
 
 

@@ -1,7 +1,8 @@
 """The ledger's connection: one psycopg 3 pool, transactions, and clear connection errors.
 
-`LedgerConnection` is the base of every query group of `JobLedger` (schema, intake, runs,
-outbox, inspection); nothing else in the project opens a ledger connection of its own.
+`LedgerConnection` is the base of every query group of `JobLedger` (the modules of this
+package); nothing else in the project opens a ledger connection of its own, except the
+collection's writer lock (`indexing/locks.py`), which holds a session of its own.
 """
 
 from __future__ import annotations

@@ -39,25 +39,25 @@ def observe(increments: Increments, name: str, seconds: float,
     increments[(f"{name}_count", "")] += 1
 
 
-def reason_label(error_code: str | None) -> str:
+def reason_label(reason: str | None) -> str:
     """A reason code without its field (`missing_field:url` -> `missing_field`): label values
     stay a closed set whatever the messages name."""
-    return (error_code or "").split(":", 1)[0]
+    return (reason or "").split(":", 1)[0]
 
 
-def count_dead_letter(increments: Increments, error_code: str | None, state: str) -> None:
-    increments[("dead_letters", labels(reason=reason_label(error_code) or state))] += 1
+def count_dead_letter(increments: Increments, reason: str | None, state: str) -> None:
+    increments[("dead_letters", labels(reason=reason_label(reason) or state))] += 1
 
 
 def count_finished(increments: Increments, state: str, outcome: str | None,
-                   error_code: str | None, run_seconds: float | None = None,
+                   reason: str | None, run_seconds: float | None = None,
                    latency_seconds: float | None = None) -> None:
     """A job reached a terminal state: by state, outcome and reason; a failed or dead one is
     a dead letter too; the time its run took and its latency since it was produced."""
-    reason = reason_label(error_code)
+    reason = reason_label(reason)
     increments[("jobs_finished", labels(outcome=outcome, reason=reason, state=state))] += 1
     if state in ("failed", "dead"):
-        count_dead_letter(increments, error_code, state)
+        count_dead_letter(increments, reason, state)
     if run_seconds is not None and state == "completed":
         observe(increments, "page_indexing_seconds", float(run_seconds), PAGE_SECONDS_BUCKETS)
     if latency_seconds is not None:

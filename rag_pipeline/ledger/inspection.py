@@ -63,7 +63,7 @@ class InspectionQueries(LedgerConnection):
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             return cur.execute(
                 "SELECT job_id, seq, request_id, collection_id, url, doc_id, title, state, "
-                "attempts, error_code, last_error, run_id, outcome, duplicate_of, content_hash, "
+                "attempts, reason, error_msg, run_id, outcome, duplicate_of, content_hash, "
                 "metrics, kafka_topic, kafka_partition, kafka_offset, created_at, updated_at, "
                 "finished_at FROM rag_pipeline.jobs WHERE job_id = %s",
                 (job_id,),
@@ -72,7 +72,7 @@ class InspectionQueries(LedgerConnection):
     def jobs(self, job_ids: Iterable[int]) -> list[dict[str, Any]]:
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             return cur.execute(
-                "SELECT job_id, collection_id, url, state, attempts, error_code, last_error, "
+                "SELECT job_id, collection_id, url, state, attempts, reason, error_msg, "
                 "run_id, outcome, duplicate_of FROM rag_pipeline.jobs "
                 "WHERE job_id = ANY(%s) ORDER BY job_id",
                 (list(job_ids),),

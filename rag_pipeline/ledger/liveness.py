@@ -47,7 +47,7 @@ class LivenessQueries(LedgerConnection):
     def declared_dead(self, run_id: str) -> str | None:
         """Why the run was declared dead, or None while it may work."""
         with self.pool.connection() as conn:
-            row = conn.execute("SELECT declared_dead_reason FROM rag_pipeline.runs "
+            row = conn.execute("SELECT declared_dead_msg FROM rag_pipeline.runs "
                                "WHERE run_id = %s AND declared_dead_at IS NOT NULL",
                                (run_id,)).fetchone()
         return row[0] if row else None
@@ -97,7 +97,7 @@ class LivenessQueries(LedgerConnection):
                                 (list(run_ids),)).fetchall()
         return {r[0] for r in rows}
 
-    def declare_run_dead(self, run_id: str, collection_id: str, reason: str,
+    def declare_run_dead(self, run_id: str, collection_id: str, detail: str,
                          cause: DeathCause = DeathCause.SILENT) -> int:
         """Mark the run dead (its beats and outcomes are refused from now on) and terminate
         the PostgreSQL sessions of its process: its collection lock is released and its
@@ -111,13 +111,13 @@ class LivenessQueries(LedgerConnection):
                 add_counters(conn, {("runs_declared_dead", f"cause={cause}"): 1})
             row = conn.execute(
                 "INSERT INTO rag_pipeline.runs (run_id, collection_id, declared_dead_at, "
-                "declared_dead_reason) VALUES (%s, %s, now(), %s) ON CONFLICT (run_id) DO "
+                "declared_dead_msg) VALUES (%s, %s, now(), %s) ON CONFLICT (run_id) DO "
                 "UPDATE SET declared_dead_at = coalesce(rag_pipeline.runs.declared_dead_at, "
-                "now()), declared_dead_reason = coalesce("
-                "rag_pipeline.runs.declared_dead_reason, EXCLUDED.declared_dead_reason), "
+                "now()), declared_dead_msg = coalesce("
+                "rag_pipeline.runs.declared_dead_msg, EXCLUDED.declared_dead_msg), "
                 "outcome = coalesce(rag_pipeline.runs.outcome, %s), "
                 "finished_at = coalesce(rag_pipeline.runs.finished_at, now()) RETURNING process",
-                (run_id, collection_id, reason, RunOutcome.DECLARED_DEAD)).fetchone()
+                (run_id, collection_id, detail, RunOutcome.DECLARED_DEAD)).fetchone()
         process = row[0] if row else None
         if not process:
             return 0

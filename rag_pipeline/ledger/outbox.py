@@ -69,7 +69,7 @@ class OutboxQueries(LedgerConnection):
             add_counters(conn, {("outbox_delivered", ""): 1, ("outbox_attempts", ""): 1})
             conn.execute(
                 "UPDATE rag_pipeline.outbox SET state = 'delivered', attempts = attempts + 1, "
-                "response_code = %s, delivered_at = now(), last_error = NULL WHERE id = %s",
+                "response_code = %s, delivered_at = now(), delivery_error = NULL WHERE id = %s",
                 (status_code, row_id))
 
     def mark_rejected(self, row_id: int, status_code: int, body: str) -> None:
@@ -77,7 +77,7 @@ class OutboxQueries(LedgerConnection):
             add_counters(conn, {("outbox_rejected", ""): 1, ("outbox_attempts", ""): 1})
             conn.execute(
                 "UPDATE rag_pipeline.outbox SET state = 'rejected', attempts = attempts + 1, "
-                "response_code = %s, response_body = %s, last_error = %s WHERE id = %s",
+                "response_code = %s, response_body = %s, delivery_error = %s WHERE id = %s",
                 (status_code, body, f"HTTP {status_code}", row_id))
 
     def mark_retry(self, row_id: int, error: str, status_code: int | None,
@@ -85,7 +85,7 @@ class OutboxQueries(LedgerConnection):
         with self.transaction() as conn:
             add_counters(conn, {("outbox_attempts", ""): 1})
             conn.execute(
-                "UPDATE rag_pipeline.outbox SET attempts = attempts + 1, last_error = %s, "
+                "UPDATE rag_pipeline.outbox SET attempts = attempts + 1, delivery_error = %s, "
                 "response_code = %s, next_attempt_at = now() + make_interval(secs => %s) "
                 "WHERE id = %s", (error[:1000], status_code, delay_seconds, row_id))
 

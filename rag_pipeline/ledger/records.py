@@ -75,7 +75,7 @@ class FailedMessage:
 
     job_id: int | None
     collection_id: str | None
-    code: str
+    reason: str
     error_msg: str
     topic: str
     partition: int
@@ -152,7 +152,7 @@ class JobOutcome:
     request_id: int | None
     state: JobState
     outcome: Outcome | None = None
-    error_code: str | None = None  # a Reason, or Reason.about(field)
+    reason: str | None = None  # a Reason, or Reason.about(field)
     error_msg: str | None = None
     duplicate_of: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -164,7 +164,7 @@ class JobOutcome:
         if self.state == JobState.COMPLETED:
             return ReportedStatus.COMPLETED, None
         if self.state in FAILED_STATES:
-            return ReportedStatus.FAILED, self.error_msg or self.error_code or "failed"
+            return ReportedStatus.FAILED, self.error_msg or self.reason or "failed"
         return None
 
 

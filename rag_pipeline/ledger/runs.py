@@ -1,26 +1,20 @@
-"""Runs: claims, cleaned texts, indexed documents, finishing jobs, requeues.
+"""Runs: claims, cleaned texts, indexed documents.
 
-Everything an indexing run, the run-failure sensors and reconciliation read and write about
-the jobs a run owns. `finish_jobs` records a batch's outcomes, their documents and their
-outbox rows in ONE transaction.
+What an indexing run reads and writes about the jobs it owns before they end; how a job ends
+(its outcome, document and status row) is `ledger/outcomes.py`.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
 from rag_pipeline.ledger.connection import LedgerConnection
-from rag_pipeline.ledger.counters import Increments, add_counters, count_finished
-from rag_pipeline.ledger.outbox import enqueue_outbox_row
 from rag_pipeline.ledger.records import (
     IndexedDocument,
-    JobOutcome,
-    JobState,
     PageText,
     RunJob,
 )
@@ -191,74 +185,6 @@ class RunQueries(LedgerConnection):
             ).fetchall()
         return dict(rows)
 
-    def finish_jobs(self, collection_id: str, outcomes: Sequence[JobOutcome],
-                    max_retries: int, *, owner: str | None = None,
-                    released_from: Sequence[str] | None = None) -> list[JobOutcome]:
-        """Record outcomes in ONE transaction: job rows, indexed documents, outbox rows.
-
-        A job to retry (state QUEUED) whose attempts are used up becomes DEAD instead.
-        Fencing: with `owner` (the run finishing its own jobs) a job is recorded only while
-        that run still holds it and has not been declared dead; with `released_from` (a
-        repair) only while one of those runs still holds it. Outcomes that lost the job
-        are dropped. Returns the outcomes as recorded.
-        """
-        recorded = []
-        counted: Increments = Counter()
-        fence, fence_args = _fence(owner, released_from)
-        with self.transaction() as conn:
-            for o in outcomes:
-                if o.state == JobState.QUEUED:
-                    attempts = conn.execute(
-                        "SELECT attempts FROM rag_pipeline.jobs WHERE job_id = %s",
-                        (o.job_id,),
-                    ).fetchone()[0]
-                    if attempts + 1 > max_retries:
-                        o.state = JobState.DEAD
-                        o.error_msg = (f"dead after {attempts + 1} attempts: "
-                                       f"{o.error_msg or o.error_code}")
-                if o.state == JobState.QUEUED:
-                    if conn.execute(
-                        "UPDATE rag_pipeline.jobs SET state = 'queued', run_id = NULL, "
-                        "attempts = attempts + 1, error_code = %s, last_error = %s, "
-                        "updated_at = now() WHERE job_id = %s" + fence,
-                        (o.error_code, o.error_msg, o.job_id, *fence_args),
-                    ).rowcount == 0:
-                        continue
-                else:
-                    timing = conn.execute(
-                        "UPDATE rag_pipeline.jobs SET state = %s, outcome = %s, error_code = %s, "
-                        "last_error = %s, duplicate_of = %s, "
-                        "metrics = coalesce(metrics, '{}'::jsonb) || %s::jsonb, "
-                        "attempts = attempts + CASE WHEN %s = 'dead' THEN 1 ELSE 0 END, "
-                        "finished_at = now(), updated_at = now() WHERE job_id = %s" + fence
-                        + " RETURNING extract(epoch FROM now() - started_at), "
-                        "extract(epoch FROM now() - coalesce(produced_at, created_at))",
-                        (o.state, o.outcome, o.error_code, o.error_msg, o.duplicate_of,
-                         json.dumps(o.metrics), o.state, o.job_id, *fence_args),
-                    ).fetchone()
-                    if timing is None:
-                        continue
-                    count_finished(counted, o.state, o.outcome, o.error_code, *timing)
-                if o.document is not None:
-                    d = o.document
-                    conn.execute(
-                        "INSERT INTO rag_pipeline.documents (collection_id, doc_id, url, "
-                        "file_path, content_hash, job_id) VALUES (%s, %s, %s, %s, %s, %s) "
-                        "ON CONFLICT (collection_id, doc_id) DO UPDATE SET url = EXCLUDED.url, "
-                        "file_path = EXCLUDED.file_path, content_hash = EXCLUDED.content_hash, "
-                        "job_id = EXCLUDED.job_id, indexed_at = now()",
-                        (collection_id, d.doc_id, d.url, d.file_path, d.content_hash, o.job_id),
-                    )
-                report = o.status_report()
-                if report is not None:
-                    metrics = conn.execute("SELECT metrics FROM rag_pipeline.jobs WHERE job_id "
-                                           "= %s", (o.job_id,)).fetchone()[0]
-                    enqueue_outbox_row(conn, o.job_id, o.request_id, report[0], report[1],
-                                           metrics)
-                recorded.append(o)
-            add_counters(conn, counted)
-        return recorded
-
     def documents_missing_from_lightrag(self, collection_id: str) -> list[str]:
         """Indexed documents (per the ledger) that LightRAG does not hold as processed."""
         with self.pool.connection() as conn:
@@ -273,40 +199,9 @@ class RunQueries(LedgerConnection):
             rows = conn.execute(query, (collection_id,)).fetchall()
         return [r[0] for r in rows]
 
-    def requeue_jobs_of_runs(self, run_ids: Sequence[str], error_code: str, reason: str,
-                             max_retries: int) -> list[JobOutcome]:
-        """Jobs left running by runs that died: queued again (attempts+1), or dead."""
-        with self.pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT job_id, request_id, collection_id FROM rag_pipeline.jobs "
-                "WHERE state = 'running' AND run_id = ANY(%s) ORDER BY seq", (list(run_ids),),
-            ).fetchall()
-        by_collection: dict[str, list[JobOutcome]] = {}
-        for job_id, request_id, collection_id in rows:
-            by_collection.setdefault(collection_id, []).append(JobOutcome(
-                job_id=job_id, request_id=request_id, state=JobState.QUEUED, error_code=error_code,
-                error_msg=f"{error_code}: {reason}", collection_id=collection_id))
-        recorded: list[JobOutcome] = []
-        for collection_id, outcomes in by_collection.items():
-            recorded += self.finish_jobs(collection_id, outcomes, max_retries=max_retries,
-                                         released_from=run_ids)
-        return recorded
-
     def running_jobs_of(self, run_ids: Sequence[str]) -> int:
         with self.pool.connection() as conn:
             return conn.execute(
                 "SELECT count(*) FROM rag_pipeline.jobs WHERE state = 'running' "
                 "AND run_id = ANY(%s)", (list(run_ids),),
             ).fetchone()[0]
-
-
-def _fence(owner: str | None, released_from: Sequence[str] | None
-           ) -> tuple[str, tuple[Any, ...]]:
-    """The condition a job row must meet to be finished (see `finish_jobs`)."""
-    if owner is not None:
-        return (" AND state = 'running' AND run_id = %s AND NOT EXISTS (SELECT 1 FROM "
-                "rag_pipeline.runs r WHERE r.run_id = %s AND r.declared_dead_at IS NOT NULL)",
-                (owner, owner))
-    if released_from is not None:
-        return " AND state = 'running' AND run_id = ANY(%s)", (list(released_from),)
-    return "", ()

@@ -333,6 +333,18 @@ MIGRATIONS: list[tuple[int, str]] = [
         UNION ALL SELECT 'outbox', '', state, count(*) FROM rag_pipeline.outbox GROUP BY 3;
         """,
     ),
+    (
+        11,
+        """
+        -- One name per concept (vocabulary.py): `reason` is the reason code, `error_msg` the
+        -- sentence sent to the Go API, `delivery_error` why a status could not be delivered,
+        -- `declared_dead_msg` the sentence of a run's death (its code is the cause label).
+        ALTER TABLE rag_pipeline.jobs RENAME COLUMN error_code TO reason;
+        ALTER TABLE rag_pipeline.jobs RENAME COLUMN last_error TO error_msg;
+        ALTER TABLE rag_pipeline.outbox RENAME COLUMN last_error TO delivery_error;
+        ALTER TABLE rag_pipeline.runs RENAME COLUMN declared_dead_reason TO declared_dead_msg;
+        """,
+    ),
 ]
 
 

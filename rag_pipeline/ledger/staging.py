@@ -34,7 +34,7 @@ class ConcurrentStaging(Exception):
     """Another consumer advanced the stored offsets while this tick was reading."""
 
 
-class IntakeQueries(LedgerConnection):
+class StagingQueries(LedgerConnection):
     """Offsets, staging, and the collections that wait for a run."""
 
     # --- offsets -----------------------------------------------------------------------------
@@ -75,9 +75,9 @@ class IntakeQueries(LedgerConnection):
                 # its dead letter), a dead letter only otherwise.
                 if item.job_id is not None and self._insert_failed(conn, item):
                     result.failed_recorded += 1
-                    count_finished(counted, "failed", None, item.code)
+                    count_finished(counted, "failed", None, item.reason)
                 else:
-                    count_dead_letter(counted, item.code, "failed")
+                    count_dead_letter(counted, item.reason, "failed")
             counted[("dead_letters", labels(reason="conflicting_job_id"))] += conflicts
             add_counters(conn, counted)
         return result
@@ -140,11 +140,11 @@ class IntakeQueries(LedgerConnection):
     def _insert_failed(self, conn: psycopg.Connection, item: FailedMessage) -> bool:
         row = conn.execute(
             "INSERT INTO rag_pipeline.jobs (job_id, collection_id, url, message, message_bytes, "
-            "kafka_topic, kafka_partition, kafka_offset, state, error_code, last_error, "
+            "kafka_topic, kafka_partition, kafka_offset, state, reason, error_msg, "
             "finished_at) VALUES (%s, %s, '', %s, %s, %s, %s, %s, 'failed', %s, %s, now()) "
             "ON CONFLICT DO NOTHING RETURNING job_id",
             (item.job_id, item.collection_id or "", item.message,
-             len(item.message or b""), item.topic, item.partition, item.offset, item.code,
+             len(item.message or b""), item.topic, item.partition, item.offset, item.reason,
              item.error_msg),
         ).fetchone()
         if row is None:

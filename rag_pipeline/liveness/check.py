@@ -13,7 +13,7 @@ prove they are alive in the ledger, wherever they execute:
   order: the ledger refuses the run's beats and outcomes from then on; the PostgreSQL
   sessions of its process are terminated (its collection lock is released, its open
   transactions roll back); its running jobs are requeued (or dead after MAX_RETRIES); the
-  Dagster run is marked failed with the reason, which frees the per-collection run slot and
+  Dagster run is marked failed with the detail, which frees the per-collection run slot and
   shows in the UI; the collection is nudged so that a new run is requested.
 
 Nothing here assumes that the daemon, the code server and the run share a host.
@@ -71,17 +71,17 @@ class LivenessReport:
 
 
 def declare_dead(ledger: JobLedger, runs: RunStore, run_id: str, collection_id: str,
-                 reason: str, cause: DeathCause, max_retries: int, report: LivenessReport,
+                 detail: str, cause: DeathCause, max_retries: int, report: LivenessReport,
                  emit: Callable[[str], None]) -> None:
     """Take everything away from one run (see the module's docstring for the order)."""
-    sessions = ledger.declare_run_dead(run_id, collection_id, reason, cause)
-    outcomes = release_jobs_of_run(ledger, [run_id], reason, max_retries, emit)
-    failed_in_dagster = runs.fail(run_id, f"rag-pipeline declared this run dead: {reason}")
+    sessions = ledger.declare_run_dead(run_id, collection_id, detail, cause)
+    outcomes = release_jobs_of_run(ledger, [run_id], detail, max_retries, emit)
+    failed_in_dagster = runs.fail(run_id, f"rag-pipeline declared this run dead: {detail}")
     report.declared_dead.append(run_id)
     report.collections.add(collection_id)  # its queued run, if any, was failed with it
     report.released(collection_id, outcomes)
     emit(event_line("run_declared_dead", run_id=run_id, collection_id=collection_id,
-                    reason=reason, sessions_terminated=sessions, jobs=len(outcomes),
+                    cause=cause, detail=detail, sessions_terminated=sessions, jobs=len(outcomes),
                     failed_in_dagster=failed_in_dagster))
 
 
@@ -102,21 +102,21 @@ def check_liveness(ledger: JobLedger, runs: RunStore, *, heartbeat_timeout_secon
                 emit))
             continue
         if cause == DeathCause.GONE:
-            reason = (f"no heartbeat for {silent:.0f} s and no PostgreSQL session left: its "
+            detail = (f"no heartbeat for {silent:.0f} s and no PostgreSQL session left: its "
                       "process is gone")
         else:
-            reason = (f"no heartbeat for {silent:.0f} s (RUN_HEARTBEAT_TIMEOUT_SECONDS="
+            detail = (f"no heartbeat for {silent:.0f} s (RUN_HEARTBEAT_TIMEOUT_SECONDS="
                       f"{heartbeat_timeout_seconds:.0f}); its process or host is gone")
-        declare_dead(ledger, runs, run_id, collection_id, reason, cause, max_retries, report,
+        declare_dead(ledger, runs, run_id, collection_id, detail, cause, max_retries, report,
                      emit)
     candidates = runs.unbeaten_candidates(start_timeout_seconds)
     beating = ledger.beating_runs([c[0] for c in candidates]) if candidates else set()
     for run_id, collection_id, status in candidates:
         if run_id in beating:
             continue
-        reason = (f"{status.lower()} for more than {start_timeout_seconds:.0f} s without a "
+        detail = (f"{status.lower()} for more than {start_timeout_seconds:.0f} s without a "
                   "first heartbeat (RUN_START_TIMEOUT_SECONDS); it never started working")
-        declare_dead(ledger, runs, run_id, collection_id, reason, DeathCause.NEVER_STARTED,
+        declare_dead(ledger, runs, run_id, collection_id, detail, DeathCause.NEVER_STARTED,
                      max_retries, report, emit)
     for collection_id in report.collections:
         ledger.nudge(collection_id)  # a new run_key: the staging sensor requests a run

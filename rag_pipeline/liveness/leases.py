@@ -36,9 +36,9 @@ class RunDeclaredDead(Exception):
     """This run was declared dead (or lost its lease): it must not write anything more."""
 
 
-def exit_process(reason: str) -> None:
+def exit_process(detail: str) -> None:
     """What a run worker does when it loses its lease: stop at once, writing nothing more."""
-    log.error(event_line("run_lease_lost", reason=reason, process=process_name()))
+    log.error(event_line("run_lease_lost", detail=detail, process=process_name()))
     logging.shutdown()
     os._exit(LEASE_LOST_EXIT_STATUS)
 
@@ -60,7 +60,7 @@ class RunLease:
         self.on_lost = on_lost
         self.beat_seconds = beat_seconds
         self.process = process or process_name()  # whose sessions go when declared dead
-        self.lost_reason: str | None = None
+        self.lost_detail: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_beat = time.monotonic()
@@ -80,12 +80,12 @@ class RunLease:
             self._thread.join(timeout=5)
 
     def check(self) -> None:
-        if self.lost_reason is not None:
-            raise RunDeclaredDead(self.lost_reason)
+        if self.lost_detail is not None:
+            raise RunDeclaredDead(self.lost_detail)
 
     def _dead_message(self) -> str:
-        reason = self.ledger.declared_dead(self.run_id) or "declared dead"
-        return f"run {self.run_id} was declared dead ({reason}); it stops writing"
+        detail = self.ledger.declared_dead(self.run_id) or "declared dead"
+        return f"run {self.run_id} was declared dead ({detail}); it stops writing"
 
     def _beat(self) -> None:
         while not self._stop.wait(self.beat_seconds):
@@ -104,6 +104,6 @@ class RunLease:
                 return
             self._last_beat = time.monotonic()
 
-    def _lose(self, reason: str) -> None:
-        self.lost_reason = reason
-        self.on_lost(reason)
+    def _lose(self, detail: str) -> None:
+        self.lost_detail = detail
+        self.on_lost(detail)

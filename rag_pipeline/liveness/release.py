@@ -12,12 +12,13 @@ from rag_pipeline.observability.events import event_line
 from rag_pipeline.vocabulary import Reason
 
 
-def release_jobs_of_run(ledger: JobLedger, run_ids: list[str], reason: str, max_retries: int,
+def release_jobs_of_run(ledger: JobLedger, run_ids: list[str], detail: str, max_retries: int,
                         log: Callable[[str], None]) -> list[JobOutcome]:
-    """A run died: its running jobs go back to the queue, or to dead after MAX_RETRIES."""
-    outcomes = ledger.requeue_jobs_of_runs(run_ids, Reason.RUN_FAILED, reason, max_retries)
+    """A run died (`detail` says how): its running jobs go back to the queue, or to dead
+    after MAX_RETRIES, with the reason `run_failed`."""
+    outcomes = ledger.requeue_jobs_of_runs(run_ids, Reason.RUN_FAILED, detail, max_retries)
     for o in outcomes:
         log(event_line("job_released", job_id=o.job_id, request_id=o.request_id,
                        collection_id=o.collection_id, run_id=run_ids[0], state=o.state,
-                       reason=o.error_code, error=o.error_msg))
+                       reason=o.reason, error_msg=o.error_msg))
     return outcomes

@@ -20,14 +20,14 @@ from rag_pipeline.resources import ProcessingResource
 from rag_pipeline.vocabulary import RunOutcome
 
 
-def _release(context: Any, run: dg.DagsterRun, outcome: RunOutcome, reason: str,
+def _release(context: Any, run: dg.DagsterRun, outcome: RunOutcome, detail: str,
              ledger: JobLedger, outbox: Outbox, processing: ProcessingResource) -> None:
     collection_id = run.tags.get(COLLECTION_TAG)
     if collection_id is None:
         return  # not a run of a collection (reconcile_stuck_jobs)
     if ledger.run_outcome(run.run_id) is None:
         ledger.finish_run(run.run_id, collection_id, outcome)
-    outcomes = release_jobs_of_run(ledger, run_family(run), reason, processing.max_retries,
+    outcomes = release_jobs_of_run(ledger, run_family(run), detail, processing.max_retries,
                                    context.log.warning)
     outbox.report(outcomes)
     if not outcomes:

@@ -22,10 +22,11 @@ from rag_pipeline.settings.model import (
     MIN_KAFKA_MESSAGE_BYTES,
     SECRET_FIELDS,
     Settings,
+    default_of,
 )
 from rag_pipeline.settings.views import postgres_conninfo, reveal
 
 __all__ = ["ENV_FILE", "LOCAL_ENV_FILE", "MIB", "MIN_KAFKA_MESSAGE_BYTES", "SECRET_FIELDS",
-           "Settings", "SettingsError", "describe_error", "env_files",
+           "Settings", "SettingsError", "default_of", "describe_error", "env_files",
            "env_files_by_absolute_path", "env_name", "load_settings", "postgres_conninfo",
            "reveal"]

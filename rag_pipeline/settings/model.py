@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -334,3 +334,9 @@ class Settings(BaseSettings):
 
     def postgres_kwargs(self) -> dict[str, str]:
         return {"password": self.postgres_password.get_secret_value()}
+
+
+def default_of(name: str) -> Any:
+    """A setting's default, for the places that must offer one of their own (a job's run
+    config edited in the UI): stated once, here."""
+    return Settings.model_fields[name].default

@@ -1,0 +1,98 @@
+"""The adapter that holds every use of Dagster beyond its public API
+(`rag_pipeline/dagster_internals.py`), called against real Dagster instances: a Dagster
+upgrade that moves one of these fails here, by name, before the code location breaks.
+
+Setting up ticks and heartbeats needs Dagster's own record types: they are imported here,
+in the test, and nowhere in the package."""
+
+from __future__ import annotations
+
+import ast
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from rag_pipeline import dagster_internals
+
+PACKAGE = Path(__file__).resolve().parent.parent / "rag_pipeline"
+
+
+@dg.op
+def noop() -> None:
+    pass
+
+
+@dg.job
+def noop_job() -> None:
+    noop()
+
+
+def test_a_run_reported_failed_is_failed_and_counted():
+    with dg.instance_for_test() as instance:
+        run = instance.create_run_for_job(job_def=noop_job)
+        dagster_internals.report_run_failed(instance, run, "declared dead by the test")
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+        failed = dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE])
+        assert dagster_internals.count_runs(instance, failed) == 1
+        assert dagster_internals.count_runs(instance, dg.RunsFilter(job_name="other")) == 0
+
+
+def test_the_run_queue_limit_is_read_from_the_instance():
+    limit = {"concurrency": {"runs": {"max_concurrent_runs": 4}}}
+    with dg.instance_for_test(overrides=limit) as instance:
+        assert dagster_internals.max_concurrent_runs(instance) == 4
+
+
+def test_daemon_heartbeats_are_read_as_times():
+    from dagster._daemon.types import DaemonHeartbeat
+
+    with dg.instance_for_test() as instance:
+        assert dagster_internals.daemon_heartbeats(instance) == {}
+        beat = time.time()
+        instance.add_daemon_heartbeat(DaemonHeartbeat(beat, "SENSOR", None, None))
+        assert dagster_internals.daemon_heartbeats(instance) == {"SENSOR": beat}
+
+
+def test_the_last_tick_of_a_sensor_is_found_by_its_name():
+    from dagster._core.definitions.run_request import InstigatorType
+    from dagster._core.remote_origin import (
+        RegisteredCodeLocationOrigin,
+        RemoteInstigatorOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.scheduler.instigation import (
+        InstigatorState,
+        InstigatorStatus,
+        TickData,
+        TickStatus,
+    )
+
+    repository = RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("test"), "repo")
+    origin = RemoteInstigatorOrigin(repository, "indexing_jobs_sensor")
+    with dg.instance_for_test() as instance:
+        assert dagster_internals.last_sensor_tick(instance, "indexing_jobs_sensor") is None
+        instance.add_instigator_state(InstigatorState(origin, InstigatorType.SENSOR,
+                                                      InstigatorStatus.RUNNING))
+        for stamp, cursor in ((100.0, "first"), (200.0, "latest")):
+            instance.create_tick(TickData(
+                instigator_origin_id=origin.get_id(), instigator_name="indexing_jobs_sensor",
+                instigator_type=InstigatorType.SENSOR, status=TickStatus.SUCCESS,
+                timestamp=stamp, cursor=cursor, selector_id=origin.get_selector().get_id(),
+                run_ids=[]))
+        tick = dagster_internals.last_sensor_tick(instance, "indexing_jobs_sensor")
+        assert (tick.timestamp, tick.cursor) == (200.0, "latest")
+        assert dagster_internals.last_sensor_tick(instance, "another_sensor") is None
+
+
+def test_no_module_of_the_package_but_the_adapter_imports_dagster_internals():
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "dagster_internals.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            offenders += [f"{path.relative_to(PACKAGE)}: {n}" for n in names
+                          if n.startswith("dagster._")]
+    assert offenders == []
