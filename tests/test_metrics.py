@@ -23,14 +23,10 @@ from rag_pipeline.knowledge.workspaces import close_shared_pool
 from rag_pipeline.local.corpus import pages as corpus_pages
 from rag_pipeline.local.corpus import postgres_docs
 from rag_pipeline.local.publishing import message_for
+
+# `deployment` and `ledger_e2e` (tests/conftest.py): module-scoped, a deployment of its own.
+from tests.e2e_deployment import _wait, crawl, wait_terminal
 from tests.helpers import job_id_base, produce
-from tests.test_e2e import (  # noqa: F401 (module-scoped fixtures: a deployment of its own)
-    _wait,
-    crawl,
-    deployment,
-    ledger_e2e,
-    wait_terminal,
-)
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +85,7 @@ class Exporter:
 
 
 @pytest.fixture(scope="module")
-def exporter(deployment, tmp_path_factory) -> Iterator[Exporter]:  # noqa: F811
+def exporter(deployment, tmp_path_factory) -> Iterator[Exporter]:
     env = {**deployment.env, "METRICS_PORT": str(EXPORTER_PORT), "LOG_FORMAT": "json"}
     running = Exporter(env, tmp_path_factory.mktemp("exporter") / "exporter.log")
     running.start()
@@ -145,7 +141,7 @@ def fresh(prometheus: str, promql: str, expected, timeout: float = 60):
                  timeout, every=1)
 
 
-def test_prometheus_sees_what_the_ledger_and_kafka_say(deployment, ledger_e2e, exporter,  # noqa: F811
+def test_prometheus_sees_what_the_ledger_and_kafka_say(deployment, ledger_e2e, exporter,
                                                       prometheus):
     s = deployment.settings
     collections = {f"m-{os.urandom(3).hex()}": corpus_pages(postgres_docs(), limit=10,
@@ -199,7 +195,7 @@ def test_prometheus_sees_what_the_ledger_and_kafka_say(deployment, ledger_e2e, e
         assert resets and set(resets.values()) == {0.0}, (counter, resets)
 
 
-def test_readyz_follows_postgres_kafka_and_the_daemon(deployment, exporter, stack):  # noqa: F811
+def test_readyz_follows_postgres_kafka_and_the_daemon(deployment, exporter, stack):
     status, body = exporter.readyz()
     assert status == 200 and body["ready"], body
 
