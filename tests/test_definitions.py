@@ -89,3 +89,13 @@ def test_every_run_of_a_collection_counts_against_the_one_per_collection_limit()
                      "limit": 1}
     assert COLLECTION_TAG == "dagster/partition"
     assert config["sensors"]["use_threads"] is True  # a slow tick never delays another
+
+
+def test_the_run_scope_of_the_indexing_config_is_the_vocabulary_s():
+    from typing import get_args
+
+    from rag_pipeline.assets.indexing import IndexingConfig
+    from rag_pipeline.vocabulary import RunScope
+
+    literal = IndexingConfig.model_fields["scope"].annotation
+    assert set(get_args(literal)) == {s.value for s in RunScope}

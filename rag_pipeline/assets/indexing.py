@@ -11,6 +11,7 @@ carries on where it stopped and a re-executed run adopts its parent's jobs.
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import asyncpg
 import dagster as dg
@@ -55,7 +56,9 @@ PROGRESS_LOG_SECONDS = 10.0
 class IndexingConfig(dg.Config):
     """How much of the collection a run takes from the ledger."""
 
-    scope: RunScope = RunScope.PENDING
+    # The values of vocabulary.RunScope (Dagster's config shows an Enum by its member names;
+    # run config keeps the values; tests/test_definitions.py holds the two together).
+    scope: Literal["pending", "everything"] = "pending"
     max_jobs: int | None = None
 
 
@@ -160,7 +163,8 @@ def index_pages(context: dg.AssetExecutionContext, config: IndexingConfig,
     pool = lightrag.pool()
     progress = Progress(context, outbox)
     postgres = pool.options.postgres
-    if config.scope == RunScope.EVERYTHING and (pruned := ledger.pruned_pages(collection_id)):
+    scope = RunScope(config.scope)
+    if scope == RunScope.EVERYTHING and (pruned := ledger.pruned_pages(collection_id)):
         context.log.warning(
             f"{pruned} pages of {collection_id} are not processed again: their payloads were "
             "pruned after RETENTION_DAYS (their documents stay in LightRAG as they are); "
@@ -172,7 +176,7 @@ def index_pages(context: dg.AssetExecutionContext, config: IndexingConfig,
             RunHooks(check=held.check, recorded=progress.recorded,
                      others_waiting=lambda: others_waiting(context)))
         try:
-            report = run.run(run_family(context.run), config.scope, lock=lambda: collection_lock(
+            report = run.run(run_family(context.run), scope, lock=lambda: collection_lock(
                 postgres.conninfo, postgres.postgres_password, collection_id, LOCK_WAIT_SECONDS))
         except CollectionBusy as exc:
             raise dg.Failure(description=str(exc), allow_retries=True) from None
