@@ -23,6 +23,7 @@ from rag_pipeline.liveness.leases import LEASE_LOST_EXIT_STATUS, RunLease
 from rag_pipeline.local.corpus import pages as corpus_pages
 from rag_pipeline.local.corpus import postgres_docs
 from rag_pipeline.sensors.liveness import InstanceRuns
+from rag_pipeline.vocabulary import DeathCause
 from tests.helpers import (
     index,
     job_id_base,
@@ -171,7 +172,8 @@ def test_a_lease_is_lost_within_a_beat_once_its_run_is_declared_dead(topics, led
     with RunLease(ledger, f"run-{unique}", collection, 60, on_lost=lost.append,
                   beat_seconds=0.2, process=DEAD_PROCESS) as lease:
         lease.check()
-        ledger.declare_run_dead(f"run-{unique}", collection, "a test declared it dead")
+        ledger.declare_run_dead(f"run-{unique}", collection, "a test declared it dead",
+                                DeathCause.SILENT, max_retries=3)
         deadline = time.monotonic() + 5
         while not lost and time.monotonic() < deadline:
             time.sleep(0.05)

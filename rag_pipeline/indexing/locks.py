@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import psycopg
 
-from rag_pipeline.ledger.connection import process_name
+from rag_pipeline.ledger.connection import DEADLINES, process_name
 
 LOCK_POLL_SECONDS = 1.0
 
@@ -39,7 +39,7 @@ def collection_lock(conninfo: str, password: str, collection_id: str,
     before each write.
     """
     with psycopg.connect(conninfo, password=password, autocommit=True,
-                         application_name=process_name()) as conn:
+                         application_name=process_name(), **DEADLINES) as conn:
         deadline = time.monotonic() + wait_seconds
         key = f"rag_pipeline:collection:{collection_id}"
         while not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]:

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from rag_pipeline.ledger import JobLedger
+from rag_pipeline.ledger import JobLedger, RunFenced
 from rag_pipeline.ledger.connection import process_name
 from rag_pipeline.observability.events import event_line
 
@@ -32,7 +32,7 @@ SELF_STOP_SHARE = 0.75
 LEASE_LOST_EXIT_STATUS = 70
 
 
-class RunDeclaredDead(Exception):
+class RunDeclaredDead(RunFenced):
     """This run was declared dead (or lost its lease): it must not write anything more."""
 
 
