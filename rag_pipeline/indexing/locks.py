@@ -28,8 +28,9 @@ class LockLost(ConnectionError):
 
 
 @contextmanager
-def collection_lock(conninfo: str, password: str, collection_id: str,
-                    wait_seconds: float) -> Iterator[Callable[[], None]]:
+def collection_lock(conninfo: str, password: str, collection_id: str, wait_seconds: float,
+                    waiting: Callable[[], None] = lambda: None
+                    ) -> Iterator[Callable[[], None]]:
     """PostgreSQL advisory lock of one collection, held on its own connection while writing.
 
     Two runs that escaped the run queue's one-per-collection limit still never write one
@@ -48,6 +49,7 @@ def collection_lock(conninfo: str, password: str, collection_id: str,
                     f"collection {collection_id} is being written by another run "
                     f"(advisory lock held for more than {wait_seconds:.0f} s)"
                 )
+            waiting()  # the caller's lease: still alive, and not declared dead
             time.sleep(LOCK_POLL_SECONDS)
 
         def check() -> None:
