@@ -23,6 +23,7 @@ from rag_pipeline.liveness.leases import LEASE_LOST_EXIT_STATUS, RunLease
 from rag_pipeline.local.corpus import pages as corpus_pages
 from rag_pipeline.local.corpus import postgres_docs
 from rag_pipeline.sensors.liveness import InstanceRuns
+from rag_pipeline.vocabulary import DeathCause
 from tests.helpers import (
     index,
     job_id_base,
@@ -171,13 +172,44 @@ def test_a_lease_is_lost_within_a_beat_once_its_run_is_declared_dead(topics, led
     with RunLease(ledger, f"run-{unique}", collection, 60, on_lost=lost.append,
                   beat_seconds=0.2, process=DEAD_PROCESS) as lease:
         lease.check()
-        ledger.declare_run_dead(f"run-{unique}", collection, "a test declared it dead")
+        ledger.declare_run_dead(f"run-{unique}", collection, "a test declared it dead",
+                                DeathCause.SILENT, max_retries=3)
         deadline = time.monotonic() + 5
         while not lost and time.monotonic() < deadline:
             time.sleep(0.05)
         assert lost and "a test declared it dead" in lost[0]
         with pytest.raises(Exception, match="declared dead"):
             lease.check()
+
+
+def beat_age(ledger, run_id: str) -> float:
+    with ledger.pool.connection() as conn:
+        return conn.execute("SELECT extract(epoch FROM now() - beat_at)::float8 FROM "
+                            "rag_pipeline.runs WHERE run_id = %s", (run_id,)).fetchone()[0]
+
+
+def test_a_run_whose_working_thread_stops_progressing_stops_beating_then_stops(
+        topics, ledger, unique):
+    """A run that beats must be a run that works: its lease thread beats only while the
+    working thread calls check(); past the progress timeout the beats stop (liveness
+    declares the run silent), and past that plus the heartbeat timeout the run is lost."""
+    run_id, lost = f"run-{unique}", []
+    with RunLease(ledger, run_id, f"lp-{unique}", timeout_seconds=1.5, on_lost=lost.append,
+                  beat_seconds=0.1, process=DEAD_PROCESS,
+                  progress_timeout_seconds=0.6) as lease:
+        for _ in range(10):  # working: beats go on
+            time.sleep(0.1)
+            lease.check()
+        assert beat_age(ledger, run_id) < 0.5
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert beat_age(ledger, run_id) > 0.3, "a run that made no progress kept beating"
+        assert not lost
+        deadline = time.monotonic() + 5
+        while not lost and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert lost and "made no progress" in lost[0]
 
 
 def test_a_paused_run_declared_dead_writes_nothing_after_it_resumes(

@@ -113,7 +113,7 @@ def test_lightrag_sessions_carry_the_name_of_the_process_that_opens_them(monkeyp
     replaced by its own (a run declared dead must lose its LightRAG sessions too), while an
     installation's own POSTGRES_SERVER_SETTINGS is kept."""
     from rag_pipeline.knowledge.workspaces import PostgresOptions, _export_postgres_env
-    from rag_pipeline.ledger.connection import process_name
+    from rag_pipeline.ledger.connection import STATEMENT_TIMEOUT_MS, process_name
 
     pg = PostgresOptions(postgres_host="h", postgres_port=5432, postgres_user="u",
                          postgres_password="p", postgres_db="d", postgres_sslmode="prefer",
@@ -121,7 +121,8 @@ def test_lightrag_sessions_carry_the_name_of_the_process_that_opens_them(monkeyp
     monkeypatch.setattr(os, "environ", {  # what a code server passes to its run workers
         "POSTGRES_SERVER_SETTINGS": "application_name=rag-pipeline:code:1:ab"})
     _export_postgres_env(pg)
-    assert os.environ["POSTGRES_SERVER_SETTINGS"] == f"application_name={process_name()}"
+    assert os.environ["POSTGRES_SERVER_SETTINGS"] == (
+        f"application_name={process_name()}&statement_timeout={STATEMENT_TIMEOUT_MS}")
     os.environ["POSTGRES_SERVER_SETTINGS"] = "statement_timeout=600000"
     _export_postgres_env(pg)
     assert os.environ["POSTGRES_SERVER_SETTINGS"] == "statement_timeout=600000"

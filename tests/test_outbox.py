@@ -132,3 +132,61 @@ def test_every_job_of_a_mixed_batch_gets_exactly_one_terminal_status(
     assert letters == {base + 10: "lightrag_failed", base + 11: "unsupported_encoding",
                        base + 12: "invalid_json"}
     assert ledger.run_outcome(run.run_id) == "success"
+
+
+def reopen(ledger, job_id: int, run_id: str) -> None:
+    """The job is processed again (a reindex): running under `run_id`."""
+    with ledger.transaction() as conn:
+        conn.execute("UPDATE rag_pipeline.jobs SET state = 'running', run_id = %s "
+                     "WHERE job_id = %s", (run_id, job_id))
+
+
+def test_a_job_reported_again_after_a_reindex_ends_at_its_final_state_in_order(
+        topics, ledger, unique, go_api):
+    """completed -> failed -> completed (reindexes) reach the Go API in that order, each
+    under its own key; an unchanged report is not sent twice."""
+    collection = f"c-{unique}"
+    [job_id] = staged_jobs(topics, ledger, unique, 1)
+    complete(ledger, collection, [job_id])
+    for state in ("failed", "completed", "completed"):
+        reopen(ledger, job_id, f"reindex-{unique}")
+        complete(ledger, collection, [job_id], state=state)
+    rows = ledger.outbox_rows(job_id)
+    assert [r["status"] for r in rows] == ["completed", "failed", "completed"]
+    assert [r["idempotency_key"] for r in rows] == [
+        f"job-{job_id}-completed", f"job-{job_id}-failed-2", f"job-{job_id}-completed-3"]
+
+    client = GoApiClient(go_api, 5)
+    # Each delivery sends at most the oldest pending report of the job: never out of order.
+    sent = [deliver_outbox(ledger, client, FAST, job_ids=[job_id]).delivered for _ in range(4)]
+    client.close()
+    assert sent == [1, 1, 1, 0]
+    assert [c["status"] for c in accepted(calls_for(go_api, [job_id])[job_id])] == [
+        "completed", "failed", "completed"]
+
+
+def test_a_late_answer_changes_no_report_that_moved_on_and_rejected_ones_can_be_resent(
+        topics, ledger, unique, go_api):
+    job_ids = staged_jobs(topics, ledger, unique, 2)
+    complete(ledger, f"c-{unique}", job_ids)
+    client = GoApiClient(go_api, 5)
+    assert deliver_outbox(ledger, client, FAST, job_ids=job_ids[:1]).delivered == 1
+    [delivered] = ledger.outbox_rows(job_ids[0])
+    # A deliverer whose answer comes late (its lease ran out, another sent the row).
+    assert not ledger.mark_rejected(delivered["id"], 404, "late")
+    assert not ledger.mark_retry(delivered["id"], "late timeout", None, 5)
+    assert ledger.outbox_rows(job_ids[0])[0]["state"] == "delivered"
+
+    httpx.post(f"{go_api}/control", json={"fail_status": 422, "fail_seconds": 60})
+    assert deliver_outbox(ledger, client, FAST, job_ids=job_ids[1:]).rejected == 1
+    httpx.post(f"{go_api}/control", json={"fail_status": None})
+    from click.testing import CliRunner
+
+    from rag_pipeline.local.cli import main
+
+    resent = CliRunner().invoke(main, ["outbox", "resend-rejected", "--job", str(job_ids[1])])
+    assert resent.exit_code == 0 and "1 rejected statuses are pending again" in resent.output
+    assert ledger.resend_rejected([job_ids[1]]) == 0
+    assert deliver_outbox(ledger, client, FAST, job_ids=job_ids[1:]).delivered == 1
+    client.close()
+    assert ledger.outbox_rows(job_ids[1])[0]["state"] == "delivered"

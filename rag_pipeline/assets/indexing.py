@@ -49,6 +49,9 @@ TRANSIENT_ERRORS = (psycopg.OperationalError, asyncpg.PostgresConnectionError,
                     KafkaException, DeliveryFailed)
 # How long the writer waits for another writer of the same collection to finish.
 LOCK_WAIT_SECONDS = 600.0
+# The working thread checks its lease every second or so; past the stall rule's own timeout
+# and this margin (more than any one bounded ledger statement), it is stuck: no more beats.
+PROGRESS_MARGIN_SECONDS = 150.0
 # How often a run writes a progress line into its log.
 PROGRESS_LOG_SECONDS = 10.0
 
@@ -80,9 +83,13 @@ def retry_only_transient() -> Iterator[None]:
 
 def lease(context: dg.AssetExecutionContext, ledger: JobLedger,
           processing: ProcessingResource) -> RunLease:
-    """The run's heartbeats while a step works (liveness.py): a run declared dead stops."""
+    """The run's heartbeats while a step works (liveness/leases.py): a run declared dead
+    stops; a run whose working thread stops progressing stops beating."""
+    timeouts = processing.liveness
     return RunLease(ledger, context.run.run_id, context.partition_key,
-                    processing.liveness.run_heartbeat_timeout_seconds)
+                    timeouts.run_heartbeat_timeout_seconds,
+                    progress_timeout_seconds=timeouts.run_stall_timeout_seconds
+                    + PROGRESS_MARGIN_SECONDS)
 
 
 def others_waiting(context: dg.AssetExecutionContext) -> bool:
@@ -177,7 +184,8 @@ def index_pages(context: dg.AssetExecutionContext, config: IndexingConfig,
                      others_waiting=lambda: others_waiting(context)))
         try:
             report = run.run(run_family(context.run), scope, lock=lambda: collection_lock(
-                postgres.conninfo, postgres.postgres_password, collection_id, LOCK_WAIT_SECONDS))
+                postgres.conninfo, postgres.postgres_password, collection_id, LOCK_WAIT_SECONDS,
+                waiting=held.check))
         except CollectionBusy as exc:
             raise dg.Failure(description=str(exc), allow_retries=True) from None
         progress.log()

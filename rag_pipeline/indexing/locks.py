@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import psycopg
 
-from rag_pipeline.ledger.connection import process_name
+from rag_pipeline.ledger.connection import DEADLINES, process_name
 
 LOCK_POLL_SECONDS = 1.0
 
@@ -28,8 +28,9 @@ class LockLost(ConnectionError):
 
 
 @contextmanager
-def collection_lock(conninfo: str, password: str, collection_id: str,
-                    wait_seconds: float) -> Iterator[Callable[[], None]]:
+def collection_lock(conninfo: str, password: str, collection_id: str, wait_seconds: float,
+                    waiting: Callable[[], None] = lambda: None
+                    ) -> Iterator[Callable[[], None]]:
     """PostgreSQL advisory lock of one collection, held on its own connection while writing.
 
     Two runs that escaped the run queue's one-per-collection limit still never write one
@@ -39,7 +40,7 @@ def collection_lock(conninfo: str, password: str, collection_id: str,
     before each write.
     """
     with psycopg.connect(conninfo, password=password, autocommit=True,
-                         application_name=process_name()) as conn:
+                         application_name=process_name(), **DEADLINES) as conn:
         deadline = time.monotonic() + wait_seconds
         key = f"rag_pipeline:collection:{collection_id}"
         while not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]:
@@ -48,6 +49,7 @@ def collection_lock(conninfo: str, password: str, collection_id: str,
                     f"collection {collection_id} is being written by another run "
                     f"(advisory lock held for more than {wait_seconds:.0f} s)"
                 )
+            waiting()  # the caller's lease: still alive, and not declared dead
             time.sleep(LOCK_POLL_SECONDS)
 
         def check() -> None:

@@ -269,7 +269,7 @@ class CollectionRun:
                     self.report.failed_cleaning += 1
                 else:
                     self.report.failed_decoding += 1
-        self.ledger.store_page_texts([p.ledger_row() for p in prepared])
+        self.ledger.store_page_texts(self.run_id, [p.ledger_row() for p in prepared])
         pages = [p.page for p in prepared]
         known = self.ledger.indexed_documents(self.collection_id, [p.doc_id for p in pages])
         same = self.ledger.documents_with_content(self.collection_id,

@@ -28,6 +28,8 @@ from collections.abc import AsyncIterator
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from rag_pipeline.ledger.connection import DEADLINES
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "rag_pipeline_model_slots"
@@ -58,7 +60,8 @@ class SharedSlots:
     async def start(self) -> None:
         self._pool = AsyncConnectionPool(self.conninfo, kwargs={
             "password": self.password, "autocommit": True,
-            "application_name": "rag-pipeline-model-slots"}, min_size=1, max_size=3, open=False)
+            "application_name": "rag-pipeline-model-slots", **DEADLINES}, min_size=1, max_size=3,
+            open=False)
         await self._pool.open(wait=True, timeout=30)
         async with self._pool.connection() as conn:
             await conn.execute(
@@ -170,7 +173,7 @@ class SharedSlots:
             try:
                 conn = await psycopg.AsyncConnection.connect(
                     self.conninfo, password=self.password, autocommit=True,
-                    application_name="rag-pipeline-model-slots-listen")
+                    application_name="rag-pipeline-model-slots-listen", **DEADLINES)
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     async for notify in conn.notifies():

@@ -26,7 +26,11 @@ from typing import Any, TypeVar
 
 from rag_pipeline.knowledge.model_slots import SharedSlots
 from rag_pipeline.knowledge.models import ModelClient, ModelOptions
-from rag_pipeline.ledger.connection import PROCESS_NAME_PREFIX, process_name
+from rag_pipeline.ledger.connection import (
+    PROCESS_NAME_PREFIX,
+    STATEMENT_TIMEOUT_MS,
+    process_name,
+)
 from rag_pipeline.settings import postgres_conninfo, reveal
 from rag_pipeline.settings.views import LightRAGView
 
@@ -120,9 +124,12 @@ def _export_postgres_env(pg: PostgresOptions) -> None:
     # LightRAG's sessions carry this process's name, so that a run declared dead loses them
     # (liveness.py). An installation's own POSTGRES_SERVER_SETTINGS is kept; one inherited
     # from the process that spawned this one (a code server) names that process: replaced.
+    # A statement deadline as the ledger's (STATEMENT_TIMEOUT_MS): a LightRAG statement
+    # blocked on a lock or a stalled server fails instead of waiting for ever.
     current = os.environ.get("POSTGRES_SERVER_SETTINGS")
     if current is None or current.startswith(f"application_name={PROCESS_NAME_PREFIX}"):
-        os.environ["POSTGRES_SERVER_SETTINGS"] = f"application_name={process_name()}"
+        os.environ["POSTGRES_SERVER_SETTINGS"] = (
+            f"application_name={process_name()}&statement_timeout={STATEMENT_TIMEOUT_MS}")
 
 
 @dataclass

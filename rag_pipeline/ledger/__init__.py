@@ -28,6 +28,7 @@ import threading
 
 from rag_pipeline.ledger.connection import (
     LedgerUnavailable,
+    RunFenced,
     is_permanent_connection_error,
 )
 from rag_pipeline.ledger.counters import CounterQueries
@@ -54,9 +55,8 @@ from rag_pipeline.ledger.staging import ConcurrentStaging, StagingQueries
 
 __all__ = ["ConcurrentStaging", "FailedMessage", "IndexedDocument", "JobLedger", "JobOutcome",
            "LedgerUnavailable", "OutboxRow", "PageText", "PendingCollection", "PruneBatch",
-           "RequestSummary",
-           "RunJob", "StageResult", "StagedJob", "is_permanent_connection_error",
-           "shared_ledger"]
+           "RequestSummary", "RunFenced", "RunJob", "StageResult", "StagedJob",
+           "is_permanent_connection_error", "shared_ledger"]
 
 
 class JobLedger(SchemaQueries, StagingQueries, RunQueries, OutcomeQueries, LivenessQueries,

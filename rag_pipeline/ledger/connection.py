@@ -24,6 +24,37 @@ PERMANENT_CONNECTION_ERRORS = ("password authentication failed", "does not exist
 
 
 _PROCESS_TOKEN = secrets.token_hex(4)
+
+# Deadlines of every psycopg connection of the project (invariant 11: nothing hangs for
+# ever). A statement waits at most STATEMENT_TIMEOUT_MS (a lock held by someone else, a
+# server that stalls; migrations lift it for themselves); TCP keepalives and
+# tcp_user_timeout end a connection whose peer vanished (a host that froze or a network cut:
+# the socket stays open, nothing answers) within about a minute instead of the kernel's
+# default of hours.
+STATEMENT_TIMEOUT_MS = 120_000
+DEADLINES = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30,
+             "keepalives_interval": 10, "keepalives_count": 3, "tcp_user_timeout": 60_000,
+             "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"}
+
+
+class RunFenced(Exception):
+    """The run was declared dead: the ledger refuses its writes (invariant 11)."""
+
+
+def fence_run(conn: psycopg.Connection, run_id: str) -> None:
+    """Inside a run's write transaction: raise RunFenced if the run was declared dead.
+
+    The run's row is locked FOR SHARE until the transaction ends, and declaring a run dead
+    updates that row: so either the declaration comes first and this write is refused, or
+    the write commits first and the declaration (which gives the run's jobs away in the
+    same transaction) sees it. A run with no row yet (it has not beaten) is not fenced."""
+    row = conn.execute("SELECT declared_dead_msg FROM rag_pipeline.runs WHERE run_id = %s "
+                       "AND declared_dead_at IS NOT NULL FOR SHARE", (run_id,)).fetchone()
+    if row is None:
+        conn.execute("SELECT 1 FROM rag_pipeline.runs WHERE run_id = %s FOR SHARE", (run_id,))
+        return
+    raise RunFenced(f"run {run_id} was declared dead ({row[0]}); the ledger refuses its "
+                    "writes")
 PROCESS_NAME_PREFIX = "rag-pipeline:"
 
 
@@ -54,8 +85,7 @@ class LedgerConnection:
         self.pool = ConnectionPool(
             conninfo,
             kwargs={"password": password,
-                    "application_name": application_name or process_name(),
-                    "connect_timeout": 10},
+                    "application_name": application_name or process_name(), **DEADLINES},
             min_size=1,
             max_size=max_size,
             open=False,

@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
+
 from rag_pipeline.ledger.connection import LedgerConnection
 from rag_pipeline.ledger.counters import Increments, add_counters, count_finished
 from rag_pipeline.ledger.outbox import enqueue_outbox_row
@@ -31,81 +33,93 @@ class OutcomeQueries(LedgerConnection):
         repair) only while one of those runs still holds it. Outcomes that lost the job
         are dropped. Returns the outcomes as recorded.
         """
-        recorded = []
-        counted: Increments = Counter()
-        fence, fence_args = _fence(owner, released_from)
         with self.transaction() as conn:
-            for o in outcomes:
-                if o.state == JobState.QUEUED:
-                    attempts = conn.execute(
-                        "SELECT attempts FROM rag_pipeline.jobs WHERE job_id = %s",
-                        (o.job_id,),
-                    ).fetchone()[0]
-                    if attempts + 1 > max_retries:
-                        o.state = JobState.DEAD
-                        o.error_msg = (f"dead after {attempts + 1} attempts: "
-                                       f"{o.error_msg or o.reason}")
-                if o.state == JobState.QUEUED:
-                    if conn.execute(
-                        "UPDATE rag_pipeline.jobs SET state = 'queued', run_id = NULL, "
-                        "attempts = attempts + 1, reason = %s, error_msg = %s, "
-                        "updated_at = now() WHERE job_id = %s" + fence,
-                        (o.reason, o.error_msg, o.job_id, *fence_args),
-                    ).rowcount == 0:
-                        continue
-                else:
-                    timing = conn.execute(
-                        "UPDATE rag_pipeline.jobs SET state = %s, outcome = %s, reason = %s, "
-                        "error_msg = %s, duplicate_of = %s, "
-                        "metrics = coalesce(metrics, '{}'::jsonb) || %s::jsonb, "
-                        "attempts = attempts + CASE WHEN %s = 'dead' THEN 1 ELSE 0 END, "
-                        "finished_at = now(), updated_at = now() WHERE job_id = %s" + fence
-                        + " RETURNING extract(epoch FROM now() - started_at), "
-                        "extract(epoch FROM now() - coalesce(produced_at, created_at))",
-                        (o.state, o.outcome, o.reason, o.error_msg, o.duplicate_of,
-                         json.dumps(o.metrics), o.state, o.job_id, *fence_args),
-                    ).fetchone()
-                    if timing is None:
-                        continue
-                    count_finished(counted, o.state, o.outcome, o.reason, *timing)
-                if o.document is not None:
-                    d = o.document
-                    conn.execute(
-                        "INSERT INTO rag_pipeline.documents (collection_id, doc_id, url, "
-                        "file_path, content_hash, job_id) VALUES (%s, %s, %s, %s, %s, %s) "
-                        "ON CONFLICT (collection_id, doc_id) DO UPDATE SET url = EXCLUDED.url, "
-                        "file_path = EXCLUDED.file_path, content_hash = EXCLUDED.content_hash, "
-                        "job_id = EXCLUDED.job_id, indexed_at = now()",
-                        (collection_id, d.doc_id, d.url, d.file_path, d.content_hash, o.job_id),
-                    )
-                report = o.status_report()
-                if report is not None:
-                    metrics = conn.execute("SELECT metrics FROM rag_pipeline.jobs WHERE job_id "
-                                           "= %s", (o.job_id,)).fetchone()[0]
-                    enqueue_outbox_row(conn, o.job_id, o.request_id, report[0], report[1],
-                                           metrics)
-                recorded.append(o)
-            add_counters(conn, counted)
-        return recorded
+            return finish_jobs_in(conn, collection_id, outcomes, max_retries, owner=owner,
+                                  released_from=released_from)
 
     def requeue_jobs_of_runs(self, run_ids: Sequence[str], reason: str, detail: str,
                              max_retries: int) -> list[JobOutcome]:
         """Jobs left running by runs that died: queued again (attempts+1), or dead."""
-        with self.pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT job_id, request_id, collection_id FROM rag_pipeline.jobs "
-                "WHERE state = 'running' AND run_id = ANY(%s) ORDER BY seq", (list(run_ids),),
-            ).fetchall()
-        by_collection: dict[str, list[JobOutcome]] = {}
-        for job_id, request_id, collection_id in rows:
-            by_collection.setdefault(collection_id, []).append(JobOutcome(
-                job_id=job_id, request_id=request_id, state=JobState.QUEUED, reason=reason,
-                error_msg=f"{reason}: {detail}", collection_id=collection_id))
-        recorded: list[JobOutcome] = []
-        for collection_id, outcomes in by_collection.items():
-            recorded += self.finish_jobs(collection_id, outcomes, max_retries=max_retries,
-                                         released_from=run_ids)
-        return recorded
+        with self.transaction() as conn:
+            return requeue_in(conn, run_ids, reason, detail, max_retries)
+
+
+def finish_jobs_in(conn: psycopg.Connection, collection_id: str,
+                   outcomes: Sequence[JobOutcome], max_retries: int, *,
+                   owner: str | None = None, released_from: Sequence[str] | None = None
+                   ) -> list[JobOutcome]:
+    """`OutcomeQueries.finish_jobs` inside the caller's transaction."""
+    recorded = []
+    counted: Increments = Counter()
+    fence, fence_args = _fence(owner, released_from)
+    for o in outcomes:
+        if o.state == JobState.QUEUED:
+            attempts = conn.execute("SELECT attempts FROM rag_pipeline.jobs WHERE job_id = %s",
+                                    (o.job_id,)).fetchone()[0]
+            if attempts + 1 > max_retries:
+                o.state = JobState.DEAD
+                o.error_msg = (f"dead after {attempts + 1} attempts: "
+                               f"{o.error_msg or o.reason}")
+        if o.state == JobState.QUEUED:
+            if conn.execute(
+                "UPDATE rag_pipeline.jobs SET state = 'queued', run_id = NULL, "
+                "attempts = attempts + 1, reason = %s, error_msg = %s, "
+                "updated_at = now() WHERE job_id = %s" + fence,
+                (o.reason, o.error_msg, o.job_id, *fence_args),
+            ).rowcount == 0:
+                continue
+        else:
+            timing = conn.execute(
+                "UPDATE rag_pipeline.jobs SET state = %s, outcome = %s, reason = %s, "
+                "error_msg = %s, duplicate_of = %s, "
+                "metrics = coalesce(metrics, '{}'::jsonb) || %s::jsonb, "
+                "attempts = attempts + CASE WHEN %s = 'dead' THEN 1 ELSE 0 END, "
+                "finished_at = now(), updated_at = now() WHERE job_id = %s" + fence
+                + " RETURNING extract(epoch FROM now() - started_at), "
+                "extract(epoch FROM now() - coalesce(produced_at, created_at))",
+                (o.state, o.outcome, o.reason, o.error_msg, o.duplicate_of,
+                 json.dumps(o.metrics), o.state, o.job_id, *fence_args),
+            ).fetchone()
+            if timing is None:
+                continue
+            count_finished(counted, o.state, o.outcome, o.reason, *timing)
+        if o.document is not None:
+            d = o.document
+            conn.execute(
+                "INSERT INTO rag_pipeline.documents (collection_id, doc_id, url, "
+                "file_path, content_hash, job_id) VALUES (%s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (collection_id, doc_id) DO UPDATE SET url = EXCLUDED.url, "
+                "file_path = EXCLUDED.file_path, content_hash = EXCLUDED.content_hash, "
+                "job_id = EXCLUDED.job_id, indexed_at = now()",
+                (collection_id, d.doc_id, d.url, d.file_path, d.content_hash, o.job_id),
+            )
+        report = o.status_report()
+        if report is not None:
+            metrics = conn.execute("SELECT metrics FROM rag_pipeline.jobs WHERE job_id = %s",
+                                   (o.job_id,)).fetchone()[0]
+            enqueue_outbox_row(conn, o.job_id, o.request_id, report[0], report[1], metrics)
+        recorded.append(o)
+    add_counters(conn, counted)
+    return recorded
+
+
+def requeue_in(conn: psycopg.Connection, run_ids: Sequence[str], reason: str, detail: str,
+               max_retries: int) -> list[JobOutcome]:
+    """`OutcomeQueries.requeue_jobs_of_runs` inside the caller's transaction."""
+    rows = conn.execute(
+        "SELECT job_id, request_id, collection_id FROM rag_pipeline.jobs "
+        "WHERE state = 'running' AND run_id = ANY(%s) ORDER BY seq", (list(run_ids),),
+    ).fetchall()
+    by_collection: dict[str, list[JobOutcome]] = {}
+    for job_id, request_id, collection_id in rows:
+        by_collection.setdefault(collection_id, []).append(JobOutcome(
+            job_id=job_id, request_id=request_id, state=JobState.QUEUED, reason=reason,
+            error_msg=f"{reason}: {detail}", collection_id=collection_id))
+    recorded: list[JobOutcome] = []
+    for collection_id, outcomes in by_collection.items():
+        recorded += finish_jobs_in(conn, collection_id, outcomes, max_retries,
+                                   released_from=run_ids)
+    return recorded
 
 
 def _fence(owner: str | None, released_from: Sequence[str] | None

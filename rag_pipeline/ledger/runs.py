@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from rag_pipeline.ledger.connection import LedgerConnection
+from rag_pipeline.ledger.connection import LedgerConnection, fence_run
 from rag_pipeline.ledger.records import (
     IndexedDocument,
     PageText,
@@ -31,8 +31,10 @@ class RunQueries(LedgerConnection):
 
         scope="everything" first requeues the latest job of every url of the collection
         that no live run owns, so the collection is processed again from the ledger.
+        Fenced: a run declared dead claims nothing (RunFenced).
         """
         with self.transaction() as conn:
+            fence_run(conn, run_id)
             self._adopt(conn, collection_id, run_id, run_family)
             if scope == RunScope.EVERYTHING:
                 conn.execute(
@@ -75,6 +77,7 @@ class RunQueries(LedgerConnection):
         if limit <= 0:
             return []
         with self.transaction() as conn:
+            fence_run(conn, run_id)
             taken = [r[0] for r in conn.execute(
                 "UPDATE rag_pipeline.jobs j SET state = 'running', run_id = %s, "
                 "started_at = now(), updated_at = now() FROM (SELECT job_id FROM "
@@ -130,19 +133,23 @@ class RunQueries(LedgerConnection):
         return {r[0]: (r[1] if r[1] is not None else -1, r[2] if r[2] is not None else -1, r[3])
                 for r in rows}
 
-    def store_page_texts(self, rows: Sequence[tuple[int, str, str, str, str, dict[str, Any]]]
-                         ) -> None:
-        """(job_id, title, clean_text, text_source, content_hash, metrics) per cleaned page."""
+    def store_page_texts(self, run_id: str,
+                         rows: Sequence[tuple[int, str, str, str, str, dict[str, Any]]]) -> None:
+        """(job_id, title, clean_text, text_source, content_hash, metrics) per cleaned page
+        of a job the run holds. Fenced: a run declared dead stores nothing (RunFenced)."""
         if not rows:
             return
-        with self.transaction() as conn, conn.cursor() as cur:
-            cur.executemany(
-                "UPDATE rag_pipeline.jobs SET title = %s, clean_text = %s, text_source = %s, "
-                "content_hash = %s, metrics = coalesce(metrics, '{}'::jsonb) || %s::jsonb, "
-                "updated_at = now() WHERE job_id = %s",
-                [(title, text, source, digest, json.dumps(metrics), job_id)
-                 for job_id, title, text, source, digest, metrics in rows],
-            )
+        with self.transaction() as conn:
+            fence_run(conn, run_id)
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "UPDATE rag_pipeline.jobs SET title = %s, clean_text = %s, "
+                    "text_source = %s, content_hash = %s, "
+                    "metrics = coalesce(metrics, '{}'::jsonb) || %s::jsonb, updated_at = now() "
+                    "WHERE job_id = %s AND run_id = %s AND state = 'running'",
+                    [(title, text, source, digest, json.dumps(metrics), job_id, run_id)
+                     for job_id, title, text, source, digest, metrics in rows],
+                )
 
     def page_texts(self, job_ids: Sequence[int]) -> list[PageText]:
         with self.pool.connection() as conn:

@@ -345,6 +345,16 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE rag_pipeline.runs RENAME COLUMN declared_dead_reason TO declared_dead_msg;
         """,
     ),
+    (
+        12,
+        """
+        -- A run declared dead is failed in Dagster afterwards (its run slot); recorded, so
+        -- that a failure there is tried again (liveness/check.py).
+        ALTER TABLE rag_pipeline.runs ADD COLUMN failed_in_dagster_at timestamptz;
+        UPDATE rag_pipeline.runs SET failed_in_dagster_at = declared_dead_at
+            WHERE declared_dead_at IS NOT NULL;
+        """,
+    ),
 ]
 
 
@@ -355,6 +365,8 @@ class SchemaQueries(LedgerConnection):
         """Create or upgrade the schema; safe to call from many processes at once."""
         with self.transaction() as conn:
             # Serialises concurrent migrators (sensor ticks, run workers) on one key.
+            # A migration may build an index on a large table: no statement deadline here.
+            conn.execute("SET LOCAL statement_timeout = 0")
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('rag_pipeline:migrate'))")
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
             conn.execute(

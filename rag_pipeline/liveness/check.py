@@ -10,11 +10,15 @@ prove they are alive in the ledger, wherever they execute:
   beat: a killed process or container), a run silent for RUN_HEARTBEAT_TIMEOUT_SECONDS
   (any death, a lost host or network too), or a run that Dagster has started (or queued while a
   slot is free) for RUN_START_TIMEOUT_SECONDS without a first beat. Declaring dead, in this
-  order: the ledger refuses the run's beats and outcomes from then on; the PostgreSQL
-  sessions of its process are terminated (its collection lock is released, its open
-  transactions roll back); its running jobs are requeued (or dead after MAX_RETRIES); the
-  Dagster run is marked failed with the detail, which frees the per-collection run slot and
-  shows in the UI; the collection is nudged so that a new run is requested.
+  order: the PostgreSQL sessions of its process are terminated (its collection lock is
+  released, its open transactions roll back, a frozen write lets go of the run's row); in
+  ONE transaction the ledger marks it (its beats and every write are refused from then on)
+  and gives its running jobs back (requeued, or dead after MAX_RETRIES); sessions opened
+  meanwhile are terminated again; the Dagster run is marked failed with the detail, which
+  frees the per-collection run slot and shows in the UI (tried again on every check until it
+  succeeds); the collection is nudged so that a new run is requested.
+- every check also sweeps: `running` jobs of runs that finished or were declared dead go
+  back to the queue, so no path that half ends a run can strand its jobs.
 
 Nothing here assumes that the daemon, the code server and the run share a host.
 """
@@ -27,7 +31,7 @@ from typing import Protocol
 
 from rag_pipeline.ledger import JobLedger, JobOutcome
 from rag_pipeline.liveness.leases import HEARTBEAT_SECONDS
-from rag_pipeline.liveness.release import release_jobs_of_run
+from rag_pipeline.liveness.release import log_released, release_jobs_of_run
 from rag_pipeline.observability.events import event_line
 from rag_pipeline.vocabulary import DeathCause, JobState, RunOutcome
 
@@ -74,15 +78,42 @@ def declare_dead(ledger: JobLedger, runs: RunStore, run_id: str, collection_id: 
                  detail: str, cause: DeathCause, max_retries: int, report: LivenessReport,
                  emit: Callable[[str], None]) -> None:
     """Take everything away from one run (see the module's docstring for the order)."""
-    sessions = ledger.declare_run_dead(run_id, collection_id, detail, cause)
-    outcomes = release_jobs_of_run(ledger, [run_id], detail, max_retries, emit)
-    failed_in_dagster = runs.fail(run_id, f"rag-pipeline declared this run dead: {detail}")
+    sessions = ledger.terminate_run_sessions(run_id)
+    outcomes = ledger.declare_run_dead(run_id, collection_id, detail, cause, max_retries)
+    log_released(outcomes, run_id, emit)
+    sessions += ledger.terminate_run_sessions(run_id)
+    failed_in_dagster = fail_in_dagster(ledger, runs, run_id, detail, emit)
     report.declared_dead.append(run_id)
     report.collections.add(collection_id)  # its queued run, if any, was failed with it
     report.released(collection_id, outcomes)
     emit(event_line("run_declared_dead", run_id=run_id, collection_id=collection_id,
                     cause=cause, detail=detail, sessions_terminated=sessions, jobs=len(outcomes),
                     failed_in_dagster=failed_in_dagster))
+
+
+def fail_in_dagster(ledger: JobLedger, runs: RunStore, run_id: str, detail: str,
+                    emit: Callable[[str], None]) -> bool:
+    """Mark a dead run failed in Dagster (frees its run slot); recorded once done, so that a
+    failure here is tried again by the next check."""
+    try:
+        failed = runs.fail(run_id, f"rag-pipeline declared this run dead: {detail}")
+    except Exception as exc:
+        emit(event_line("run_not_failed_in_dagster", run_id=run_id,
+                        detail=f"{type(exc).__name__}: {exc}"))
+        return False
+    ledger.mark_failed_in_dagster(run_id)
+    return failed
+
+
+def sweep(ledger: JobLedger, runs: RunStore, max_retries: int, report: LivenessReport,
+          emit: Callable[[str], None]) -> None:
+    """What a half-ended run left: its jobs still `running`, its Dagster run not failed."""
+    for run_id, collection_id in ledger.running_jobs_of_ended_runs():
+        report.released(collection_id, release_jobs_of_run(
+            ledger, [run_id], "its run had ended or was declared dead with the job running",
+            max_retries, emit))
+    for run_id, detail in ledger.dead_runs_not_failed_in_dagster():
+        fail_in_dagster(ledger, runs, run_id, detail, emit)
 
 
 def check_liveness(ledger: JobLedger, runs: RunStore, *, heartbeat_timeout_seconds: float,
@@ -118,6 +149,7 @@ def check_liveness(ledger: JobLedger, runs: RunStore, *, heartbeat_timeout_secon
                   "first heartbeat (RUN_START_TIMEOUT_SECONDS); it never started working")
         declare_dead(ledger, runs, run_id, collection_id, detail, DeathCause.NEVER_STARTED,
                      max_retries, report, emit)
+    sweep(ledger, runs, max_retries, report, emit)
     for collection_id in report.collections:
         ledger.nudge(collection_id)  # a new run_key: the staging sensor requests a run
     return report

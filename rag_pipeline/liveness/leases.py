@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from rag_pipeline.ledger import JobLedger
+from rag_pipeline.ledger import JobLedger, RunFenced
 from rag_pipeline.ledger.connection import process_name
 from rag_pipeline.observability.events import event_line
 
@@ -32,7 +32,7 @@ SELF_STOP_SHARE = 0.75
 LEASE_LOST_EXIT_STATUS = 70
 
 
-class RunDeclaredDead(Exception):
+class RunDeclaredDead(RunFenced):
     """This run was declared dead (or lost its lease): it must not write anything more."""
 
 
@@ -47,12 +47,16 @@ class RunLease:
     """A run's hold on its jobs and its collection, kept by heartbeats while it works.
 
     Use as a context manager around a step's work; `check()` raises RunDeclaredDead once
-    the lease is lost (call it before every write that LightRAG would keep).
+    the lease is lost (call it before every write that LightRAG would keep). `check()` is also
+    the run's sign of progress: with `progress_timeout_seconds`, a run whose working thread
+    has not called it for that long stops beating (liveness takes over: a run that beats must
+    be a run that works), and exits once it could have been declared dead.
     """
 
     def __init__(self, ledger: JobLedger, run_id: str, collection_id: str,
                  timeout_seconds: float, on_lost: Callable[[str], None] = exit_process,
-                 beat_seconds: float = HEARTBEAT_SECONDS, process: str | None = None) -> None:
+                 beat_seconds: float = HEARTBEAT_SECONDS, process: str | None = None,
+                 progress_timeout_seconds: float | None = None) -> None:
         self.ledger = ledger
         self.run_id = run_id
         self.collection_id = collection_id
@@ -64,6 +68,9 @@ class RunLease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_beat = time.monotonic()
+        self.progress_timeout_seconds = progress_timeout_seconds
+        self._progress_at = time.monotonic()
+        self._said_stopped = False
 
     def __enter__(self) -> RunLease:
         if not self.ledger.heartbeat(self.run_id, self.collection_id, self.process):
@@ -80,6 +87,7 @@ class RunLease:
             self._thread.join(timeout=5)
 
     def check(self) -> None:
+        self._progress_at = time.monotonic()
         if self.lost_detail is not None:
             raise RunDeclaredDead(self.lost_detail)
 
@@ -89,6 +97,10 @@ class RunLease:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.beat_seconds):
+            if not self._progressing():  # no beat: liveness takes the run over
+                if self.lost_detail is not None:
+                    return
+                continue
             try:
                 alive = self.ledger.heartbeat(self.run_id, self.collection_id, self.process)
             except Exception as exc:
@@ -103,6 +115,24 @@ class RunLease:
                 self._lose(self._dead_message())
                 return
             self._last_beat = time.monotonic()
+
+    def _progressing(self) -> bool:
+        """Whether the working thread called `check()` lately (always, without a timeout).
+        Once it could have been declared dead for not progressing, the run is lost."""
+        if self.progress_timeout_seconds is None:
+            return True
+        idle = time.monotonic() - self._progress_at
+        if idle <= self.progress_timeout_seconds:
+            self._said_stopped = False
+            return True
+        if idle > self.progress_timeout_seconds + self.timeout_seconds:
+            self._lose(f"the run made no progress for {idle:.0f} s: it stopped beating and "
+                       "stops now (its jobs went to a new run)")
+        elif not self._said_stopped:
+            self._said_stopped = True
+            log.warning(event_line("run_stopped_progressing", run_id=self.run_id,
+                                   collection_id=self.collection_id, seconds=round(idle)))
+        return False
 
     def _lose(self, detail: str) -> None:
         self.lost_detail = detail

@@ -17,8 +17,13 @@ def release_jobs_of_run(ledger: JobLedger, run_ids: list[str], detail: str, max_
     """A run died (`detail` says how): its running jobs go back to the queue, or to dead
     after MAX_RETRIES, with the reason `run_failed`."""
     outcomes = ledger.requeue_jobs_of_runs(run_ids, Reason.RUN_FAILED, detail, max_retries)
+    log_released(outcomes, run_ids[0], log)
+    return outcomes
+
+
+def log_released(outcomes: list[JobOutcome], run_id: str, log: Callable[[str], None]) -> None:
+    """One `job_released` line per job given back."""
     for o in outcomes:
         log(event_line("job_released", job_id=o.job_id, request_id=o.request_id,
-                       collection_id=o.collection_id, run_id=run_ids[0], state=o.state,
+                       collection_id=o.collection_id, run_id=run_id, state=o.state,
                        reason=o.reason, error_msg=o.error_msg))
-    return outcomes

@@ -13,16 +13,15 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from functools import wraps
 from pathlib import Path
 from typing import Any
 
 import click
 
 from rag_pipeline.local import PROJECT_ROOT
-from rag_pipeline.local.stack import LocalStack, StackError
+from rag_pipeline.local.cli_common import UserError, cli_settings, open_ledger, user_errors
+from rag_pipeline.local.cli_ledger import inspect_jobs, outbox, query
+from rag_pipeline.local.stack import LocalStack
 from rag_pipeline.local.stack.dagster_dev import DagsterDev
 from rag_pipeline.local.stack.processes import ServiceProcess
 from rag_pipeline.observability.logs import configure_logging
@@ -33,27 +32,6 @@ from rag_pipeline.settings import (
     env_files_by_absolute_path,
     load_settings,
 )
-
-
-class UserError(click.ClickException):
-    exit_code = 2
-
-
-def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the exceptions a user can cause into a message without a traceback."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (SettingsError, StackError) as exc:
-            raise UserError(str(exc)) from None
-
-    return wrapper
-
-
-def _settings() -> Settings:
-    return load_settings()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -102,7 +80,7 @@ def stack() -> None:
 @user_errors
 def stack_up() -> None:
     """Start every service (idempotent) and wait until each is healthy."""
-    settings = _settings()
+    settings = cli_settings()
     LocalStack(settings).up(progress=lambda msg: click.echo(f"  {msg}"))
     _print_status(LocalStack(settings))
 
@@ -113,7 +91,7 @@ def stack_up() -> None:
 def stack_down(purge: bool) -> None:
     """Stop Dagster (if `rag-pipeline dev` left it running) and every service of the stack."""
     try:
-        settings = _settings()
+        settings = cli_settings()
     except SettingsError:
         # Stopping needs no password; without local.env (a stack never started, or purged)
         # every other setting still says where the stack's processes are.
@@ -126,7 +104,7 @@ def stack_down(purge: bool) -> None:
 @user_errors
 def stack_status() -> None:
     """Show each service's health, address and memory; exit 1 if one is unhealthy."""
-    healthy = _print_status(LocalStack(_settings()))
+    healthy = _print_status(LocalStack(cli_settings()))
     sys.exit(0 if healthy else 1)
 
 
@@ -168,7 +146,7 @@ def publish_folder(collection_id: str, folder: Path, base_url: str, request_id: 
     if not COLLECTION_ID.fullmatch(collection_id):
         raise UserError(f"--collection {collection_id!r}: use a UUID or 1-64 of the characters "
                         "A-Z a-z 0-9 _ -")
-    settings = _settings()
+    settings = cli_settings()
     now_us = time.time_ns() // 1000
     messages = folder_messages(folder, collection_id=collection_id, base_url=base_url,
                                first_job_id=first_job_id or now_us,
@@ -224,7 +202,7 @@ def dev(no_stack: bool, no_demo: bool) -> None:
     Runs in the foreground; Ctrl-C or closing the terminal stops Dagster (`rag-pipeline
     stack down` stops the stack, and Dagster too if it is still running).
     """
-    settings = _settings()
+    settings = cli_settings()
     dagster_dev = DagsterDev(settings)
     dagster_dev.require_not_running()  # before starting anything
     if not no_stack:
@@ -280,7 +258,7 @@ def serve(no_stack: bool) -> None:
     """
     from rag_pipeline.local.serve import serve as serve_topology
 
-    settings = _settings()
+    settings = cli_settings()
     if not no_stack:
         click.echo("Starting the local stack:")
         LocalStack(settings).up(progress=lambda msg: click.echo(f"  {msg}"))
@@ -316,7 +294,7 @@ def _run_demo(settings: Settings) -> None:
     click.echo("Publishing the demo crawl (2 collections of PostgreSQL docs + 4 broken "
                "messages) to Kafka ...")
     jobs = publish_demo(settings)
-    with _ledger(settings) as ledger:
+    with open_ledger(settings) as ledger:
         if follow(ledger, jobs, click.echo):
             click.echo("Demo crawl processed. Query it:")
             for collection in COLLECTIONS:
@@ -325,68 +303,9 @@ def _run_demo(settings: Settings) -> None:
             click.echo(f"Go API stand-in's record of statuses: {settings.go_backend_url}/jobs")
 
 
-@contextmanager
-def _ledger(settings: Settings) -> Iterator[Any]:
-    from rag_pipeline.ledger import JobLedger, LedgerUnavailable
-
-    try:
-        ledger = JobLedger(settings.postgres_conninfo(),
-                           settings.postgres_password.get_secret_value()).open()
-    except LedgerUnavailable as exc:
-        raise UserError(str(exc)) from None
-    except Exception as exc:
-        raise UserError(f"PostgreSQL at {settings.postgres_host}:{settings.postgres_port} is "
-                        f"unreachable ({type(exc).__name__}); is the stack up?") from None
-    try:
-        ledger.migrate()
-        yield ledger
-    finally:
-        ledger.close()
-
-
-# --- inspection ------------------------------------------------------------------------------
-@main.command("inspect")
-@click.option("--collection", "collection_id", default=None, help="One collection only.")
-@user_errors
-def inspect_jobs(collection_id: str | None) -> None:
-    """Jobs per state (one collection or all), statuses per state, open crawl requests."""
-    from rag_pipeline.reconciliation import inspection_lines
-
-    with _ledger(_settings()) as ledger:
-        for line in inspection_lines(ledger, collection_id):
-            click.echo(line)
-
-
-@main.command("query")
-@click.option("--collection", "collection_id", required=True, help="The collection to ask.")
-@click.option("--mode", type=click.Choice(["naive", "local", "global", "hybrid", "mix"]),
-              default="hybrid", show_default=True)
-@click.option("--top-k", type=int, default=5, show_default=True,
-              help="Chunks to print.")
-@click.argument("question")
-@user_errors
-def query(collection_id: str, mode: str, top_k: int, question: str) -> None:
-    """Ask a collection: the answer and the chunks it was built from."""
-    from rag_pipeline.contract import COLLECTION_ID
-    from rag_pipeline.local.querying import ask
-
-    if not COLLECTION_ID.fullmatch(collection_id):
-        raise UserError(f"--collection {collection_id!r}: use a UUID or 1-64 of the characters "
-                        "A-Z a-z 0-9 _ -")
-    settings = _settings()
-    with _ledger(settings) as ledger:
-        if not ledger.job_states(collection_id):
-            raise UserError(f"collection {collection_id!r} has no jobs in the ledger; "
-                            "`rag-pipeline inspect` lists what there is")
-    result = ask(settings, collection_id, question, mode)
-    if settings.uses_stand_in_model:
-        click.echo("(stand-in model: the answer is not a real LLM answer; the retrieved chunks "
-                   "are real)")
-    click.echo(f"\nAnswer ({mode}):\n{result.answer}\n")
-    click.echo(f"Retrieved chunks ({len(result.chunks)}):")
-    for chunk in result.chunks[:top_k]:
-        snippet = " ".join(chunk["content"].split())[:200]
-        click.echo(f"- [{chunk['file_path']}] {snippet}")
+main.add_command(inspect_jobs)
+main.add_command(query)
+main.add_command(outbox)
 
 
 if __name__ == "__main__":

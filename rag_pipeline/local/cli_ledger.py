@@ -1,0 +1,71 @@
+"""`rag-pipeline` commands that read or repair the ledger: `inspect`, `query`, and `outbox`
+(re-send the statuses the Go API rejected, once it is fixed)."""
+
+from __future__ import annotations
+
+import click
+
+from rag_pipeline.local.cli_common import UserError, cli_settings, open_ledger, user_errors
+
+
+# --- inspection ------------------------------------------------------------------------------
+@click.command("inspect")
+@click.option("--collection", "collection_id", default=None, help="One collection only.")
+@user_errors
+def inspect_jobs(collection_id: str | None) -> None:
+    """Jobs per state (one collection or all), statuses per state, open crawl requests."""
+    from rag_pipeline.reconciliation import inspection_lines
+
+    with open_ledger(cli_settings()) as ledger:
+        for line in inspection_lines(ledger, collection_id):
+            click.echo(line)
+
+
+@click.command("query")
+@click.option("--collection", "collection_id", required=True, help="The collection to ask.")
+@click.option("--mode", type=click.Choice(["naive", "local", "global", "hybrid", "mix"]),
+              default="hybrid", show_default=True)
+@click.option("--top-k", type=int, default=5, show_default=True,
+              help="Chunks to print.")
+@click.argument("question")
+@user_errors
+def query(collection_id: str, mode: str, top_k: int, question: str) -> None:
+    """Ask a collection: the answer and the chunks it was built from."""
+    from rag_pipeline.contract import COLLECTION_ID
+    from rag_pipeline.local.querying import ask
+
+    if not COLLECTION_ID.fullmatch(collection_id):
+        raise UserError(f"--collection {collection_id!r}: use a UUID or 1-64 of the characters "
+                        "A-Z a-z 0-9 _ -")
+    settings = cli_settings()
+    with open_ledger(settings) as ledger:
+        if not ledger.job_states(collection_id):
+            raise UserError(f"collection {collection_id!r} has no jobs in the ledger; "
+                            "`rag-pipeline inspect` lists what there is")
+    result = ask(settings, collection_id, question, mode)
+    if settings.uses_stand_in_model:
+        click.echo("(stand-in model: the answer is not a real LLM answer; the retrieved chunks "
+                   "are real)")
+    click.echo(f"\nAnswer ({mode}):\n{result.answer}\n")
+    click.echo(f"Retrieved chunks ({len(result.chunks)}):")
+    for chunk in result.chunks[:top_k]:
+        snippet = " ".join(chunk["content"].split())[:200]
+        click.echo(f"- [{chunk['file_path']}] {snippet}")
+
+
+@click.group()
+def outbox() -> None:
+    """The statuses waiting for the Go API."""
+
+
+@outbox.command("resend-rejected")
+@click.option("--job", "job_ids", type=int, multiple=True,
+              help="Only this job's statuses (repeatable); default: every rejected status.")
+@user_errors
+def resend_rejected(job_ids: tuple[int, ...]) -> None:
+    """Send the statuses the Go API refused (4xx) again, once it accepts them: they are
+    pending again and the status_deliverer sensor sends them within seconds."""
+    with open_ledger(cli_settings()) as ledger:
+        count = ledger.resend_rejected(list(job_ids) or None)
+    click.echo(f"{count} rejected statuses are pending again; the status_deliverer sensor "
+               "sends them" if count else "no rejected status to re-send")
