@@ -186,8 +186,11 @@ def test_prometheus_sees_what_the_ledger_and_kafka_say(deployment, ledger_e2e, e
     exporter.start()
     before = query(prometheus, "rag_pipeline_jobs_finished_total")
     time.sleep(5)
-    after = query(prometheus, "rag_pipeline_jobs_finished_total")
-    assert after and all(after[k] >= v for k, v in before.items())
+    # On a loaded machine the restarted exporter's first scrapes can miss Prometheus's 1 s
+    # timeout (the series is stale meanwhile): wait for a successful one.
+    after = _wait("a scrape of the restarted exporter",
+                  lambda: query(prometheus, "rag_pipeline_jobs_finished_total"), 120)
+    assert all(after[k] >= v for k, v in before.items())
     for counter in ("jobs_staged_total", "jobs_finished_total", "dead_letters_total",
                     "outbox_delivered_total", "outbox_attempts_total", "model_requests_total",
                     "job_latency_seconds_count"):
