@@ -31,6 +31,10 @@ GO_API_FAULT_SECONDS = 180.0
 # When (share of the stream published) the host, or the code server, crashes.
 HOST_CRASHES_AT = (0.25, 0.5, 0.75)
 CODE_SERVER_CRASHES_AT = (0.3, 0.6)
+# How long the host stays frozen in frozen_host (past the 60 s heartbeat timeout), and how
+# long its woken processes live before they are killed.
+FROZEN_SECONDS = 150.0
+WOKEN_SECONDS = 60.0
 
 
 @dataclass
@@ -120,6 +124,36 @@ def code_server_crash(ctx: Context) -> None:
         ctx.run.deployment.start_code_server()
         ctx.ended(blocked)
         _wait_until_resumed(ctx, blocked, 600)
+
+
+def frozen_host(ctx: Context) -> None:
+    """The host freezes (a VM paused, a long stop-the-world pause, a partition): the daemon,
+    the code server and every run worker SIGSTOPped together, their sockets still open; a
+    replacement host (code server and daemon) starts at once; the frozen tree is woken after
+    FROZEN_SECONDS and killed WOKEN_SECONDS later. Its runs were declared dead meanwhile
+    (silent): woken, they must write nothing (FaultResult.zombie_writes)."""
+    ctx.wait_for_stream(0.3)
+    _wait_for_live_inserts(ctx, 300)
+    blocked = ctx.running_collections()
+    frozen = processes_with_dagster_home(ctx.run.deployment.home)
+    for process in frozen:
+        with contextlib.suppress(psutil.Error):
+            process.suspend()
+    ctx.notes.append(f"froze {len(frozen)} processes, {len(blocked)} collections had runs")
+    ctx.run.deployment.relocate_code_server()
+    ctx.run.deployment.start_code_server()
+    ctx.run.deployment.start_daemon()
+    ctx.ended(blocked)
+    time.sleep(FROZEN_SECONDS)
+    for process in frozen:
+        with contextlib.suppress(psutil.Error):
+            process.resume()
+    time.sleep(WOKEN_SECONDS)
+    for process in frozen:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(frozen, timeout=30)
+    _wait_until_resumed(ctx, blocked, 600)
 
 
 def worker_kill(ctx: Context) -> None:
@@ -296,6 +330,7 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "daemon_kills": daemon_kills,
     "host_crash": host_crash,
     "code_server_crash": code_server_crash,
+    "frozen_host": frozen_host,
     "worker_kill": worker_kill,
     "kafka_outage": kafka_outage,
     "postgres_restart": postgres_restart,
