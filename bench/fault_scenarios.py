@@ -35,6 +35,8 @@ CODE_SERVER_CRASHES_AT = (0.3, 0.6)
 # long its woken processes live before they are killed.
 FROZEN_SECONDS = 150.0
 WOKEN_SECONDS = 60.0
+# How long call_hang blocks LightRAG's statements: past their deadline (120 s).
+CALL_HANG_SECONDS = 150.0
 
 
 @dataclass
@@ -243,6 +245,23 @@ def _documents_in_progress(ledger: JobLedger) -> int:
                             "('processing', 'pending', 'parsing')").fetchone()[0]
 
 
+def call_hang(ctx: Context) -> None:
+    """LightRAG's statements hang mid-run: a lock held on its document-status table (which
+    every insert and every status read touches) for CALL_HANG_SECONDS, past the statements'
+    deadline, while the runs' connections stay open. No collection may stay blocked: calls
+    end at their deadline, pages are tried again, runs that stop progressing are replaced."""
+    ctx.model.set(latency_ms=300)  # inserts that last long enough to be caught in the act
+    ctx.wait_for_stream(0.3)
+    _wait_for_live_inserts(ctx, 300)
+    with psycopg.connect(ctx.settings.postgres_conninfo(ctx.run.pipeline_db),
+                         **ctx.settings.postgres_kwargs()) as conn:
+        conn.execute("LOCK TABLE lightrag_doc_status IN ACCESS EXCLUSIVE MODE")
+        time.sleep(CALL_HANG_SECONDS)
+        conn.rollback()
+    ctx.ended()
+    ctx.model.set(latency_ms=0)
+
+
 def kafka_outage(ctx: Context) -> None:
     """The Kafka broker stopped for 60 s mid-stream, then started again."""
     ctx.wait_for_stream(0.4)
@@ -332,6 +351,7 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "code_server_crash": code_server_crash,
     "frozen_host": frozen_host,
     "worker_kill": worker_kill,
+    "call_hang": call_hang,
     "kafka_outage": kafka_outage,
     "postgres_restart": postgres_restart,
     "go_api_outage": go_api_outage,

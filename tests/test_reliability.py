@@ -33,7 +33,8 @@ def model_base(stack, settings):
 
 
 @pytest.mark.parametrize("scenario", ["daemon_kills", "host_crash", "code_server_crash",
-                                      "frozen_host", "worker_kill", "postgres_restart",
+                                      "frozen_host", "call_hang", "worker_kill",
+                                      "postgres_restart",
                                       "go_api_hang", "model_rate_limits", "network_faults"])
 def test_fault_scenario_loses_nothing(stack, settings, model_base, scenario, monkeypatch):
     # CI size: the Go API misbehaves for 45 s, the host and the code server crash once each.
@@ -43,6 +44,8 @@ def test_fault_scenario_loses_nothing(stack, settings, model_base, scenario, mon
     # Frozen past the 60 s heartbeat timeout and one liveness check, then woken for 20 s.
     monkeypatch.setattr(fault_scenarios, "FROZEN_SECONDS", 80.0)
     monkeypatch.setattr(fault_scenarios, "WOKEN_SECONDS", 20.0)
+    # LightRAG's statements blocked just past their 120 s deadline.
+    monkeypatch.setattr(fault_scenarios, "CALL_HANG_SECONDS", 130.0)
     result = run_scenario(scenario, settings, LocalStack(settings), model_base, PAGES,
                           STREAM_SECONDS, timeout_s=900)
     print(result)
