@@ -31,6 +31,12 @@ GO_API_FAULT_SECONDS = 180.0
 # When (share of the stream published) the host, or the code server, crashes.
 HOST_CRASHES_AT = (0.25, 0.5, 0.75)
 CODE_SERVER_CRASHES_AT = (0.3, 0.6)
+# How long the host stays frozen in frozen_host (past the 60 s heartbeat timeout), and how
+# long its woken processes live before they are killed.
+FROZEN_SECONDS = 150.0
+WOKEN_SECONDS = 60.0
+# How long call_hang blocks LightRAG's statements: past their deadline (120 s).
+CALL_HANG_SECONDS = 150.0
 
 
 @dataclass
@@ -122,6 +128,36 @@ def code_server_crash(ctx: Context) -> None:
         _wait_until_resumed(ctx, blocked, 600)
 
 
+def frozen_host(ctx: Context) -> None:
+    """The host freezes (a VM paused, a long stop-the-world pause, a partition): the daemon,
+    the code server and every run worker SIGSTOPped together, their sockets still open; a
+    replacement host (code server and daemon) starts at once; the frozen tree is woken after
+    FROZEN_SECONDS and killed WOKEN_SECONDS later. Its runs were declared dead meanwhile
+    (silent): woken, they must write nothing (FaultResult.zombie_writes)."""
+    ctx.wait_for_stream(0.3)
+    _wait_for_live_inserts(ctx, 300)
+    blocked = ctx.running_collections()
+    frozen = processes_with_dagster_home(ctx.run.deployment.home)
+    for process in frozen:
+        with contextlib.suppress(psutil.Error):
+            process.suspend()
+    ctx.notes.append(f"froze {len(frozen)} processes, {len(blocked)} collections had runs")
+    ctx.run.deployment.relocate_code_server()
+    ctx.run.deployment.start_code_server()
+    ctx.run.deployment.start_daemon()
+    ctx.ended(blocked)
+    time.sleep(FROZEN_SECONDS)
+    for process in frozen:
+        with contextlib.suppress(psutil.Error):
+            process.resume()
+    time.sleep(WOKEN_SECONDS)
+    for process in frozen:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(frozen, timeout=30)
+    _wait_until_resumed(ctx, blocked, 600)
+
+
 def worker_kill(ctx: Context) -> None:
     """The run worker that is inserting into LightRAG SIGKILLed mid-insert."""
     ctx.model.set(latency_ms=300)  # inserts that last long enough to be caught in the act
@@ -207,6 +243,23 @@ def _documents_in_progress(ledger: JobLedger) -> int:
             return 0
         return conn.execute("SELECT count(*) FROM lightrag_doc_status WHERE status IN "
                             "('processing', 'pending', 'parsing')").fetchone()[0]
+
+
+def call_hang(ctx: Context) -> None:
+    """LightRAG's statements hang mid-run: a lock held on its document-status table (which
+    every insert and every status read touches) for CALL_HANG_SECONDS, past the statements'
+    deadline, while the runs' connections stay open. No collection may stay blocked: calls
+    end at their deadline, pages are tried again, runs that stop progressing are replaced."""
+    ctx.model.set(latency_ms=300)  # inserts that last long enough to be caught in the act
+    ctx.wait_for_stream(0.3)
+    _wait_for_live_inserts(ctx, 300)
+    with psycopg.connect(ctx.settings.postgres_conninfo(ctx.run.pipeline_db),
+                         **ctx.settings.postgres_kwargs()) as conn:
+        conn.execute("LOCK TABLE lightrag_doc_status IN ACCESS EXCLUSIVE MODE")
+        time.sleep(CALL_HANG_SECONDS)
+        conn.rollback()
+    ctx.ended()
+    ctx.model.set(latency_ms=0)
 
 
 def kafka_outage(ctx: Context) -> None:
@@ -296,7 +349,9 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "daemon_kills": daemon_kills,
     "host_crash": host_crash,
     "code_server_crash": code_server_crash,
+    "frozen_host": frozen_host,
     "worker_kill": worker_kill,
+    "call_hang": call_hang,
     "kafka_outage": kafka_outage,
     "postgres_restart": postgres_restart,
     "go_api_outage": go_api_outage,

@@ -55,6 +55,7 @@ from bench.harness import (
 )
 from bench.toxiproxy import proxied
 from rag_pipeline.kafka_io import KafkaOptions, producer_config
+from rag_pipeline.ledger import JobLedger
 from rag_pipeline.local.publishing import OutgoingMessage
 from rag_pipeline.local.stack import LocalStack
 from rag_pipeline.settings import Settings
@@ -89,6 +90,8 @@ class FaultResult:
     # dead, a new run claiming the jobs, and model work, per collection.
     recovery_breakdown: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Job rows a run changed after it was declared dead (fencing, invariant 11): always 0.
+    zombie_writes: int = 0
 
 
 
@@ -158,7 +161,18 @@ def run_scenario(name: str, settings: Settings, stack: LocalStack, model: Model,
         None if recovery is None else round(recovery, 1),
         None if converge is None else round(converge, 1), round(fault_seconds, 1),
         ctx.injected, rate, started_at, datetime.now(UTC).isoformat(timespec="seconds"),
-        counts.details, breakdown, notes)
+        counts.details, breakdown, notes, zombie_writes(run.ledger))
+
+
+def zombie_writes(ledger: JobLedger) -> int:
+    """Job rows still owned by a run declared dead and changed after its declaration: what
+    a woken or cut-off run wrote past its fence (requeued jobs lose their run_id)."""
+    with ledger.pool.connection() as conn:
+        return conn.execute(
+            "SELECT count(*) FROM rag_pipeline.jobs j JOIN rag_pipeline.runs r "
+            "ON r.run_id = j.run_id WHERE r.declared_dead_at IS NOT NULL "
+            # (a repair that makes a job dead after its last attempt keeps its run_id)
+            "AND j.updated_at > r.declared_dead_at AND j.state <> 'dead'").fetchone()[0]
 
 
 def recovery_seconds(ctx: Context, breakdown: list[dict[str, Any]]) -> float | None:

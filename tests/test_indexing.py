@@ -283,7 +283,46 @@ def test_file_paths_in_lightrag_are_the_readable_unique_ones(topics, ledger, uni
 @pytest.mark.parametrize(("error", "transient"), [
     ("C[2/2]: page-x-chunk-000: transient_model_error: llm request failed 4 times", True),
     ("connection was closed in the middle of operation", True),
+    # A LightRAG statement past its deadline (STATEMENT_TIMEOUT_MS): tried again, not failed.
+    ("C[1/1]: QueryCanceledError: canceling statement due to statement timeout", True),
     ("C[1/1]: page-x-chunk-000: model_refused: HTTP 400", False),
 ])
 def test_lightrag_errors_are_classified_as_transient_or_not(error, transient):
     assert is_transient_failure(error) is transient
+
+
+def test_a_step_that_fails_transiently_is_retried_by_its_retry_policy_and_keeps_its_jobs(
+        topics, ledger, unique, docs, monkeypatch):
+    """The collection's writer lock is held elsewhere when the step starts: the step fails
+    as retryable (CollectionBusy), Dagster retries it in the same run (RetryPolicy), and
+    the retry takes the jobs the first attempt had claimed; each page ends once."""
+    import threading
+
+    import psycopg
+
+    from rag_pipeline.assets import indexing as indexing_assets_module
+
+    collection = f"c-{unique}"
+    monkeypatch.setattr(indexing_assets_module, "LOCK_WAIT_SECONDS", 1.0)
+    messages = [page_message(job_id_base() + i, collection, "r.test", p)
+                for i, p in enumerate(corpus_pages(docs, limit=3, offset=700))]
+    produce(topics, topics.kafka_topic, messages)
+    assert tick(topics, ledger).staged == 3
+    holder = psycopg.connect(topics.postgres_conninfo(), **topics.postgres_kwargs(),
+                             autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(hashtext(%s))",
+                   (f"rag_pipeline:collection:{collection}",))
+    release = threading.Timer(2.0, holder.close)  # the other writer finishes
+    release.start()
+    try:
+        with dg.instance_for_test() as instance:
+            result = index(topics, instance, collection)
+            retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    finally:
+        release.cancel()
+        holder.close()
+    assert result.success
+    assert retries and "is being written by another run" in str(retries[0].event_specific_data)
+    rows = job_rows(ledger, [m["job_id"] for m in messages])
+    assert {(r["state"], r["attempts"]) for r in rows.values()} == {("completed", 0)}
+    assert len({r["run_id"] for r in rows.values()}) == 1

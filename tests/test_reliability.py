@@ -33,13 +33,19 @@ def model_base(stack, settings):
 
 
 @pytest.mark.parametrize("scenario", ["daemon_kills", "host_crash", "code_server_crash",
-                                      "worker_kill", "postgres_restart", "go_api_hang",
-                                      "model_rate_limits", "network_faults"])
+                                      "frozen_host", "call_hang", "worker_kill",
+                                      "postgres_restart",
+                                      "go_api_hang", "model_rate_limits", "network_faults"])
 def test_fault_scenario_loses_nothing(stack, settings, model_base, scenario, monkeypatch):
     # CI size: the Go API misbehaves for 45 s, the host and the code server crash once each.
     monkeypatch.setattr(fault_scenarios, "GO_API_FAULT_SECONDS", 45.0)
     monkeypatch.setattr(fault_scenarios, "HOST_CRASHES_AT", (0.3,))
     monkeypatch.setattr(fault_scenarios, "CODE_SERVER_CRASHES_AT", (0.4,))
+    # Frozen past the 60 s heartbeat timeout and one liveness check, then woken for 20 s.
+    monkeypatch.setattr(fault_scenarios, "FROZEN_SECONDS", 80.0)
+    monkeypatch.setattr(fault_scenarios, "WOKEN_SECONDS", 20.0)
+    # LightRAG's statements blocked just past their 120 s deadline.
+    monkeypatch.setattr(fault_scenarios, "CALL_HANG_SECONDS", 130.0)
     result = run_scenario(scenario, settings, LocalStack(settings), model_base, PAGES,
                           STREAM_SECONDS, timeout_s=900)
     print(result)
@@ -49,6 +55,8 @@ def test_fault_scenario_loses_nothing(stack, settings, model_base, scenario, mon
     # second document per url or anything a replaced or failed document left behind;
     # undelivered: the Go API's last accepted status differs from the ledger's.
     assert (result.lost, result.duplicated, result.undelivered) == (0, 0, 0), result
+    # Nothing a run wrote after it was declared dead (a woken frozen run included).
+    assert result.zombie_writes == 0, result
     assert set(result.leftovers) == {"extra_documents", "orphan_chunks", "orphan_chunk_vectors",
                                      "orphan_entities", "orphan_relations"}, result.leftovers
     # Every fault was followed by model work again and the last page was indexed.

@@ -131,6 +131,12 @@ class DagsterDeployment:
             env=self.env, capture_output=True, timeout=60)
         return check.returncode == 0
 
+    def relocate_code_server(self) -> None:
+        """A replacement host: the next code server listens on a port of its own (the frozen
+        one still holds the old), and the workspace the daemon reads points at it."""
+        self.code_server_port = free_port()
+        self.workspace.write_text(grpc_workspace(CODE_SERVER_HOST, self.code_server_port))
+
     def start_daemon(self) -> None:
         self._spawn("daemon", ["dagster-daemon", "run", "-w", str(self.workspace)])
 
