@@ -150,6 +150,7 @@ def run_scenario(name: str, settings: Settings, stack: LocalStack, model: Model,
         converge = last_page_indexed_after(run.ledger, list(owner), last_end)
         rate = pages_per_second(run.ledger, list(owner))
         states = run.ledger.job_states()
+        zombies = zombie_writes(run.ledger)
         notes.append("jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
         with run.ledger.pool.connection() as conn:
             for job_id, error in conn.execute(
@@ -161,7 +162,7 @@ def run_scenario(name: str, settings: Settings, stack: LocalStack, model: Model,
         None if recovery is None else round(recovery, 1),
         None if converge is None else round(converge, 1), round(fault_seconds, 1),
         ctx.injected, rate, started_at, datetime.now(UTC).isoformat(timespec="seconds"),
-        counts.details, breakdown, notes, zombie_writes(run.ledger))
+        counts.details, breakdown, notes, zombies)
 
 
 def zombie_writes(ledger: JobLedger) -> int:
