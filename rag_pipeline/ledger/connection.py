@@ -48,13 +48,13 @@ def fence_run(conn: psycopg.Connection, run_id: str) -> None:
     updates that row: so either the declaration comes first and this write is refused, or
     the write commits first and the declaration (which gives the run's jobs away in the
     same transaction) sees it. A run with no row yet (it has not beaten) is not fenced."""
-    row = conn.execute("SELECT declared_dead_msg FROM rag_pipeline.runs WHERE run_id = %s "
-                       "AND declared_dead_at IS NOT NULL FOR SHARE", (run_id,)).fetchone()
-    if row is None:
-        conn.execute("SELECT 1 FROM rag_pipeline.runs WHERE run_id = %s FOR SHARE", (run_id,))
-        return
-    raise RunFenced(f"run {run_id} was declared dead ({row[0]}); the ledger refuses its "
-                    "writes")
+    # One statement: the row is locked and read at once (a check, then a lock, would let a
+    # declaration in between).
+    row = conn.execute("SELECT declared_dead_at IS NOT NULL, declared_dead_msg FROM "
+                       "rag_pipeline.runs WHERE run_id = %s FOR SHARE", (run_id,)).fetchone()
+    if row is not None and row[0]:
+        raise RunFenced(f"run {run_id} was declared dead ({row[1]}); the ledger refuses its "
+                        "writes")
 PROCESS_NAME_PREFIX = "rag-pipeline:"
 
 
