@@ -49,8 +49,6 @@ S = dg.DagsterRunStatus
 WAITING_STATUSES = (S.QUEUED, S.NOT_STARTED, S.STARTING)
 # Launched and working (STARTING: its worker is on its way).
 IN_PROGRESS_STATUSES = (S.STARTING, S.STARTED)
-# Not finished: the run holds (or will hold) its collection's slot.
-UNFINISHED_STATUSES = (S.QUEUED, S.NOT_STARTED, S.STARTING, S.STARTED, S.CANCELING)
 # Active for reconciliation: anything that will still run the collection's jobs.
 ACTIVE_STATUSES = (S.QUEUED, S.NOT_STARTED, S.STARTING, S.STARTED)
 ENDED_STATUSES = (S.SUCCESS, S.FAILURE, S.CANCELED)
@@ -63,11 +61,6 @@ OUTCOME_OF_STATUS = {S.SUCCESS: RunOutcome.SUCCESS, S.FAILURE: RunOutcome.FAILUR
 def run_family(run: dg.DagsterRun) -> list[str]:
     """The run and the runs it re-executes (parent, root): a re-execution adopts their jobs."""
     return [r for r in (run.run_id, run.parent_run_id, run.root_run_id) if r]
-
-
-def is_unfinished(status: str | None) -> bool:
-    """`status`: a DagsterRunStatus value (None: no such run)."""
-    return status is not None and status in {s.value for s in UNFINISHED_STATUSES}
 
 
 def runs_matching(instance: dg.DagsterInstance, filters: dg.RunsFilter,
