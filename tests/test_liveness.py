@@ -194,17 +194,17 @@ def test_a_run_whose_working_thread_stops_progressing_stops_beating_then_stops(
     working thread calls check(); past the progress timeout the beats stop (liveness
     declares the run silent), and past that plus the heartbeat timeout the run is lost."""
     run_id, lost = f"run-{unique}", []
-    with RunLease(ledger, run_id, f"lp-{unique}", timeout_seconds=1.5, on_lost=lost.append,
+    with RunLease(ledger, run_id, f"lp-{unique}", timeout_seconds=3.0, on_lost=lost.append,
                   beat_seconds=0.1, process=DEAD_PROCESS,
                   progress_timeout_seconds=0.6) as lease:
         for _ in range(10):  # working: beats go on
             time.sleep(0.1)
             lease.check()
-        assert beat_age(ledger, run_id) < 0.5
-        deadline = time.monotonic() + 1.0
+        assert beat_age(ledger, run_id) < 0.8
+        deadline = time.monotonic() + 1.6
         while time.monotonic() < deadline:
             time.sleep(0.05)
-        assert beat_age(ledger, run_id) > 0.3, "a run that made no progress kept beating"
+        assert beat_age(ledger, run_id) > 0.8, "a run that made no progress kept beating"
         assert not lost
         deadline = time.monotonic() + 5
         while not lost and time.monotonic() < deadline:
