@@ -7,7 +7,13 @@
   terminal state (or that has none);
 - duplicated: more than one processed document per (workspace, url), plus what a replaced,
   failed or interrupted document left behind: chunks, chunk vectors, entity and relation
-  vectors that no processed document's chunk accounts for.
+  vectors that no processed document's chunk accounts for;
+- processed twice: pages one of whose chunks the model was paid to extract more than once
+  in the page's workspace (doc ids are deterministic, so a second pass leaves no second
+  document: only the stand-in model's count of answered extractions per chunk text sees it);
+  `repaid_extractions` counts those extra model calls;
+- duplicate PATCHes: statuses the Go API accepted again under an idempotency key it had
+  already accepted (harmless by the contract, counted to show the at-least-once cost).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 import httpx
 
 from rag_pipeline.ledger import JobLedger
+from rag_pipeline.local.devservers.llm_answers import extraction_key
 
 # The Go API's status for each terminal state of the ledger.
 REPORTED = {"completed": "completed", "failed": "failed", "dead": "failed"}
@@ -29,6 +36,8 @@ class Counts:
     duplicated: int
     undelivered: int
     details: dict[str, int]
+    # Jobs whose statuses the Go API accepted in another order than the ledger wrote them.
+    out_of_order: int = 0
 
     @property
     def settled(self) -> bool:
@@ -49,22 +58,66 @@ def count(ledger: JobLedger, owner: dict[int, str], go_api: str) -> Counts:
                "AND d.url = j.duplicate_of LIMIT 1), j.doc_id)) " if lightrag else "false ")
             + "FROM rag_pipeline.jobs j WHERE j.job_id = ANY(%s)", (job_ids,)).fetchall()
         leftovers = _leftovers(conn, collections) if lightrag else {}
+        written: dict[int, list[str]] = {}
+        for job_id, key in conn.execute(
+                "SELECT job_id, idempotency_key FROM rag_pipeline.outbox WHERE job_id = ANY(%s) "
+                "ORDER BY id", (job_ids,)):
+            written.setdefault(job_id, []).append(key)
     state = {job_id: s for job_id, s, _ in rows}
     indexed = {job_id for job_id, s, processed in rows if s == "completed" and processed}
-    accepted = _last_accepted(go_api, set(job_ids))
+    calls = [c for c in httpx.get(f"{go_api}/calls", timeout=60).json()
+             if c["job_id"] in owner and c["answered"] == 200]
+    accepted = {c["job_id"]: c["status"] for c in calls}  # the last one wins
     undelivered = sum(1 for j, s in state.items()
                       if s in REPORTED and accepted.get(j) != REPORTED[s])
     undelivered += sum(1 for j in job_ids if state.get(j) not in REPORTED)  # not terminal
     return Counts(lost=len(job_ids) - len(indexed), duplicated=sum(leftovers.values()),
-                  undelivered=undelivered, details=leftovers)
+                  undelivered=undelivered, details=leftovers,
+                  out_of_order=_out_of_order(calls, written))
 
 
-def _last_accepted(go_api: str, job_ids: set[int]) -> dict[int, str]:
-    last: dict[int, str] = {}
-    for call in httpx.get(f"{go_api}/calls", timeout=60).json():
-        if call["job_id"] in job_ids and call["answered"] == 200:
-            last[call["job_id"]] = call["status"]
-    return last
+def _out_of_order(calls: list[dict[str, Any]], written: dict[int, list[str]]) -> int:
+    """Jobs whose first acceptances of each key come in another order than the outbox's."""
+    order: dict[int, list[str]] = {}
+    for call in calls:  # oldest first
+        keys = order.setdefault(call["job_id"], [])
+        if call.get("idempotency_key") not in keys:
+            keys.append(call.get("idempotency_key"))
+    return sum(1 for job_id, keys in order.items()
+               if keys != [k for k in written.get(job_id, []) if k in keys])
+
+
+@dataclass
+class Repeats:
+    processed_twice: int  # pages with a chunk extracted more than once in their workspace
+    repaid_extractions: int  # the extractions beyond one per chunk text and workspace
+    duplicate_patches: int  # statuses accepted again under an already accepted key
+
+
+def repeats(ledger: JobLedger, collections: list[str], extractions: dict[str, int],
+            job_ids: set[int], go_api: str) -> Repeats:
+    """`extractions`: chunk text key -> answered extractions, for keys answered more than
+    once (the stand-in model's `/stats/extractions`, reset when the scenario began)."""
+    holders: dict[str, set[tuple[str, str]]] = {}
+    with ledger.pool.connection() as conn:
+        if conn.execute("SELECT to_regclass('public.lightrag_doc_chunks')").fetchone()[0]:
+            for workspace, doc_id, content in conn.execute(
+                    "SELECT workspace, full_doc_id, content FROM lightrag_doc_chunks "
+                    "WHERE workspace = ANY(%s)", (collections,)):
+                holders.setdefault(extraction_key(content), set()).add((workspace, doc_id))
+    twice: set[tuple[str, str]] = set()
+    repaid = 0
+    for key, answered in extractions.items():
+        docs = holders.get(key, set())
+        # One extraction per workspace holding the text is the price; LightRAG's cache is
+        # per workspace. A text no kept chunk holds (a replaced page) counts once.
+        extra = answered - max(1, len({workspace for workspace, _ in docs}))
+        if extra > 0:
+            repaid += extra
+            twice |= docs
+    patches = httpx.get(f"{go_api}/calls", timeout=60).json()
+    duplicates = sum(1 for c in patches if c["job_id"] in job_ids and c.get("replay"))
+    return Repeats(len(twice), repaid, duplicates)
 
 
 # Documents beyond one per (workspace, url): file_path is one-to-one with the url.

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from rag_pipeline.ledger import JobLedger
+from rag_pipeline.ledger.connection import STATEMENT_TIMEOUT_MS
 from rag_pipeline.local.corpus import pages, postgres_docs
 from rag_pipeline.local.publishing import OutgoingMessage, build_message, message_for, publish
 from rag_pipeline.local.stack import LocalStack
@@ -104,6 +105,9 @@ class Model:
     def stats(self) -> dict[str, Any]:
         return httpx.get(f"{self.base}/stats", timeout=10).json()
 
+    def repeated_extractions(self) -> dict[str, int]:
+        return httpx.get(f"{self.base}/stats/extractions", timeout=60).json()
+
     def timeline(self) -> list[dict[str, Any]]:
         return httpx.get(f"{self.base}/stats/timeline", timeout=10).json()
 
@@ -157,13 +161,17 @@ class PipelineRun:
 
 @contextlib.contextmanager
 def pipeline(settings: Settings, max_concurrent_runs: int = 4,
-             extra_env: dict[str, str] | None = None) -> Iterator[PipelineRun]:
-    """A code server and a daemon on fresh databases and topics, torn down afterwards."""
+             extra_env: dict[str, str] | None = None,
+             deadline_on_database: bool = False) -> Iterator[PipelineRun]:
+    """A code server and a daemon on fresh databases and topics, torn down afterwards.
+    `deadline_on_database`: the statement deadline set on the pipeline's database, as a
+    deployment behind a connection pooler must (bench/pgbouncer.py)."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     pipeline_db, dagster_db = unique_name("bench_pipeline"), unique_name("bench_dagster")
     topic, dlq = unique_name("bench_jobs"), unique_name("bench_dlq")
-    create_databases(settings, pipeline_db, dagster_db)
+    create_databases(settings, pipeline_db, dagster_db,
+                     STATEMENT_TIMEOUT_MS if deadline_on_database else None)
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
     size = {"max.message.bytes": str(settings.kafka_max_message_bytes)}
     for future in admin.create_topics([NewTopic(topic, 12, 1, config=size),

@@ -10,8 +10,9 @@ deterministically so that LightRAG's real `openai` client code path runs offline
 
 Knobs (flags, or `POST /control` at run time): latency and jitter, a share of requests
 answered with 429/5xx, latency spikes. Counters (`GET /stats`, `POST /stats/reset`): calls
-per kind, prompt/completion/embedding tokens, requests in flight and the peak, and a
-per-second timeline for plots.
+per kind, prompt/completion/embedding tokens, requests in flight and the peak, a
+per-second timeline for plots, and the chunks extracted more than once
+(`GET /stats/extractions`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ from typing import Any
 
 from aiohttp import web
 
-from rag_pipeline.local.devservers.llm_answers import hashed_embeddings, respond
+from rag_pipeline.local.devservers.llm_answers import (
+    extraction_input,
+    extraction_key,
+    hashed_embeddings,
+    respond,
+)
 
 log = logging.getLogger("stand_in_model")
 
@@ -74,11 +80,15 @@ class Stats:
     first_chat_at: float | None = None
     last_chat_done_at: float | None = None
     timeline: dict[int, dict[str, float]] = field(default_factory=dict)
+    # Answered extractions per chunk text (extraction_key): a chunk answered twice in one
+    # workspace is model work paid twice (the fault accounting reads it).
+    extractions: Counter = field(default_factory=Counter)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "calls": dict(self.calls),
             "chat_calls": sum(v for k, v in self.calls.items() if k != "embed"),
+            "extractions_repeated": sum(n - 1 for n in self.extractions.values() if n > 1),
             "embed_calls": self.calls.get("embed", 0),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -168,6 +178,8 @@ class StandInModel:
         prompt_tokens = sum(self.tokens(str(m.get("content", ""))) for m in messages)
         completion_tokens = self.tokens(answer)
         s.calls[kind] += 1
+        if kind == "extract":
+            s.extractions[extraction_key(extraction_input(user))] += 1
         s.prompt_tokens += prompt_tokens
         s.completion_tokens += completion_tokens
         self._tick(done, "chat_calls")
@@ -275,6 +287,11 @@ def build_app(model: StandInModel, default_dim: int) -> web.Application:
     async def timeline(_: web.Request) -> web.Response:
         rows = [{"t": t, **v} for t, v in sorted(model.stats.timeline.items())]
         return web.json_response(rows)
+
+    @routes.get("/stats/extractions")
+    async def extractions(_: web.Request) -> web.Response:
+        """Chunk texts (extraction_key) answered more than once, with their counts."""
+        return web.json_response({k: n for k, n in model.stats.extractions.items() if n > 1})
 
     @routes.post("/stats/reset")
     async def reset(_: web.Request) -> web.Response:

@@ -97,13 +97,22 @@ def _description(json_line: str) -> str:
     return str(value.get("description", "")) if isinstance(value, dict) else str(value)
 
 
+def extraction_input(user: str) -> str:
+    """The chunk an extraction prompt asks about (LightRAG fences it under Input Text)."""
+    return _section(user, "---Input Text---\n```", "```") or user
+
+
+def extraction_key(text: str) -> str:
+    """How the stand-in and the fault accounting name one chunk's text."""
+    return hashlib.sha1(text.strip().encode()).hexdigest()
+
+
 def respond(system: str, user: str) -> tuple[str, str]:
     """Classify a chat request by LightRAG's prompt and answer it deterministically."""
     if "Knowledge Graph Specialist responsible for extracting" in system:
         if "Based on the last extraction task" in user:
             return "glean", COMPLETE
-        text = _section(user, "---Input Text---\n```", "```") or user
-        return "extract", extract_entities(text)
+        return "extract", extract_entities(extraction_input(user))
     if "synthesize a list of descriptions" in (system + user):
         descriptions = _section(system + user, "Description List:", "---Output---")
         parts = [_description(line) for line in re.findall(r"^\{.*\}$", descriptions, re.M)]
