@@ -15,7 +15,10 @@ from contextlib import contextmanager
 from typing import Self
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
+
+from rag_pipeline.ledger.pooler import PoolerRefused, check_sessions
 
 SCHEMA = "rag_pipeline"
 TLS_ERRORS = ("certificate", "ssl", "root cert")
@@ -82,10 +85,11 @@ class LedgerConnection:
                  application_name: str | None = None, wait_seconds: float = 30.0) -> None:
         self.conninfo = conninfo
         self._password = password
+        self._application_name = application_name or process_name()
         self.pool = ConnectionPool(
             conninfo,
-            kwargs={"password": password,
-                    "application_name": application_name or process_name(), **DEADLINES},
+            kwargs={"password": password, "application_name": self._application_name,
+                    **DEADLINES},
             min_size=1,
             max_size=max_size,
             open=False,
@@ -110,6 +114,16 @@ class LedgerConnection:
                 raise LedgerUnavailable(
                     f"PostgreSQL refused the ledger connection ({self.conninfo}): {said}. "
                     f"Check {check}.") from None
+        # Before the pool: through a pooler that refuses the deadline parameters, the pool
+        # would only retry until its timeout.
+        parts = conninfo_to_dict(self.conninfo)
+        where = f"{parts.get('host', '')}:{parts.get('port', '5432')}/{parts.get('dbname', '')}"
+        try:
+            check_sessions(lambda: psycopg.connect(
+                self.conninfo, password=self._password, autocommit=True,
+                application_name=self._application_name, **DEADLINES), where)
+        except PoolerRefused as exc:
+            raise LedgerUnavailable(str(exc)) from None
         self.pool.open(wait=True, timeout=wait_timeout)
         return self
 

@@ -36,14 +36,20 @@ CODE_SERVER_HOST = "127.0.0.1"
 START_TIMEOUT_SECONDS = 180.0
 
 
-def create_databases(settings: Settings, pipeline_db: str, dagster_db: str | None = None
-                     ) -> None:
-    """The pipeline's database (with pgvector) and, if named, one for Dagster's storage."""
+def create_databases(settings: Settings, pipeline_db: str, dagster_db: str | None = None,
+                     statement_timeout_ms: int | None = None) -> None:
+    """The pipeline's database (with pgvector) and, if named, one for Dagster's storage.
+    `statement_timeout_ms`: a deadline the pipeline's database carries itself (behind a
+    connection pooler, which drops the one sent at connection), set before any session
+    opens there (a pooler's idle sessions would keep the old default)."""
     with psycopg.connect(settings.postgres_conninfo("postgres"), **settings.postgres_kwargs(),
                          autocommit=True) as conn:
         for db in (pipeline_db, dagster_db):
             if db:
                 conn.execute(f"CREATE DATABASE {db}")  # names are ours, never from messages
+        if statement_timeout_ms is not None:
+            conn.execute(f"ALTER DATABASE {pipeline_db} SET statement_timeout = "
+                         f"{int(statement_timeout_ms)}")
     with psycopg.connect(settings.postgres_conninfo(pipeline_db), **settings.postgres_kwargs(),
                          autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
