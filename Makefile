@@ -49,7 +49,7 @@ scale: tools-bench install
 	$(BIN)/python -m bench.retention
 	$(BIN)/python -m bench.report
 
-# The thirteen fault scenarios and a no_fault reference at full size (>= 1,000 pages each); table in
+# The seventeen fault scenarios and a no_fault reference at full size (>= 1,000 pages each); table in
 # docs/reliability.md. Some only: .venv/bin/python -m bench.faults --only host_crash,go_api_hang
 reliability: tools-reliability install
 	$(BIN)/python -m bench.faults

@@ -38,9 +38,10 @@ from bench.fault_accounting import (
     first_model_call_after,
     last_page_indexed_after,
     pages_per_second,
+    repeats,
     takeover,
 )
-from bench.fault_scenarios import SCENARIOS, Context
+from bench.fault_scenarios import POOLED, SCENARIOS, Context
 from bench.harness import (
     RESULTS,
     ROOT,
@@ -53,6 +54,7 @@ from bench.harness import (
     split,
     unique_name,
 )
+from bench.pgbouncer import pooled
 from bench.toxiproxy import proxied
 from rag_pipeline.kafka_io import KafkaOptions, producer_config
 from rag_pipeline.ledger import JobLedger
@@ -92,6 +94,13 @@ class FaultResult:
     notes: list[str] = field(default_factory=list)
     # Job rows a run changed after it was declared dead (fencing, invariant 11): always 0.
     zombie_writes: int = 0
+    # Pages whose model work was paid twice, the extra extractions, and statuses the Go API
+    # accepted twice under one idempotency key (bench/fault_accounting.py, `repeats`).
+    processed_twice: int = 0
+    repaid_extractions: int = 0
+    duplicate_patches: int = 0
+    # Jobs whose statuses the Go API accepted out of the ledger's order (always 0).
+    out_of_order: int = 0
 
 
 
@@ -122,14 +131,16 @@ def run_scenario(name: str, settings: Settings, stack: LocalStack, model: Model,
     collections = split(corpus(pages, offset=0), names)
     messages, owner = collection_messages(collections, job_id_base())
     model.set(latency_ms=0)
+    model.reset()  # extractions are counted per scenario (the corpus is the same each time)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    scope = proxied(settings, stack) if name == "network_faults" else contextlib.nullcontext(
-        settings)
-    with scope as effective, pipeline(effective, extra_env=_env(effective)) as run:
+    with _connections(name, settings, stack) as effective, pipeline(
+            effective, extra_env=_env(effective),
+            deadline_on_database=name.startswith(POOLED)) as run:
         time.sleep(8)
         sent = [0]
         notes: list[str] = []
-        ctx = Context(settings, stack, model, run, lambda: sent[0] / len(messages), notes)
+        ctx = Context(settings, stack, model, run, lambda: sent[0] / len(messages), notes,
+                      names, len(messages))
         streamer = threading.Thread(target=publish_stream,
                                     args=(run.settings, messages, stream_seconds, sent))
         streamer.start()
@@ -151,6 +162,8 @@ def run_scenario(name: str, settings: Settings, stack: LocalStack, model: Model,
         rate = pages_per_second(run.ledger, list(owner))
         states = run.ledger.job_states()
         zombies = zombie_writes(run.ledger)
+        again = repeats(run.ledger, names, model.repeated_extractions(), set(owner),
+                        settings.go_backend_url)
         notes.append("jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
         with run.ledger.pool.connection() as conn:
             for job_id, error in conn.execute(
@@ -162,7 +175,8 @@ def run_scenario(name: str, settings: Settings, stack: LocalStack, model: Model,
         None if recovery is None else round(recovery, 1),
         None if converge is None else round(converge, 1), round(fault_seconds, 1),
         ctx.injected, rate, started_at, datetime.now(UTC).isoformat(timespec="seconds"),
-        counts.details, breakdown, notes, zombies)
+        counts.details, breakdown, notes, zombies, again.processed_twice,
+        again.repaid_extractions, again.duplicate_patches, counts.out_of_order)
 
 
 def zombie_writes(ledger: JobLedger) -> int:
@@ -203,6 +217,17 @@ def recovery_seconds(ctx: Context, breakdown: list[dict[str, Any]]) -> float | N
     return worst
 
 
+def _connections(name: str, settings: Settings, stack: LocalStack
+                 ) -> contextlib.AbstractContextManager[Settings]:
+    """What stands between the pipeline and Kafka/PostgreSQL in this scenario: the settings
+    that go through it."""
+    if name == "network_faults":
+        return proxied(settings, stack)
+    if name.startswith(POOLED):
+        return pooled(settings, "session")
+    return contextlib.nullcontext(settings)
+
+
 def _env(settings: Settings) -> dict[str, str]:
     env = dict(FAST_REPAIRS)
     env.update({"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
@@ -236,9 +261,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if args.out == OUT:
                 write_doc(merged)
     print_table("Fault scenarios", ["scenario", "messages", "lost", "duplicated",
-                                    "undelivered", "recovery s", "converge s"],
-                [[r.scenario, r.messages, r.lost, r.duplicated, r.undelivered, r.recovery_s,
-                  r.converge_s] for r in results])
+                                    "undelivered", "twice", "zombie", "recovery s",
+                                    "converge s"],
+                [[r.scenario, r.messages, r.lost, r.duplicated, r.undelivered,
+                  r.processed_twice, r.zombie_writes, r.recovery_s, r.converge_s]
+                 for r in results])
     return json.loads(args.out.read_text())
 
 
@@ -270,20 +297,25 @@ def write_doc(merged: dict[str, Any]) -> None:
     for name in SCENARIOS:
         r = merged["scenarios"].get(name)
         if r is None:
-            rows.append(f"| `{name}` | not run with this accounting yet | | | | | | | | | | |")
+            rows.append(f"| `{name}` | not run with this accounting yet |" + " |" * 15)
             continue
         m = r["machine"]
         commit = m["commit"][:7] + (" (dirty)" if m.get("dirty") else "")
         rows.append(
             f"| `{name}` | {r['messages']} | {r['lost']} | {r['duplicated']} | "
-            f"{r['undelivered']} | {_seconds(r['recovery_s'])} | {_seconds(r['converge_s'])} | "
+            f"{r['undelivered']} | {r.get('processed_twice', '-')} | "
+            f"{r.get('zombie_writes', '-')} | {r.get('out_of_order', '-')} | "
+            f"{r.get('duplicate_patches', '-')} | "
+            f"{_seconds(r['recovery_s'])} | {_seconds(r['converge_s'])} | "
             f"{r['fault_s']:.0f} | {_rate(r.get('pages_per_s'), reference)} | "
             f"{_minutes(r)} | {m['date'][:10]} | {commit}, {m['cpus']} cores, "
             f"load {m.get('load_average_1m', '?')} |")
     table = "\n".join([
-        "", "| scenario | messages | lost | duplicated | undelivered | recovery s | converge s "
+        "", "| scenario | messages | lost | duplicated | undelivered | processed twice "
+        "| zombie writes | out of order | duplicate PATCHes | recovery s | converge s "
         "| fault s | pages/s (x no_fault) | minutes | date | commit, machine |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|", *rows, "",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|", *rows,
+        "",
         *_takeover_table(merged)])
     DOC.write_text(head + begin + "\n" + table + "\n" + end + tail)
 

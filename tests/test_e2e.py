@@ -20,6 +20,7 @@ from itertools import pairwise
 import httpx
 import pytest
 
+from bench.dagster_graphql import launch_backfill, wait_for_backfill
 from rag_pipeline.ledger import JobLedger
 from rag_pipeline.local.corpus import pages as corpus_pages
 from rag_pipeline.local.corpus import postgres_docs
@@ -183,6 +184,41 @@ def test_daemon_killed_mid_burst_ends_in_the_same_state(deployment, ledger_e2e):
     wrong = {j: statuses[j] for j in owner
              if [c["status"] for c in statuses[j] if not c.get("replay")] != ["completed"]}
     assert not wrong, wrong
+
+
+def test_a_backfill_launched_as_the_ui_does_reindexes_two_collections(deployment, ledger_e2e):
+    """`reindex_collection` backfilled over two collections through the webserver's GraphQL
+    API (the UI's "Launch backfill"): the backfill daemon launches one run per collection,
+    each processes its collection again from the ledger, and unchanged pages cost no model
+    call and leave the workspaces as they were."""
+    s, ledger = deployment.settings, ledger_e2e
+    unique = os.urandom(3).hex()
+    files = corpus_pages(postgres_docs(), limit=6, offset=700)
+    collections = {f"fill{i}-{unique}": files[i * 3:(i + 1) * 3] for i in range(2)}
+    messages, owner = crawl(collections, job_id_base(), request_id=5)
+    produce(s, s.kafka_topic, messages)
+    assert {r["state"] for r in wait_terminal(ledger, list(owner))} == {"completed"}
+    before = workspace_docs(ledger, list(collections))
+    chat_calls = httpx.get(s.dev_llm_url.removesuffix("/v1") + "/stats").json()["chat_calls"]
+    launched_at = time.time()
+
+    backfill = launch_backfill(deployment.graphql, "reindex_collection", list(collections))
+    assert wait_for_backfill(deployment.graphql, backfill, 600) in ("COMPLETED",
+                                                                    "COMPLETED_SUCCESS")
+    runs = _graphql(deployment.graphql, '{ runsOrError(filter: {tags: [{key: '
+                    '"dagster/backfill", value: "' + backfill + '"}]}) { ... on Runs { results '
+                    '{ jobName status tags { key value } } } } }')["runsOrError"]["results"]
+    partitions = sorted(t["value"] for r in runs for t in r["tags"]
+                        if t["key"] == "dagster/partition")
+    assert partitions == sorted(collections)
+    assert {(r["jobName"], r["status"]) for r in runs} == {("reindex_collection", "SUCCESS")}
+    # Every page was taken again (its job finished after the launch), found unchanged.
+    rows = {j: ledger.job(j) for j in owner}
+    assert all(r["finished_at"].timestamp() > launched_at for r in rows.values())
+    assert {r["outcome"] for r in rows.values()} == {"unchanged"}
+    assert httpx.get(s.dev_llm_url.removesuffix("/v1") + "/stats").json()["chat_calls"] \
+        == chat_calls
+    assert workspace_docs(ledger, list(collections)) == before
 
 
 def _live_runs(ledger: JobLedger, collections: set[str]) -> set[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import fault_scenarios
+from bench import fault_outages, fault_scenarios
 from bench.faults import run_scenario
 from rag_pipeline.local.stack import LocalStack
 from tests.conftest import EXTERNAL
@@ -34,18 +34,19 @@ def model_base(stack, settings):
 
 @pytest.mark.parametrize("scenario", ["daemon_kills", "host_crash", "code_server_crash",
                                       "frozen_host", "call_hang", "worker_kill",
-                                      "postgres_restart",
+                                      "postgres_restart", "pgbouncer_host_crash",
+                                      "reindex_order",
                                       "go_api_hang", "model_rate_limits", "network_faults"])
 def test_fault_scenario_loses_nothing(stack, settings, model_base, scenario, monkeypatch):
     # CI size: the Go API misbehaves for 45 s, the host and the code server crash once each.
-    monkeypatch.setattr(fault_scenarios, "GO_API_FAULT_SECONDS", 45.0)
+    monkeypatch.setattr(fault_outages, "GO_API_FAULT_SECONDS", 45.0)
     monkeypatch.setattr(fault_scenarios, "HOST_CRASHES_AT", (0.3,))
     monkeypatch.setattr(fault_scenarios, "CODE_SERVER_CRASHES_AT", (0.4,))
     # Frozen past the 60 s heartbeat timeout and one liveness check, then woken for 20 s.
     monkeypatch.setattr(fault_scenarios, "FROZEN_SECONDS", 80.0)
     monkeypatch.setattr(fault_scenarios, "WOKEN_SECONDS", 20.0)
     # LightRAG's statements blocked just past their 120 s deadline.
-    monkeypatch.setattr(fault_scenarios, "CALL_HANG_SECONDS", 130.0)
+    monkeypatch.setattr(fault_outages, "CALL_HANG_SECONDS", 130.0)
     result = run_scenario(scenario, settings, LocalStack(settings), model_base, PAGES,
                           STREAM_SECONDS, timeout_s=900)
     print(result)
@@ -55,8 +56,12 @@ def test_fault_scenario_loses_nothing(stack, settings, model_base, scenario, mon
     # second document per url or anything a replaced or failed document left behind;
     # undelivered: the Go API's last accepted status differs from the ledger's.
     assert (result.lost, result.duplicated, result.undelivered) == (0, 0, 0), result
-    # Nothing a run wrote after it was declared dead (a woken frozen run included).
+    # Nothing a run wrote after it was declared dead (a woken frozen run included), and no
+    # page whose model work was paid twice in its workspace.
     assert result.zombie_writes == 0, result
+    assert result.processed_twice == 0, result
+    # Each job's statuses reached the Go API in the order the ledger wrote them.
+    assert result.out_of_order == 0, result
     assert set(result.leftovers) == {"extra_documents", "orphan_chunks", "orphan_chunk_vectors",
                                      "orphan_entities", "orphan_relations"}, result.leftovers
     # Every fault was followed by model work again and the last page was indexed.
