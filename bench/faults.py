@@ -194,7 +194,8 @@ def recovery_seconds(ctx: Context, breakdown: list[dict[str, Any]]) -> float | N
     """The worst, over the faults, of the time from a fault's end to the next model work:
     for a fault that blocked collections, the first document of each of them LightRAG
     took up again (with the steps before it in `breakdown`); otherwise the first model
-    answer at all."""
+    answer at all, or, when no model work was left (a Go API fault that indexing outran),
+    the time to the last page indexed after the fault (0 if none was)."""
     worst: float | None = None
     timeline = ctx.model.timeline()
     for n, (ended, blocked) in enumerate(ctx.fault_ends, 1):
@@ -210,8 +211,11 @@ def recovery_seconds(ctx: Context, breakdown: list[dict[str, Any]]) -> float | N
             value = max(s for s in seconds if s is not None)
         else:
             after = first_model_call_after(timeline, ended)
-            if after is None:
-                continue  # nothing left to index after this fault
+            if after is None:  # no model work left after this fault
+                with ctx.run.ledger.pool.connection() as conn:
+                    last = conn.execute("SELECT extract(epoch FROM max(finished_at))::float8 "
+                                        "FROM rag_pipeline.jobs").fetchone()[0]
+                after = max(0.0, (last or ended) - ended)
             value = after
         worst = value if worst is None else max(worst, value)
     return worst

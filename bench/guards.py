@@ -37,6 +37,7 @@ from confluent_kafka import Consumer, Producer
 from bench.common import machine, print_table, write_results
 from bench.harness import (
     RESULTS,
+    ROOT,
     Model,
     bench_stack,
     collection_messages,
@@ -55,6 +56,7 @@ from rag_pipeline.ledger.pooler import check_sessions
 from rag_pipeline.settings import Settings
 from rag_pipeline.staging import StagingConfig, TickBudget, stage_messages
 
+DOC = ROOT / "docs" / "reliability.md"
 VARIANTS = ("all", "no_fencing", "no_call_slices", "no_statement_deadline")
 
 
@@ -155,7 +157,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   r["guard_cost_pages_per_s"]] for v, r in results["variants"].items()])
     print(f"pooler check: {check_ms:.1f} ms per process start")
     write_results(args.out, results)
+    if args.out == RESULTS / "guards.json":
+        write_doc(results)
     return results
+
+
+def write_doc(results: dict[str, Any]) -> None:
+    """The guards table of docs/reliability.md (between its markers), from the results."""
+    begin, end = "<!-- guards:begin -->", "<!-- guards:end -->"
+    text = DOC.read_text()
+    head, _, rest = text.partition(begin)
+    _, _, tail = rest.partition(end)
+    m = results["machine"]
+    commit = m["commit"][:7] + (" (dirty)" if m.get("dirty") else "")
+    rows = [f"| `{v}` | {r['median']:.2f} | {', '.join(f'{x:.2f}' for x in r['pages_per_s'])} "
+            f"| {r['guard_cost_pages_per_s']:+.2f} |" for v, r in results["variants"].items()]
+    table = "\n".join([
+        "", f"{results['pages']} pages per run, {results['repeats']} runs per variant, "
+        f"{results['settings']}; {m['date'][:10]}, {commit}, {m['cpus']} cores, load "
+        f"{m.get('load_average_1m', '?')}. The pooler check: "
+        f"{results['pooler_check_ms_per_process']:.1f} ms per process start.", "",
+        "| variant | pages/s (median) | each run | the guard's cost: median minus `all`'s |",
+        "|---|---:|---|---:|", *rows, ""])
+    DOC.write_text(head + begin + "\n" + table + "\n" + end + tail)
 
 
 if __name__ == "__main__":

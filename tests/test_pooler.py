@@ -109,3 +109,38 @@ def test_session_mode_keeps_the_writer_lock_the_deadline_and_the_names_liveness_
                 check()
         finally:
             ledger.close()
+
+
+def test_the_premise_asyncpg_as_lightrag_uses_it_breaks_in_transaction_mode(
+        settings, deadline_on_database):
+    """Why the refusal is the choice (docs/deployment.md): asyncpg with its default
+    statement cache, as LightRAG's pool runs it, loses its prepared statements when
+    PgBouncer 1.18 hands its transactions to other server sessions; in session mode it
+    does not. If this ever passes in transaction mode, the choice is worth revisiting."""
+    import asyncio
+
+    import asyncpg
+
+    async def errors_of(port: int) -> list[str]:
+        pool = await asyncpg.create_pool(
+            host="127.0.0.1", port=port, user=settings.postgres_user,
+            password=settings.postgres_password.get_secret_value(),
+            database=settings.postgres_db, min_size=4, max_size=8)
+        found: list[str] = []
+
+        async def one(i: int) -> None:
+            try:
+                async with pool.acquire() as conn:
+                    await conn.fetch(f"SELECT $1::int + {i % 5}", i)
+            except asyncpg.PostgresError as exc:
+                found.append(type(exc).__name__)
+
+        await asyncio.gather(*(one(i) for i in range(200)))
+        await pool.close()
+        return found
+
+    for mode, broken in (("session", False), ("transaction", True)):
+        with pooled(settings, mode) as through:
+            found = asyncio.run(errors_of(through.postgres_port))
+        assert bool(found) is broken, (mode, found[:3])
+        assert set(found) <= {"InvalidSQLStatementNameError", "DuplicatePreparedStatementError"}
