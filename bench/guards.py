@@ -46,8 +46,6 @@ from bench.harness import (
     send,
     unique_name,
 )
-from rag_pipeline.assets.indexing import indexing_assets
-from rag_pipeline.definitions import build_definitions
 from rag_pipeline.indexing import run as indexing_run
 from rag_pipeline.kafka_io import KafkaOptions, consumer_config, producer_config
 from rag_pipeline.ledger import JobLedger, liveness, runs
@@ -95,6 +93,11 @@ def stage_all(settings: Settings, ledger: JobLedger, count: int) -> None:
 
 def index_once(settings: Settings, ledger: JobLedger, pages: list[Path], variant: str,
                instance: dg.DagsterInstance) -> float:
+    # Imported here: the code location builds its definitions from the environment, which
+    # bench_stack() sets up first.
+    from rag_pipeline.assets.indexing import indexing_assets
+    from rag_pipeline.definitions import build_definitions
+
     collection = unique_name("guard").replace("_", "-")
     messages, _ = collection_messages({collection: pages}, job_id_base())
     send(settings, messages)
