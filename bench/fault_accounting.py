@@ -9,9 +9,13 @@
   failed or interrupted document left behind: chunks, chunk vectors, entity and relation
   vectors that no processed document's chunk accounts for;
 - processed twice: pages one of whose chunks the model was paid to extract more than once
-  in the page's workspace (doc ids are deterministic, so a second pass leaves no second
-  document: only the stand-in model's count of answered extractions per chunk text sees it);
-  `repaid_extractions` counts those extra model calls;
+  in the page's workspace although a live process had the first answer (doc ids are
+  deterministic, so a second pass leaves no second document: only the stand-in model's
+  record of answered extractions per chunk text sees it); `repaid_extractions` counts every
+  extra extraction, `lost_in_flight` those that repaid an answer no live process got: one
+  its asker no longer waited for (killed or timed out: its connection closed), or one in
+  flight when a fault struck that destroys answers (a crash, a freeze, a PostgreSQL outage
+  before LightRAG could cache it). That cost is the fault's, not a second processing;
 - duplicate PATCHes: statuses the Go API accepted again under an idempotency key it had
   already accepted (harmless by the contract, counted to show the at-least-once cost).
 """
@@ -87,17 +91,34 @@ def _out_of_order(calls: list[dict[str, Any]], written: dict[int, list[str]]) ->
                if keys != [k for k in written.get(job_id, []) if k in keys])
 
 
+# An answer given this long before a fault struck may not be in LightRAG's cache yet (it
+# writes each extraction's answer right after it, one statement).
+CACHE_WRITE_GRACE_S = 2.0
+
+
 @dataclass
 class Repeats:
-    processed_twice: int  # pages with a chunk extracted more than once in their workspace
+    processed_twice: int  # pages with a chunk extracted again after a live process got it
     repaid_extractions: int  # the extractions beyond one per chunk text and workspace
     duplicate_patches: int  # statuses accepted again under an already accepted key
+    lost_in_flight: int = 0  # of repaid_extractions: repaying an answer no live process got
 
 
-def repeats(ledger: JobLedger, collections: list[str], extractions: dict[str, int],
-            job_ids: set[int], go_api: str) -> Repeats:
-    """`extractions`: chunk text key -> answered extractions, for keys answered more than
-    once (the stand-in model's `/stats/extractions`, reset when the scenario began)."""
+def _lost(answer: list[Any], struck: list[tuple[float, float]]) -> bool:
+    """An answer [started, answered, delivered] no live process kept: undelivered, or
+    asked before a fault struck and answered too late to be cached before it."""
+    started, answered, delivered = answer
+    return not delivered or any(started <= end and answered >= begin - CACHE_WRITE_GRACE_S
+                                for begin, end in struck)
+
+
+def repeats(ledger: JobLedger, collections: list[str], extractions: dict[str, list[Any]],
+            job_ids: set[int], go_api: str,
+            struck: list[tuple[float, float]] | None = None) -> Repeats:
+    """`extractions`: chunk text key -> its answers [started, answered, delivered], for
+    keys answered more than once (the stand-in model's `/stats/extractions`, reset when the
+    scenario began); `struck`: (from, to) epoch spans of faults that destroy answers in
+    flight."""
     holders: dict[str, set[tuple[str, str]]] = {}
     with ledger.pool.connection() as conn:
         if conn.execute("SELECT to_regclass('public.lightrag_doc_chunks')").fetchone()[0]:
@@ -106,18 +127,22 @@ def repeats(ledger: JobLedger, collections: list[str], extractions: dict[str, in
                     "WHERE workspace = ANY(%s)", (collections,)):
                 holders.setdefault(extraction_key(content), set()).add((workspace, doc_id))
     twice: set[tuple[str, str]] = set()
-    repaid = 0
-    for key, answered in extractions.items():
+    repaid = lost = 0
+    for key, answers in extractions.items():
         docs = holders.get(key, set())
         # One extraction per workspace holding the text is the price; LightRAG's cache is
         # per workspace. A text no kept chunk holds (a replaced page) counts once.
-        extra = answered - max(1, len({workspace for workspace, _ in docs}))
-        if extra > 0:
-            repaid += extra
+        extra = len(answers) - max(1, len({workspace for workspace, _ in docs}))
+        if extra <= 0:
+            continue
+        excused = min(extra, sum(1 for a in answers if _lost(a, struck or [])))
+        repaid += extra
+        lost += excused
+        if extra > excused:
             twice |= docs
     patches = httpx.get(f"{go_api}/calls", timeout=60).json()
     duplicates = sum(1 for c in patches if c["job_id"] in job_ids and c.get("replay"))
-    return Repeats(len(twice), repaid, duplicates)
+    return Repeats(len(twice), repaid, duplicates, lost)
 
 
 # Documents beyond one per (workspace, url): file_path is one-to-one with the url.

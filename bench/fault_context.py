@@ -38,13 +38,25 @@ class Context:
     # (the ledger's and LightRAG's timestamps are overwritten when a later crash hits the
     # run that took over, so they cannot be read back afterwards).
     takeovers: dict[int, dict[str, dict[str, float | None]]] = field(default_factory=dict)
+    # (from, to) epoch spans of faults that destroy model answers in flight (a crash, a
+    # freeze, PostgreSQL gone before LightRAG caches an answer): `strike()` to `ended()`.
+    struck: list[tuple[float, float]] = field(default_factory=list)
+    _struck_at: float | None = None
 
     def wait_for_stream(self, share: float) -> None:
         while self.progress() < share:
             time.sleep(0.2)
 
+    def strike(self) -> None:
+        """The fault about to start can destroy model answers in flight."""
+        self._struck_at = time.time()
+
     def ended(self, blocked: set[str] | None = None) -> None:
-        self.fault_ends.append((time.time(), blocked))
+        now = time.time()
+        self.fault_ends.append((now, blocked))
+        if self._struck_at is not None:
+            self.struck.append((self._struck_at, now))
+            self._struck_at = None
 
     def running_collections(self) -> set[str]:
         """Collections that a crash now would block: with jobs running, or with a run that

@@ -57,6 +57,7 @@ def postgres_restart(ctx: Context) -> None:
     if time.monotonic() >= deadline:
         ctx.notes.append("no run was caught writing")
         ctx.injected = False
+    ctx.strike()  # an answer LightRAG has not cached yet cannot be cached while it is down
     ctx.stack.postgres.stop()
     ctx.stack.postgres.start()
     ctx.ended()
@@ -113,6 +114,7 @@ def network_faults(ctx: Context) -> None:
         proxy.toxic(name, "latency", {"latency": 150, "jitter": 100})
     time.sleep(30)
     proxy.clear()
+    ctx.strike()  # a reset connection can lose LightRAG's write of an answer to its cache
     for name in ("kafka", "postgres"):
         proxy.toxic(name, "reset_peer", {"timeout": 500}, toxicity=0.3)
     time.sleep(15)

@@ -68,6 +68,7 @@ def host_crash(ctx: Context) -> None:
         ctx.wait_for_stream(share)
         wait_for_live_inserts(ctx, 300)
         blocked = ctx.running_collections()
+        ctx.strike()
         killed = kill_everything(ctx.run.deployment.home)
         ctx.notes.append(f"crash at {share:.0%}: killed {killed} processes, "
                          f"{len(blocked)} collections had runs")
@@ -85,6 +86,7 @@ def code_server_crash(ctx: Context) -> None:
         ctx.wait_for_stream(share)
         wait_for_live_inserts(ctx, 300)
         blocked = ctx.running_collections()
+        ctx.strike()
         killed = ctx.run.deployment.crash("code_server")
         ctx.notes.append(f"crash at {share:.0%}: killed the code server and run workers "
                          f"({killed} processes), {len(blocked)} collections had runs")
@@ -103,6 +105,7 @@ def frozen_host(ctx: Context) -> None:
     wait_for_live_inserts(ctx, 300)
     blocked = ctx.running_collections()
     frozen = processes_with_dagster_home(ctx.run.deployment.home)
+    ctx.strike()
     for process in frozen:
         with contextlib.suppress(psutil.Error):
             process.suspend()
@@ -132,6 +135,7 @@ def worker_kill(ctx: Context) -> None:
         inserting = inserting_run_workers(ctx.run.ledger)
         if inserting:
             collection, pid = inserting[0]
+            ctx.strike()
             with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).kill()
                 ctx.notes.append(f"killed run worker {pid} while it inserted into {collection}")

@@ -101,6 +101,9 @@ class FaultResult:
     duplicate_patches: int = 0
     # Jobs whose statuses the Go API accepted out of the ledger's order (always 0).
     out_of_order: int = 0
+    # Of repaid_extractions: those repaying an answer no live process got (its asker killed,
+    # frozen or timed out, or its cache write lost with PostgreSQL): the fault's cost.
+    lost_in_flight: int = 0
 
 
 
@@ -163,7 +166,7 @@ def run_scenario(name: str, settings: Settings, stack: LocalStack, model: Model,
         states = run.ledger.job_states()
         zombies = zombie_writes(run.ledger)
         again = repeats(run.ledger, names, model.repeated_extractions(), set(owner),
-                        settings.go_backend_url)
+                        settings.go_backend_url, ctx.struck)
         notes.append("jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
         with run.ledger.pool.connection() as conn:
             for job_id, error in conn.execute(
@@ -176,7 +179,8 @@ def run_scenario(name: str, settings: Settings, stack: LocalStack, model: Model,
         None if converge is None else round(converge, 1), round(fault_seconds, 1),
         ctx.injected, rate, started_at, datetime.now(UTC).isoformat(timespec="seconds"),
         counts.details, breakdown, notes, zombies, again.processed_twice,
-        again.repaid_extractions, again.duplicate_patches, counts.out_of_order)
+        again.repaid_extractions, again.duplicate_patches, counts.out_of_order,
+        again.lost_in_flight)
 
 
 def zombie_writes(ledger: JobLedger) -> int:
@@ -301,13 +305,14 @@ def write_doc(merged: dict[str, Any]) -> None:
     for name in SCENARIOS:
         r = merged["scenarios"].get(name)
         if r is None:
-            rows.append(f"| `{name}` | not run with this accounting yet |" + " |" * 15)
+            rows.append(f"| `{name}` | not run with this accounting yet |" + " |" * 16)
             continue
         m = r["machine"]
         commit = m["commit"][:7] + (" (dirty)" if m.get("dirty") else "")
         rows.append(
             f"| `{name}` | {r['messages']} | {r['lost']} | {r['duplicated']} | "
             f"{r['undelivered']} | {r.get('processed_twice', '-')} | "
+            f"{r.get('repaid_extractions', '-')} ({r.get('lost_in_flight', '-')}) | "
             f"{r.get('zombie_writes', '-')} | {r.get('out_of_order', '-')} | "
             f"{r.get('duplicate_patches', '-')} | "
             f"{_seconds(r['recovery_s'])} | {_seconds(r['converge_s'])} | "
@@ -316,9 +321,11 @@ def write_doc(merged: dict[str, Any]) -> None:
             f"load {m.get('load_average_1m', '?')} |")
     table = "\n".join([
         "", "| scenario | messages | lost | duplicated | undelivered | processed twice "
-        "| zombie writes | out of order | duplicate PATCHes | recovery s | converge s "
-        "| fault s | pages/s (x no_fault) | minutes | date | commit, machine |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|", *rows,
+        "| extractions repaid (lost in flight) | zombie writes | out of order "
+        "| duplicate PATCHes | recovery s | converge s | fault s | pages/s (x no_fault) "
+        "| minutes | date | commit, machine |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        *rows,
         "",
         *_takeover_table(merged)])
     DOC.write_text(head + begin + "\n" + table + "\n" + end + tail)

@@ -1,12 +1,16 @@
 """The fault scenarios' accounting sees what deterministic doc ids hide: a page whose model
-work was paid twice (the stand-in model counts answered extractions per chunk text) and a
-status the Go API accepted twice under one idempotency key. Real stack, one small
+work was paid twice (the stand-in model records answered extractions per chunk text), told
+apart from an answer lost in flight (its asker gone, or a fault striking), and a status the
+Go API accepted twice under one idempotency key. Real stack, one small
 collection indexed in this process."""
 
 from __future__ import annotations
 
+import time
+
 import dagster as dg
 import httpx
+import pytest
 
 from bench.fault_accounting import Repeats, repeats
 from bench.harness import Model
@@ -29,24 +33,48 @@ def test_a_page_paid_twice_and_a_status_accepted_twice_are_counted(topics, ledge
         assert stage_and_index(topics, ledger, instance, collection, messages).success
     job_ids = {m["job_id"] for m in messages}
 
-    def counted() -> Repeats:
+    def counted(struck: list[tuple[float, float]] | None = None) -> Repeats:
         return repeats(ledger, [collection], stand_in.repeated_extractions(), job_ids,
-                       topics.go_backend_url)
+                       topics.go_backend_url, struck)
 
     assert counted() == Repeats(processed_twice=0, repaid_extractions=0, duplicate_patches=0)
 
-    # A second pass over one chunk of one page, as a zombie run or a lost cache would make.
     with ledger.pool.connection() as conn:
-        content = conn.execute("SELECT content FROM lightrag_doc_chunks WHERE workspace = %s "
-                               "ORDER BY id LIMIT 1", (collection,)).fetchone()[0]
-    answered = httpx.post(f"{model}/v1/chat/completions", timeout=30, json={
-        "model": "m", "messages": [
-            {"role": "system", "content": EXTRACTION_SYSTEM},
-            {"role": "user", "content": f"---Input Text---\n```\n{content}\n```"}]})
-    assert answered.status_code == 200
+        first, second = (row[0] for row in conn.execute(
+            "SELECT content FROM lightrag_doc_chunks WHERE workspace = %s ORDER BY id LIMIT 2",
+            (collection,)))
+
+    def extract(content: str, timeout: float) -> httpx.Response:
+        return httpx.post(f"{model}/v1/chat/completions", timeout=timeout, json={
+            "model": "m", "messages": [
+                {"role": "system", "content": EXTRACTION_SYSTEM},
+                {"role": "user", "content": f"---Input Text---\n```\n{content}\n```"}]})
+
+    # Asked again by a client that gave up before the answer (as a killed or timed-out
+    # process does): paid, but no live process got it, so it is lost in flight.
+    stand_in.set(latency_ms=1500)
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            extract(first, timeout=0.3)
+        time.sleep(2.5)  # the model finishes its answer to nobody
+    finally:
+        stand_in.set(latency_ms=0)
+    assert counted() == Repeats(processed_twice=0, repaid_extractions=1, duplicate_patches=0,
+                                lost_in_flight=1)
+
+    # A second pass that got its answer, as a zombie run or a lost cache would make: the
+    # page was processed twice, unless a fault struck while that answer was in flight.
+    asked = time.time()
+    assert extract(second, timeout=30).status_code == 200
+    answered = time.time()
+    assert counted() == Repeats(processed_twice=1, repaid_extractions=2, duplicate_patches=0,
+                                lost_in_flight=1)
+    assert counted(struck=[(asked, answered)]) == Repeats(
+        processed_twice=0, repaid_extractions=2, duplicate_patches=0, lost_in_flight=2)
+
     # The same status accepted twice under one key (a delivery whose answer was lost).
     for _ in range(2):
         httpx.patch(f"{topics.go_backend_url}/api/v1/indexing/jobs/{base}/status",
                     json={"status": "completed"}, headers={"Idempotency-Key": f"t-{unique}"},
                     timeout=30).raise_for_status()
-    assert counted() == Repeats(processed_twice=1, repaid_extractions=1, duplicate_patches=1)
+    assert counted().duplicate_patches == 1

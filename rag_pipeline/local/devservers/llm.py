@@ -26,6 +26,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,15 +81,17 @@ class Stats:
     first_chat_at: float | None = None
     last_chat_done_at: float | None = None
     timeline: dict[int, dict[str, float]] = field(default_factory=dict)
-    # Answered extractions per chunk text (extraction_key): a chunk answered twice in one
-    # workspace is model work paid twice (the fault accounting reads it).
-    extractions: Counter = field(default_factory=Counter)
+    # Answered extractions per chunk text (extraction_key): [started, answered, delivered]
+    # epoch times and whether the asker's connection was still open for the answer. A chunk
+    # answered twice in one workspace is model work paid twice (the fault accounting
+    # reads it, and tells an answer its asker never got from one it got and asked again).
+    extractions: dict[str, list[tuple[float, float, bool]]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "calls": dict(self.calls),
             "chat_calls": sum(v for k, v in self.calls.items() if k != "embed"),
-            "extractions_repeated": sum(n - 1 for n in self.extractions.values() if n > 1),
+            "extractions_repeated": sum(len(a) - 1 for a in self.extractions.values() if a),
             "embed_calls": self.calls.get("embed", 0),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -146,7 +149,10 @@ class StandInModel:
             second += 1
 
     # --- chat --------------------------------------------------------------------------------
-    async def chat(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async def chat(self, body: dict[str, Any], connected: Callable[[], bool] = lambda: True,
+                   ) -> tuple[int, dict[str, Any]]:
+        """`connected`: whether the asker is still there to get the answer (a killed or
+        timed-out client closed its connection while the model worked)."""
         messages = body.get("messages") or []
         system = " ".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
         user = str(messages[-1].get("content", "")) if messages else ""
@@ -179,7 +185,8 @@ class StandInModel:
         completion_tokens = self.tokens(answer)
         s.calls[kind] += 1
         if kind == "extract":
-            s.extractions[extraction_key(extraction_input(user))] += 1
+            s.extractions.setdefault(extraction_key(extraction_input(user)), []).append(
+                (start, done, connected()))
         s.prompt_tokens += prompt_tokens
         s.completion_tokens += completion_tokens
         self._tick(done, "chat_calls")
@@ -245,10 +252,14 @@ def build_app(model: StandInModel, default_dim: int) -> web.Application:
         body = await _json(request)
         if body is None or not isinstance(body.get("messages"), list):
             return web.json_response({"error": {"message": "messages must be a list"}}, status=400)
-        status, payload = await model.chat(body)
+        status, payload = await model.chat(body, lambda: _connected(request))
         if status == 200 and body.get("stream"):
             return await _stream(request, payload)
         return web.json_response(payload, status=status, headers={"X-Stand-In-Model": "true"})
+
+    def _connected(request: web.Request) -> bool:
+        transport = request.transport
+        return transport is not None and not transport.is_closing()
 
     async def _stream(request: web.Request, payload: dict[str, Any]) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -290,8 +301,10 @@ def build_app(model: StandInModel, default_dim: int) -> web.Application:
 
     @routes.get("/stats/extractions")
     async def extractions(_: web.Request) -> web.Response:
-        """Chunk texts (extraction_key) answered more than once, with their counts."""
-        return web.json_response({k: n for k, n in model.stats.extractions.items() if n > 1})
+        """Chunk texts (extraction_key) answered more than once, with each answer's
+        [started, answered, delivered]."""
+        return web.json_response({k: a for k, a in model.stats.extractions.items()
+                                  if len(a) > 1})
 
     @routes.post("/stats/reset")
     async def reset(_: web.Request) -> web.Response:
