@@ -11,11 +11,13 @@ import time
 import dagster as dg
 import httpx
 import pytest
+from lightrag.prompt import PROMPTS
 
 from bench.fault_accounting import Repeats, repeats
 from bench.harness import Model
 from rag_pipeline.local.corpus import pages as corpus_pages
 from rag_pipeline.local.corpus import postgres_docs
+from rag_pipeline.local.devservers.llm_answers import extraction_input, extraction_key
 from tests.helpers import job_id_base, page_message
 from tests.test_indexing import stage_and_index
 
@@ -78,3 +80,17 @@ def test_a_page_paid_twice_and_a_status_accepted_twice_are_counted(topics, ledge
                     json={"status": "completed"}, headers={"Idempotency-Key": f"t-{unique}"},
                     timeout=30).raise_for_status()
     assert counted().duplicate_patches == 1
+
+
+def test_a_chunk_with_code_fences_is_named_by_all_of_its_text():
+    """LightRAG fences the chunk with ``` in its extraction prompt; a chunk with code blocks
+    has fences of its own. Named by the text before its first fence, two chunks that start
+    alike would be one and the accounting could not find either among LightRAG's chunks."""
+    chunk = "Joins\n```sql\nSELECT * FROM weather JOIN cities ON city = name;\n```\nThe rest."
+    alike = "Joins\n```sql\nSELECT 1;\n```\nAnother page."
+    prompt = PROMPTS["entity_extraction_user_prompt"]
+    variables = {"max_total_records": 40, "max_entity_records": 20, "completion_delimiter":
+                 "<|COMPLETE|>", "language": "English", "heading_context_block": ""}
+    named = [extraction_key(extraction_input(prompt.format(input_text=text, **variables)))
+             for text in (chunk, alike)]
+    assert named == [extraction_key(chunk), extraction_key(alike)]

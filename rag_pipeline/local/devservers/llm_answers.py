@@ -97,9 +97,20 @@ def _description(json_line: str) -> str:
     return str(value.get("description", "")) if isinstance(value, dict) else str(value)
 
 
+INPUT_FENCE = "---Input Text---\n```"
+
+
 def extraction_input(user: str) -> str:
-    """The chunk an extraction prompt asks about (LightRAG fences it under Input Text)."""
-    return _section(user, "---Input Text---\n```", "```") or user
+    """The chunk an extraction prompt asks about: LightRAG fences it with ``` under Input
+    Text, before ---Output---. The chunk may hold fences of its own (code blocks), so the
+    input ends at the last fence, not the first."""
+    start = user.find(INPUT_FENCE)
+    if start < 0:
+        return user
+    text = user[start + len(INPUT_FENCE):]
+    end = text.rfind("---Output---")
+    text = (text if end < 0 else text[:end]).rstrip()
+    return text.removesuffix("```")
 
 
 def extraction_key(text: str) -> str:
