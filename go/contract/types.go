@@ -90,6 +90,7 @@ type IndexingRequest struct {
 	Endpoint      string    `gorm:"type:varchar(255);not null" json:"endpoint"`
 	TotalJobs     int       `gorm:"not null" json:"total_jobs"`
 	CompletedJobs int       `gorm:"not null" json:"completed_jobs"`
+	FailedJobs    int       `gorm:"not null;default:0" json:"failed_jobs"` // NEW
 	ProjectID     uint      `gorm:"not null" json:"project_id"`
 	Status        string    `gorm:"type:varchar(50);not null" json:"status"`
 	ErrorMsg      string    `gorm:"type:text" json:"error_msg,omitempty"`
