@@ -1,6 +1,7 @@
 """The Go backend's reference status handler (go/statushandler): its `go test` on the real
-PostgreSQL (schemas made by GORM's AutoMigrate), and the shared status sequences it is
-tested with, checked against the keys the pipeline writes."""
+PostgreSQL (schemas made by GORM's AutoMigrate; go/migrations checked against them), and
+the shared status sequences it is tested with, checked against the keys the pipeline
+writes."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SEQUENCES = json.loads((ROOT / "contract" / "vectors" / "status_sequences.json").read_text())
 GO_TESTS = ("TestSharedStatusSequences",
             "TestConcurrentRedeliveredReorderedReportsKeepCountersExact",
-            "TestPagesAreAddedOnlyWhileCrawling")
+            "TestPagesAreAddedOnlyWhileCrawling",
+            "TestTheMigrationsBringTheSeedTablesToWhatAutoMigrateMakes")
 
 
 def test_the_go_handler_applies_each_state_change_once_on_postgresql(stack, settings: Settings):

@@ -55,6 +55,16 @@ type sequenceCase struct {
 // database is a fresh schema on the test PostgreSQL, its tables made by AutoMigrate.
 func database(t *testing.T) *gorm.DB {
 	t.Helper()
+	db := emptySchema(t)
+	if err := db.AutoMigrate(statushandler.Models()...); err != nil {
+		t.Fatalf("AutoMigrate: %v", err)
+	}
+	return db
+}
+
+// emptySchema is a fresh schema on the test PostgreSQL, dropped after the test.
+func emptySchema(t *testing.T) *gorm.DB {
+	t.Helper()
 	dsn := os.Getenv("STATUSHANDLER_DATABASE_URL")
 	if dsn == "" {
 		t.Skip("STATUSHANDLER_DATABASE_URL is unset: these tests need a PostgreSQL " +
@@ -89,9 +99,6 @@ func database(t *testing.T) *gorm.DB {
 			sqlDB.Close()
 		}
 	})
-	if err := db.AutoMigrate(statushandler.Models()...); err != nil {
-		t.Fatalf("AutoMigrate: %v", err)
-	}
 	return db
 }
 

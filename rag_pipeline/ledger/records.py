@@ -24,6 +24,7 @@ from rag_pipeline.vocabulary import (
 __all__ = [
     "FAILED_STATES",
     "TERMINAL_STATES",
+    "CrawlSummary",
     "FailedMessage",
     "IndexedDocument",
     "JobOutcome",
@@ -38,6 +39,7 @@ __all__ = [
     "RequestSummary",
     "RunJob",
     "StageResult",
+    "StagedCompletion",
     "StagedJob",
 ]
 
@@ -62,11 +64,50 @@ class StagedJob:
     offset: int
     # When the crawler produced the message (its Kafka timestamp), if Kafka says.
     produced_at: datetime | None = None
+    alias: str | None = None
     # Computed once: it is compared in memory, against the ledger, and stored.
     message_sha256: bytes = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "message_sha256", hashlib.sha256(self.message).digest())
+
+
+@dataclass(frozen=True)
+class StagedCompletion:
+    """The crawler's word that a crawl request is complete (a `crawl_completed` message)."""
+
+    collection_id: str
+    request_id: int
+    alias: str | None
+    pages: int
+    completed_at: datetime
+    # Where it came from (for its dead letter, should it be refused).
+    message: bytes
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class CrawlSummary:
+    """A collection's crawl as the ledger knows it: its alias, whether the crawler said it
+    is complete (and with how many pages), and its jobs per state."""
+
+    collection_id: str
+    alias: str | None
+    request_id: int | None
+    first_staged_at: datetime
+    crawl_completed_at: datetime | None
+    crawl_pages: int | None
+    jobs_by_state: dict[str, int]
+
+    @property
+    def received(self) -> int:
+        return sum(self.jobs_by_state.values())
+
+    @property
+    def completed(self) -> bool:
+        return self.crawl_completed_at is not None
 
 
 @dataclass(frozen=True)
@@ -207,3 +248,6 @@ class MetricsSnapshot:
     outbox_oldest_pending_age: float
     model_slots_in_use: dict[str, int]
     counters: dict[tuple[str, str], float]
+    # Collections whose crawl has not said it is complete, and the age of the oldest.
+    crawls_incomplete: int = 0
+    oldest_incomplete_crawl_age: float = 0.0

@@ -128,6 +128,12 @@ class PipelineCollector(Collector):
         yield GaugeMetricFamily(name("outbox_oldest_pending_age_seconds"),
                                 "Age of the oldest status waiting to reach the Go API.",
                                 value=snapshot.outbox_oldest_pending_age)
+        yield GaugeMetricFamily(name("crawls_incomplete"), "Collections whose crawl the "
+                                "crawler has not said complete (no crawl_completed message).",
+                                value=snapshot.crawls_incomplete)
+        yield GaugeMetricFamily(name("oldest_incomplete_crawl_age_seconds"),
+                                "Age of the oldest crawl not said complete (0 when none).",
+                                value=snapshot.oldest_incomplete_crawl_age)
         slots = GaugeMetricFamily(name("model_slots_in_use"), "Model request slots held now, "
                                   "by kind (shared by every run).", labels=["kind"])
         bound = GaugeMetricFamily(name("model_slots"), "Model request slots, by kind "
