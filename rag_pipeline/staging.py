@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -208,19 +208,28 @@ Aliased = TypeVar("Aliased", StagedJob, StagedCompletion)
 def split_alias_conflicts(aliases: dict[str, str | None], items: Sequence[Aliased]
                           ) -> tuple[list[Aliased], list[Aliased]]:
     """`items` (in stream order) that agree with their collection's alias, and those naming
-    another one. `aliases` holds the ones the ledger has, and learns the first alias said
-    for a collection that has none."""
+    another one. A collection's alias is fixed by its first message, alias or none (its
+    documents' ids depend on it): `aliases` holds the ones the ledger knows, and learns
+    those of new collections."""
     kept: list[Aliased] = []
     conflicting: list[Aliased] = []
     for item in items:
-        current = aliases.get(item.collection_id)
-        if item.alias is not None and current is not None and item.alias != current:
+        if item.collection_id not in aliases:
+            aliases[item.collection_id] = item.alias
+        if item.alias is not None and item.alias != aliases[item.collection_id]:
             conflicting.append(item)
             continue
-        if current is None and item.alias is not None:
-            aliases[item.collection_id] = item.alias
         kept.append(item)
     return kept, conflicting
+
+
+def with_alias_scope(job: StagedJob, alias: str | None) -> StagedJob:
+    """The job with its document id in its collection's scope: the alias's, when it has
+    one, so every collection of an alias names a page alike (a renewal copies rows as they
+    are), else the collection's own."""
+    if alias is None:
+        return job
+    return replace(job, doc_id=doc_id(alias, job.normalized_url), alias=alias)
 
 
 def _alias_conflict(item: StagedJob | StagedCompletion, alias: str | None) -> FailedMessage:
@@ -300,15 +309,15 @@ def stage_messages(*, consumer: Any, producer: Any, ledger: JobLedger, config: S
         staged.remove(job)
         conflicts.append(job)
     # A collection answers to one alias: a message naming another fails, with its reason.
-    if any(item.alias for item in [*staged, *completions]):
-        aliases = ledger.collection_aliases(i.collection_id for i in [*staged, *completions])
-        staged, wrong_jobs = split_alias_conflicts(aliases, staged)  # pages come first
-        completions, wrong_ends = split_alias_conflicts(aliases, completions)
-        for item in [*wrong_jobs, *wrong_ends]:
-            failed.append(_alias_conflict(item, aliases.get(item.collection_id)))
-            report.rejected += 1
-            report.rejected_reasons[Reason.ALIAS_CONFLICT] = (
-                report.rejected_reasons.get(Reason.ALIAS_CONFLICT, 0) + 1)
+    aliases = ledger.collection_aliases(i.collection_id for i in [*staged, *completions])
+    staged, wrong_jobs = split_alias_conflicts(aliases, staged)  # pages come first
+    completions, wrong_ends = split_alias_conflicts(aliases, completions)
+    staged = [with_alias_scope(j, aliases[j.collection_id]) for j in staged]
+    for item in [*wrong_jobs, *wrong_ends]:
+        failed.append(_alias_conflict(item, aliases.get(item.collection_id)))
+        report.rejected += 1
+        report.rejected_reasons[Reason.ALIAS_CONFLICT] = (
+            report.rejected_reasons.get(Reason.ALIAS_CONFLICT, 0) + 1)
     report.completions = len(completions)
     records = [dead_letter_record(
         original=f.message, reason=f.reason, error_msg=f.error_msg, topic=f.topic,

@@ -77,6 +77,14 @@ class Reason(StrEnum):
         return f"{self.value}:{field}"
 
 
+class AliasChange(StrEnum):
+    """Why an alias began answering from another collection (`alias_changes.cause`)."""
+
+    FIRST_CRAWL = "first_crawl"  # the alias's first collection whose crawl completed
+    RENEWAL = "renewal"  # a newer crawl of the alias completed
+    REBUILD = "rebuild"  # its pages were indexed again with the current models
+
+
 class InsertStatus(StrEnum):
     """What LightRAG made of one page handed to it (indexing.insertion.InsertResult)."""
 

@@ -4,10 +4,12 @@ the crawler's `crawl_completed` message with its page count. Real Kafka and Post
 
 from __future__ import annotations
 
+from rag_pipeline.ledger import PendingCollection
 from rag_pipeline.local.publishing import completion_message
 from rag_pipeline.reconciliation import inspection_lines
+from rag_pipeline.sensors.staging import run_requests
 from rag_pipeline.vocabulary import Reason
-from tests.helpers import dead_letters, job_id_base, page_messages, produce, tick
+from tests.helpers import complete, dead_letters, job_id_base, page_messages, produce, tick
 
 
 def test_aliases_and_crawl_completions_are_recorded_with_their_collections(
@@ -63,3 +65,25 @@ def test_a_completion_naming_another_alias_is_dead_lettered_and_a_redelivery_cha
     produce(topics, topics.kafka_topic, [done])  # the crawler retried
     tick(topics, ledger)
     assert ledger.crawls(collection_id=named) == [first]
+
+
+def test_a_crawl_is_released_once_every_page_it_announced_is_done(topics, ledger, unique):
+    collection, alias, base = f"c-{unique}", f"a-{unique}", job_id_base()
+    pages = page_messages(collection, base, 4, alias=alias)
+    produce(topics, topics.kafka_topic, [*pages[:3], completion_message(
+        collection_id=collection, request_id=1, pages=4, alias=alias)])
+    tick(topics, ledger)
+    complete(ledger, collection, [base, base + 1, base + 2])
+    ready = lambda: [c for c, _ in ledger.ready_to_release() if c == collection]  # noqa: E731
+    assert ready() == [], "a page it announced has not arrived"
+    produce(topics, topics.kafka_topic, pages[3:])  # late, on another partition maybe
+    tick(topics, ledger)
+    assert ready() == [], "a page is still queued"
+    complete(ledger, collection, [base + 3])
+    assert ready() == [collection]
+    # The sensor asks for a run of it (the run releases it), once per run it has had.
+    [(_, runs)] = [r for r in ledger.ready_to_release() if r[0] == collection]
+    [request] = run_requests([], [(collection, runs)], waiting=set())
+    assert (request.partition_key, request.run_key) == (collection, f"{collection}:release:0")
+    assert run_requests([PendingCollection("x", 1, 2, 1, 0)], [(collection, runs)],
+                        waiting={collection})[0].partition_key == "x"

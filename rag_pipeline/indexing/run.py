@@ -130,6 +130,10 @@ class RunHooks:
     recorded: Callable[[list[JobOutcome]], None] = lambda outcomes: None
     # Whether other collections wait for a run slot (the run yields after max_seconds).
     others_waiting: Callable[[], bool] = lambda: False
+    # Called under the writer lock before the first page is written, and after the last
+    # (with the run, to delete documents): an alias's renewal (indexing/renewal.py).
+    locked: Callable[[], None] = lambda: None
+    drained: Callable[[CollectionRun], None] = lambda run: None
 
 
 class CollectionRun:
@@ -167,8 +171,20 @@ class CollectionRun:
                 lock_check()
 
             self.hooks.check = check
+            self.hooks.locked()
             self._stream(jobs, started)
+            self.hooks.drained(self)
         return self.report
+
+    def delete_documents(self, doc_ids: Sequence[str]) -> None:
+        """Delete documents of the collection (and the entities and relations only they
+        supported), the lease and the lock checked before each."""
+        if not doc_ids:
+            return
+        feed: WorkspaceFeed = self._call(self._open_feed())
+        for doc_id in doc_ids:
+            self.hooks.check()
+            self._call(feed.delete([doc_id]))
 
     def _stream(self, jobs: list[RunJob], started: float) -> None:
         usage_before = self._usage_now()

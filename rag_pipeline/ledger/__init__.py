@@ -39,6 +39,7 @@ from rag_pipeline.ledger.liveness import LivenessQueries
 from rag_pipeline.ledger.outbox import OutboxQueries
 from rag_pipeline.ledger.outcomes import OutcomeQueries
 from rag_pipeline.ledger.records import (
+    CollectionLife,
     CrawlSummary,
     FailedMessage,
     IndexedDocument,
@@ -46,6 +47,7 @@ from rag_pipeline.ledger.records import (
     OutboxRow,
     PageText,
     PendingCollection,
+    Release,
     RequestSummary,
     RunJob,
     StagedCompletion,
@@ -57,11 +59,11 @@ from rag_pipeline.ledger.runs import RunQueries
 from rag_pipeline.ledger.schema import SchemaQueries
 from rag_pipeline.ledger.staging import ConcurrentStaging, StagingQueries
 
-__all__ = ["ConcurrentStaging", "CrawlSummary", "FailedMessage", "IndexedDocument",
-           "JobLedger", "JobOutcome", "LedgerUnavailable", "OutboxRow", "PageText",
-           "PendingCollection", "PruneBatch", "RequestSummary", "RunFenced", "RunJob",
-           "StageResult", "StagedCompletion", "StagedJob", "is_permanent_connection_error",
-           "shared_ledger"]
+__all__ = ["CollectionLife", "ConcurrentStaging", "CrawlSummary", "FailedMessage",
+           "IndexedDocument", "JobLedger", "JobOutcome", "LedgerUnavailable", "OutboxRow",
+           "PageText", "PendingCollection", "PruneBatch", "Release", "RequestSummary",
+           "RunFenced", "RunJob", "StageResult", "StagedCompletion", "StagedJob",
+           "is_permanent_connection_error", "shared_ledger"]
 
 
 class JobLedger(SchemaQueries, StagingQueries, RunQueries, OutcomeQueries, LivenessQueries,

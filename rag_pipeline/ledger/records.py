@@ -24,6 +24,7 @@ from rag_pipeline.vocabulary import (
 __all__ = [
     "FAILED_STATES",
     "TERMINAL_STATES",
+    "CollectionLife",
     "CrawlSummary",
     "FailedMessage",
     "IndexedDocument",
@@ -35,6 +36,7 @@ __all__ = [
     "PageText",
     "PendingCollection",
     "Reason",
+    "Release",
     "ReportedStatus",
     "RequestSummary",
     "RunJob",
@@ -108,6 +110,33 @@ class CrawlSummary:
     @property
     def completed(self) -> bool:
         return self.crawl_completed_at is not None
+
+
+@dataclass(frozen=True)
+class CollectionLife:
+    """Where a collection is in its life under its alias (docs/design.md, "Collections")."""
+
+    collection_id: str
+    alias: str | None
+    first_staged_at: datetime
+    crawl_pages: int | None
+    completion_staged_at: datetime | None
+    renews: str | None
+    carried_over_at: datetime | None
+    released_at: datetime | None
+    superseded_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Release:
+    """What releasing a collection did: its alias (if any) answers from it now, unless a
+    newer collection of the alias already did (then it is superseded at once)."""
+
+    collection_id: str
+    alias: str | None
+    previous_collection_id: str | None
+    cause: str | None  # vocabulary.AliasChange, None when the alias did not move
+    pages_removed: int
 
 
 @dataclass(frozen=True)

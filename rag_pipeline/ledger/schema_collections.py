@@ -7,9 +7,12 @@ COLLECTION_MIGRATIONS: list[tuple[int, str]] = [
     (
         13,
         """
-        -- One row per collection: the alias its pages carry (the first one said wins), the
-        -- crawl request it holds and, once the crawler says so (a crawl_completed message),
-        -- the end of that crawl with its page count.
+        -- One row per collection: the alias its first message named (or none, for good),
+        -- the crawl request it holds and, once the crawler says so (a crawl_completed
+        -- message), the end of that crawl with its page count. Then its life under the
+        -- alias: the collection whose rows it carried over (renews; decided once, at its
+        -- first run: carried_over_at), when its alias began answering from it (released_at)
+        -- and when a newer one took over (superseded_at).
         CREATE TABLE rag_pipeline.collections (
             collection_id text PRIMARY KEY,
             alias text,
@@ -17,18 +20,42 @@ COLLECTION_MIGRATIONS: list[tuple[int, str]] = [
             first_staged_at timestamptz NOT NULL DEFAULT now(),
             crawl_completed_at timestamptz,
             crawl_pages bigint,
-            completion_staged_at timestamptz
+            completion_staged_at timestamptz,
+            renews text,
+            carried_over_at timestamptz,
+            released_at timestamptz,
+            superseded_at timestamptz
         );
         CREATE INDEX collections_alias ON rag_pipeline.collections (alias, first_staged_at)
             WHERE alias IS NOT NULL;
         CREATE INDEX collections_crawling ON rag_pipeline.collections (first_staged_at)
             WHERE completion_staged_at IS NULL;
+        CREATE INDEX collections_unreleased ON rag_pipeline.collections (completion_staged_at)
+            WHERE completion_staged_at IS NOT NULL AND released_at IS NULL;
+        -- The collection each alias answers from, and every change of it (vocabulary
+        -- AliasChange: first_crawl, renewal, rebuild).
+        CREATE TABLE rag_pipeline.aliases (
+            alias text PRIMARY KEY,
+            collection_id text NOT NULL REFERENCES rag_pipeline.collections,
+            changed_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE rag_pipeline.alias_changes (
+            id bigserial PRIMARY KEY,
+            alias text NOT NULL,
+            collection_id text NOT NULL,
+            previous_collection_id text,
+            cause text NOT NULL,
+            pages_removed integer NOT NULL DEFAULT 0,
+            changed_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX alias_changes_alias ON rag_pipeline.alias_changes (alias, id);
         -- The collections staged before: no alias, and no crawl_completed message is to be
-        -- waited for (the crawler could not say it then), so they do not count as crawling.
+        -- waited for (the crawler could not say it then): neither crawling nor to release.
         INSERT INTO rag_pipeline.collections (collection_id, request_id, first_staged_at,
-                                              completion_staged_at)
-        SELECT collection_id, max(request_id), min(created_at), now() FROM rag_pipeline.jobs
-        WHERE collection_id <> '' GROUP BY collection_id;
+                                              completion_staged_at, carried_over_at,
+                                              released_at)
+        SELECT collection_id, max(request_id), min(created_at), now(), now(), now()
+        FROM rag_pipeline.jobs WHERE collection_id <> '' GROUP BY collection_id;
         """,
     ),
 ]
