@@ -103,11 +103,11 @@ class CollectionQueries(LedgerConnection):
         return row[0] if row else None
 
     def carry_over(self, collection_id: str, run_id: str,
-                   copy: Callable[[psycopg.Connection, str], dict[str, int]] | None
+                   copy: Callable[[psycopg.Connection, str, str], dict[str, int]] | None
                    ) -> tuple[str | None, dict[str, int]]:
         """Decided once, at the collection's first run, in one fenced transaction: if its
         alias answers from another collection and it has no document yet, that
-        collection's LightRAG rows (`copy(conn, source)`) and `documents` rows are copied
+        collection's LightRAG rows (`copy(conn, source, target)`) and `documents` rows are copied
         into it. The source collection and the rows copied per table; (None, {}) when
         nothing is carried over (or it was decided before). `copy` None: cannot copy."""
         with self.transaction() as conn:
@@ -126,7 +126,7 @@ class CollectionQueries(LedgerConnection):
                                      "WHERE collection_id = %s)", (collection_id,)).fetchone()[0]
             copied: dict[str, int] = {}
             if source and source != collection_id and empty and copy is not None:
-                copied = copy(conn, source)
+                copied = copy(conn, source, collection_id)
                 conn.execute(
                     "INSERT INTO rag_pipeline.documents (collection_id, doc_id, url, "
                     "file_path, content_hash, job_id, indexed_at) SELECT %s, doc_id, url, "
@@ -142,18 +142,27 @@ class CollectionQueries(LedgerConnection):
     def ready_to_release(self, collection_id: str | None = None) -> list[tuple[str, int]]:
         """Collections whose crawl said it is complete, with every page it announced staged
         and none queued or running, not released yet (oldest first); each with the number
-        of runs it has had (a run key: a run that failed to release is followed by another)."""
+        of runs it has had (a run key: a run that failed to release is followed by another).
+        Counted from the state counts, so a tick costs the same for a large crawl."""
         with self.pool.connection() as conn:
             rows = conn.execute(
-                "SELECT k.collection_id, (SELECT count(*) FROM rag_pipeline.runs r "
-                "  WHERE r.collection_id = k.collection_id) FROM rag_pipeline.collections k "
-                "WHERE k.completion_staged_at IS NOT NULL AND k.released_at IS NULL "
-                "AND (%(c)s::text IS NULL OR k.collection_id = %(c)s) "
-                "AND NOT EXISTS (SELECT 1 FROM rag_pipeline.jobs j WHERE j.collection_id = "
-                "  k.collection_id AND j.state IN ('queued', 'running')) "
-                "AND (SELECT count(*) FROM rag_pipeline.jobs j "
-                "  WHERE j.collection_id = k.collection_id) >= coalesce(k.crawl_pages, 0) "
-                "ORDER BY k.completion_staged_at", {"c": collection_id}).fetchall()
+                "WITH done AS (SELECT collection_id, crawl_pages, completion_staged_at "
+                "  FROM rag_pipeline.collections WHERE completion_staged_at IS NOT NULL "
+                "  AND released_at IS NULL "
+                "  AND (%(c)s::text IS NULL OR collection_id = %(c)s)), "
+                "jobs AS (SELECT scope, sum(n) FILTER (WHERE state IN ('queued', 'running')) "
+                "  AS active, sum(n) AS received FROM (SELECT scope, state, n "
+                "  FROM rag_pipeline.state_counts WHERE tbl = 'jobs' "
+                "  AND scope IN (SELECT collection_id FROM done) UNION ALL "
+                "  SELECT scope, state, n FROM rag_pipeline.state_count_deltas "
+                "  WHERE tbl = 'jobs' AND scope IN (SELECT collection_id FROM done)) c "
+                "  GROUP BY scope) "
+                "SELECT d.collection_id, (SELECT count(*) FROM rag_pipeline.runs r "
+                "  WHERE r.collection_id = d.collection_id) "
+                "FROM done d LEFT JOIN jobs j ON j.scope = d.collection_id "
+                "WHERE coalesce(j.active, 0) = 0 "
+                "AND coalesce(j.received, 0) >= coalesce(d.crawl_pages, 0) "
+                "ORDER BY d.completion_staged_at", {"c": collection_id}).fetchall()
         return [(r[0], int(r[1])) for r in rows]
 
     def unseen_documents(self, collection_id: str) -> list[str]:
