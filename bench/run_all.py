@@ -3,8 +3,8 @@
     make bench        # = python -m bench.run_all
 
 Each benchmark also runs alone: python -m bench.cleaning | staging | cost | pipeline |
-latency | fairness | scrape | footprint | start | renewal; `python -m bench.report` rebuilds the report from
-bench/results/*.json.
+latency | fairness | scrape | footprint | start | renewal; `python -m bench.report`
+rebuilds the report from bench/results/*.json.
 """
 
 from __future__ import annotations
