@@ -2,11 +2,13 @@
 model): a first crawl of 60 pages, then a renewal with 10 changed, 5 removed and 5 new
 pages. The renewal pays the model only for the changed and new pages, the removed ones are
 gone from what the alias answers, and queries by alias during the renewal always answer
-from a complete collection."""
+from a complete collection. A rebuild after an embedding model change answers from the old
+collection until the new one, with vectors of the new dimension, is done."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,10 +17,12 @@ from pathlib import Path
 import dagster as dg
 import httpx
 import pytest
+from psycopg import sql
 
 from rag_pipeline.identity import doc_id, normalize_url
+from rag_pipeline.indexing.renewal import plan_rebuild
 from rag_pipeline.knowledge.tables import workspace_rows
-from rag_pipeline.knowledge.workspaces import LightRAGOptions, WorkspacePool
+from rag_pipeline.knowledge.workspaces import LightRAGOptions, WorkspacePool, shared_pool
 from rag_pipeline.local.corpus import pages as corpus_pages
 from rag_pipeline.local.corpus import postgres_docs
 from rag_pipeline.local.devservers.llm_answers import extraction_key
@@ -58,10 +62,10 @@ def retrieve(pool: WorkspacePool, collection: str, question: str) -> list[dict]:
 
 
 @pytest.fixture
-def query_pool(settings):
-    pool = WorkspacePool(LightRAGOptions.from_settings(settings, shared_slots=False))
-    yield pool
-    pool.close()
+def query_pool(topics) -> WorkspacePool:
+    """The process's LightRAG pool (LightRAG shares its PostgreSQL pool per process: the
+    in-process runs and the queries go through one loop)."""
+    return shared_pool(LightRAGOptions.from_settings(topics))
 
 
 def test_a_renewal_pays_only_for_what_changed_and_its_alias_always_answers(
@@ -155,3 +159,63 @@ def test_a_renewal_pays_only_for_what_changed_and_its_alias_always_answers(
         found = retrieve(query_pool, second, title)
         assert not {c.get("file_path") for c in found} & {
             f"{HOST}|docs|15|{p.name}" for p in removed}
+
+
+def test_a_rebuild_after_an_embedding_model_change_moves_the_alias_once_done(
+        topics, ledger, unique):
+    alias, first = f"rb-{unique}", f"rb-first-{unique}"
+    paths = corpus_pages(postgres_docs(), limit=8, offset=400)
+    base = job_id_base()
+    produce(topics, topics.kafka_topic, [
+        *(page(base + i, first, alias, p) for i, p in enumerate(paths)),
+        completion_message(collection_id=first, request_id=1, pages=8, alias=alias)])
+    tick(topics, ledger)
+    with dg.instance_for_test() as instance:
+        assert index(topics, instance, first).success
+    assert ledger.alias_collection(alias) == first
+    with ledger.pool.connection() as conn:
+        before = workspace_rows(conn, first)
+
+    # The embedding model changes (768 dimensions): the alias is rebuilt.
+    plan = plan_rebuild(ledger, alias)
+    assert (plan.rebuild_of, plan.pages, plan.pruned_urls) == (first, 8, [])
+    old_pool = shared_pool(LightRAGOptions.from_settings(topics))
+    answered = 0
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.run_collection", plan.collection_id], cwd=ROOT,
+        env={**os.environ, "KAFKA_TOPIC": topics.kafka_topic, "EMBEDDING_DIM": "768",
+             "KAFKA_DLQ_TOPIC": topics.kafka_dlq_topic})
+    try:
+        while worker.poll() is None:
+            if ledger.alias_collection(alias) == first:  # it answers until the rebuild is done
+                assert retrieve(old_pool, first, "tables and indexes"), "an empty answer"
+                answered += 1
+            time.sleep(0.5)
+        assert worker.wait(60) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert answered > 0
+
+    new = plan.collection_id
+    assert ledger.alias_collection(alias) == new
+    assert ledger.alias_history(alias)[-1]["cause"] == "rebuild"
+    new_settings = topics.model_copy(update={"embedding_dim": 768})
+    assert retrieve(shared_pool(LightRAGOptions.from_settings(new_settings)), new,
+                    "tables and indexes")
+    model = re.sub(r"[^a-zA-Z0-9_]", "_", topics.openai_embedding_model.lower())
+    with ledger.pool.connection() as conn:
+        dims = conn.execute(
+            sql.SQL("SELECT DISTINCT vector_dims(content_vector) FROM {} WHERE workspace = %s")
+            .format(sql.Identifier(f"lightrag_vdb_chunks_{model}_768d")), (new,)).fetchall()
+        assert dims == [(768,)]
+        assert conn.execute("SELECT DISTINCT embedding_dim FROM rag_pipeline.documents "
+                            "WHERE collection_id = %s", (new,)).fetchall() == [(768,)]
+        # Nothing reported to the Go API for the rebuild's own jobs; the old workspace as it
+        # was (it is retired later, not here).
+        assert conn.execute("SELECT count(*) FROM rag_pipeline.outbox o JOIN "
+                            "rag_pipeline.jobs j USING (job_id) WHERE j.collection_id = %s",
+                            (new,)).fetchone()[0] == 0
+        assert {t: n for t, n in workspace_rows(conn, first).items()
+                if t != "lightrag_llm_cache"} == {
+            t: n for t, n in before.items() if t != "lightrag_llm_cache"}

@@ -191,7 +191,8 @@ def index_pages(context: dg.AssetExecutionContext, config: IndexingConfig,
                                    LOCK_WAIT_SECONDS, waiting=held.check)
 
         renewal = AliasRenewal(ledger, collection_id, run_id,
-                               pool.options.lightrag_graph_storage, lock_of)
+                               pool.options.lightrag_graph_storage, lock_of,
+                               pool.options.models.index_models())
         run = CollectionRun(
             ledger, pool, collection_id, run_id, processing.page_limits,
             processing.stream_limits(lightrag.options.max_workers, config.max_jobs),

@@ -11,11 +11,15 @@ docs/design.md, "Collections have a life").
   the documents it carried over that the crawl did not find again are deleted, and the
   alias answers from this collection from then on (one ledger transaction); the old one is
   superseded. A first crawl is released the same way, with nothing to delete.
+- Pages are carried over only when they were indexed with the current models: after a
+  model change the alias is rebuilt (`plan_rebuild`): a new collection holding its pages
+  again from the messages they were indexed from, indexed afresh, released like a crawl.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -23,7 +27,7 @@ from functools import partial
 
 from rag_pipeline.indexing.run import CollectionRun
 from rag_pipeline.knowledge.tables import copy_workspace
-from rag_pipeline.ledger import JobLedger, Release
+from rag_pipeline.ledger import IndexModels, JobLedger, RebuildPlan, Release
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,7 @@ class AliasRenewal:
     graph_storage: str
     # The writer lock of another collection (the one copied from, while it is copied).
     lock_of: Callable[[str], AbstractContextManager[object]]
+    models: IndexModels
     carried: CarryOver = field(default_factory=CarryOver)
     released: Release | None = None
 
@@ -61,15 +66,20 @@ class AliasRenewal:
             return
         source = self.ledger.alias_collection(life.alias)
         copy = None
-        if self.graph_storage == COPYABLE_GRAPH:
-            copy = partial(copy_workspace, graph_storage=self.graph_storage)
-        elif source is not None:
+        if source is None:
+            pass
+        elif self.graph_storage != COPYABLE_GRAPH:
             log.warning("collection %s of alias %s is indexed afresh: LIGHTRAG_GRAPH_STORAGE="
                         "%s cannot be copied (use %s to renew aliases without model calls)",
                         self.collection_id, life.alias, self.graph_storage, COPYABLE_GRAPH)
-        with self.lock_of(source) if source else _nothing():
-            source, rows = self.ledger.carry_over(self.collection_id, self.run_id,
-                                                  copy if source else None)
+        elif self.ledger.collection_models(source) - {self.models, None}:
+            log.warning("collection %s of alias %s is indexed afresh: %s was indexed with "
+                        "other models than %s", self.collection_id, life.alias, source,
+                        self.models)
+        else:
+            copy = partial(copy_workspace, graph_storage=self.graph_storage)
+        with self.lock_of(source) if copy else _nothing():
+            source, rows = self.ledger.carry_over(self.collection_id, self.run_id, copy)
         self.carried = CarryOver(source, rows)
 
     def release(self, run: CollectionRun) -> None:
@@ -79,6 +89,13 @@ class AliasRenewal:
         removed = self.ledger.unseen_documents(self.collection_id) if life.renews else []
         run.delete_documents(removed)
         self.released = self.ledger.release(self.collection_id, self.run_id, removed)
+
+
+def plan_rebuild(ledger: JobLedger, alias: str) -> RebuildPlan:
+    """A rebuild of `alias` with the current models, into a new collection (a UUID): its
+    pages are queued again; the staging sensor asks a run for it, which indexes them afresh
+    and releases it; the alias answers from the old collection until then."""
+    return ledger.plan_rebuild(alias, str(uuid.uuid4()))
 
 
 @contextmanager

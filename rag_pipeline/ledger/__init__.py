@@ -43,10 +43,12 @@ from rag_pipeline.ledger.records import (
     CrawlSummary,
     FailedMessage,
     IndexedDocument,
+    IndexModels,
     JobOutcome,
     OutboxRow,
     PageText,
     PendingCollection,
+    RebuildPlan,
     Release,
     RequestSummary,
     RunJob,
@@ -60,10 +62,10 @@ from rag_pipeline.ledger.schema import SchemaQueries
 from rag_pipeline.ledger.staging import ConcurrentStaging, StagingQueries
 
 __all__ = ["CollectionLife", "ConcurrentStaging", "CrawlSummary", "FailedMessage",
-           "IndexedDocument", "JobLedger", "JobOutcome", "LedgerUnavailable", "OutboxRow",
-           "PageText", "PendingCollection", "PruneBatch", "Release", "RequestSummary",
-           "RunFenced", "RunJob", "StageResult", "StagedCompletion", "StagedJob",
-           "is_permanent_connection_error", "shared_ledger"]
+           "IndexModels", "IndexedDocument", "JobLedger", "JobOutcome", "LedgerUnavailable",
+           "OutboxRow", "PageText", "PendingCollection", "PruneBatch", "RebuildPlan", "Release",
+           "RequestSummary", "RunFenced", "RunJob", "StageResult", "StagedCompletion",
+           "StagedJob", "is_permanent_connection_error", "shared_ledger"]
 
 
 class JobLedger(SchemaQueries, StagingQueries, RunQueries, OutcomeQueries, LivenessQueries,

@@ -14,6 +14,8 @@ from rag_pipeline.ledger.connection import LedgerConnection, fence_run
 from rag_pipeline.ledger.records import (
     CollectionLife,
     CrawlSummary,
+    IndexModels,
+    RebuildPlan,
     Release,
     StagedCompletion,
     StagedJob,
@@ -182,9 +184,10 @@ class CollectionQueries(LedgerConnection):
         does (newer: its first page was staged later)."""
         with self.transaction() as conn:
             fence_run(conn, run_id)
-            alias, first_staged, released_at = conn.execute(
-                "SELECT alias, first_staged_at, released_at FROM rag_pipeline.collections "
-                "WHERE collection_id = %s FOR UPDATE", (collection_id,)).fetchone()
+            alias, first_staged, released_at, rebuild_of = conn.execute(
+                "SELECT alias, first_staged_at, released_at, rebuild_of "
+                "FROM rag_pipeline.collections WHERE collection_id = %s FOR UPDATE",
+                (collection_id,)).fetchone()
             if released_at is not None:  # a retried step: done before
                 return Release(collection_id, alias, None, None, 0)
             conn.execute("DELETE FROM rag_pipeline.documents WHERE collection_id = %s "
@@ -200,7 +203,8 @@ class CollectionQueries(LedgerConnection):
                     (alias,)).fetchone()
                 if current is None or (current[1], current[0]) < (first_staged, collection_id):
                     previous = current[0] if current else None
-                    cause = AliasChange.RENEWAL if previous else AliasChange.FIRST_CRAWL
+                    cause = (AliasChange.REBUILD if rebuild_of else AliasChange.RENEWAL
+                             if previous else AliasChange.FIRST_CRAWL)
                     conn.execute(
                         "INSERT INTO rag_pipeline.aliases (alias, collection_id) VALUES (%s, %s) "
                         "ON CONFLICT (alias) DO UPDATE SET collection_id = EXCLUDED.collection_id,"
@@ -219,6 +223,51 @@ class CollectionQueries(LedgerConnection):
                 "CASE WHEN %s THEN now() END WHERE collection_id = %s",
                 (superseded, collection_id))
         return Release(collection_id, alias, previous, cause, len(removed))
+
+    def collection_models(self, collection_id: str) -> set[IndexModels | None]:
+        """The models the collection's documents were indexed with (None: not recorded)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT llm_model, embedding_model, embedding_dim "
+                "FROM rag_pipeline.documents WHERE collection_id = %s", (collection_id,)
+            ).fetchall()
+        return {IndexModels(*r) if r[0] else None for r in rows}
+
+    def plan_rebuild(self, alias: str, collection_id: str) -> RebuildPlan:
+        """In one transaction: collection `collection_id` of `alias`, holding the pages of the
+        alias's current collection again, each as an internal job (a negative id: nothing is
+        reported for it) with the message its page was last indexed from, queued; its crawl
+        already complete. Pages whose message retention pruned are listed, not queued."""
+        with self.transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                         (f"rag_pipeline:alias:{alias}",))
+            source = conn.execute("SELECT collection_id FROM rag_pipeline.aliases "
+                                  "WHERE alias = %s", (alias,)).fetchone()
+            if source is None:
+                raise LookupError(f"alias {alias!r} answers from no collection yet: there is "
+                                  "nothing to rebuild (its first crawl has not completed)")
+            source = source[0]
+            conn.execute(
+                "INSERT INTO rag_pipeline.collections (collection_id, alias, rebuild_of, "
+                "carried_over_at, crawl_completed_at, completion_staged_at, crawl_pages) "
+                "VALUES (%s, %s, %s, now(), now(), now(), 0)", (collection_id, alias, source))
+            pages = conn.execute(
+                "INSERT INTO rag_pipeline.jobs (job_id, project_id, user_id, collection_id, "
+                "url, normalized_url, doc_id, title, details, message, message_sha256, "
+                "message_bytes, state, produced_at) "
+                "SELECT -nextval('rag_pipeline.internal_job_ids'), j.project_id, j.user_id, "
+                "%s, j.url, j.normalized_url, j.doc_id, j.title, j.details, j.message, "
+                "j.message_sha256, j.message_bytes, 'queued', now() "
+                "FROM rag_pipeline.documents d JOIN rag_pipeline.jobs j ON j.job_id = d.job_id "
+                "WHERE d.collection_id = %s AND j.message IS NOT NULL ORDER BY j.seq",
+                (collection_id, source)).rowcount
+            pruned = [r[0] for r in conn.execute(
+                "SELECT d.url FROM rag_pipeline.documents d JOIN rag_pipeline.jobs j "
+                "ON j.job_id = d.job_id WHERE d.collection_id = %s AND j.message IS NULL "
+                "ORDER BY d.url", (source,)).fetchall()]
+            conn.execute("UPDATE rag_pipeline.collections SET crawl_pages = %s "
+                         "WHERE collection_id = %s", (pages, collection_id))
+        return RebuildPlan(collection_id, alias, source, pages, pruned)
 
     def alias_history(self, alias: str) -> list[dict[str, object]]:
         """Every change of the alias, oldest first."""

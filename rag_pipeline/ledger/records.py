@@ -27,6 +27,7 @@ __all__ = [
     "CollectionLife",
     "CrawlSummary",
     "FailedMessage",
+    "IndexModels",
     "IndexedDocument",
     "JobOutcome",
     "JobState",
@@ -36,6 +37,7 @@ __all__ = [
     "PageText",
     "PendingCollection",
     "Reason",
+    "RebuildPlan",
     "Release",
     "ReportedStatus",
     "RequestSummary",
@@ -140,6 +142,18 @@ class Release:
 
 
 @dataclass(frozen=True)
+class RebuildPlan:
+    """A rebuild of an alias: the new collection, the one it rebuilds, the pages queued
+    again, and the urls of the pages that cannot be (retention pruned their message)."""
+
+    collection_id: str
+    alias: str
+    rebuild_of: str
+    pages: int
+    pruned_urls: list[str]
+
+
+@dataclass(frozen=True)
 class FailedMessage:
     """A rejected message; recorded as a failed job when its job_id could be read."""
 
@@ -207,11 +221,21 @@ class PageText:
 
 
 @dataclass(frozen=True)
+class IndexModels:
+    """The models a document was indexed with (a rebuild after a model change needs them)."""
+
+    llm_model: str
+    embedding_model: str
+    embedding_dim: int
+
+
+@dataclass(frozen=True)
 class IndexedDocument:
     doc_id: str
     url: str
     file_path: str
     content_hash: str
+    models: IndexModels | None = None  # None: indexed before the ledger recorded models
 
 
 @dataclass

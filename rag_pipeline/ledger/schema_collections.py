@@ -11,8 +11,9 @@ COLLECTION_MIGRATIONS: list[tuple[int, str]] = [
         -- the crawl request it holds and, once the crawler says so (a crawl_completed
         -- message), the end of that crawl with its page count. Then its life under the
         -- alias: the collection whose rows it carried over (renews; decided once, at its
-        -- first run: carried_over_at), when its alias began answering from it (released_at)
-        -- and when a newer one took over (superseded_at).
+        -- first run: carried_over_at) or whose pages it indexes again with the current
+        -- models (rebuild_of), when its alias began answering from it (released_at) and
+        -- when a newer one took over (superseded_at).
         CREATE TABLE rag_pipeline.collections (
             collection_id text PRIMARY KEY,
             alias text,
@@ -22,6 +23,7 @@ COLLECTION_MIGRATIONS: list[tuple[int, str]] = [
             crawl_pages bigint,
             completion_staged_at timestamptz,
             renews text,
+            rebuild_of text,
             carried_over_at timestamptz,
             released_at timestamptz,
             superseded_at timestamptz
@@ -49,6 +51,13 @@ COLLECTION_MIGRATIONS: list[tuple[int, str]] = [
             changed_at timestamptz NOT NULL DEFAULT now()
         );
         CREATE INDEX alias_changes_alias ON rag_pipeline.alias_changes (alias, id);
+        -- Jobs the pipeline makes itself (a rebuild's pages indexed again) take negative
+        -- ids from here: the Go API's job ids are positive, and nothing is reported for them.
+        CREATE SEQUENCE rag_pipeline.internal_job_ids;
+        -- The models each document was indexed with (NULL: before this migration); a
+        -- renewal carries pages over only when they match the current ones.
+        ALTER TABLE rag_pipeline.documents ADD COLUMN llm_model text,
+            ADD COLUMN embedding_model text, ADD COLUMN embedding_dim integer;
         -- The collections staged before: no alias, and no crawl_completed message is to be
         -- waited for (the crawler could not say it then): neither crawling nor to release.
         INSERT INTO rag_pipeline.collections (collection_id, request_id, first_staged_at,

@@ -80,3 +80,31 @@ def resend_rejected(job_ids: tuple[int, ...]) -> None:
         count = ledger.resend_rejected(list(job_ids) or None)
     click.echo(f"{count} rejected statuses are pending again; the status_deliverer sensor "
                "sends them" if count else "no rejected status to re-send")
+
+
+@click.command("rebuild")
+@click.option("--alias", required=True, help="The alias to rebuild with the current models.")
+@user_errors
+def rebuild(alias: str) -> None:
+    """Index an alias's pages again with the current models (after a model change), into a
+    new collection the alias answers from once it is done (the old one answers meanwhile)."""
+    from rag_pipeline.contract.fields import ALIAS_RULE, check_alias
+    from rag_pipeline.indexing.renewal import plan_rebuild
+
+    try:
+        check_alias(alias)
+    except ValueError:
+        raise UserError(f"--alias {alias!r}: an alias {ALIAS_RULE}") from None
+    with open_ledger(cli_settings()) as ledger:
+        try:
+            plan = plan_rebuild(ledger, alias)
+        except LookupError as exc:
+            raise UserError(str(exc)) from None
+    click.echo(f"alias {alias}: {plan.pages} pages of {plan.rebuild_of} queued again as "
+               f"collection {plan.collection_id}; the indexing runs index them (the "
+               "running `rag-pipeline dev` or daemon) and the alias moves to it when done")
+    if plan.pruned_urls:
+        click.echo(f"{len(plan.pruned_urls)} pages cannot be rebuilt (retention pruned their "
+                   "message); crawl them again:")
+        for url in plan.pruned_urls:
+            click.echo(f"  {url}")
