@@ -5,12 +5,14 @@ answer from it."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 import psycopg
 from psycopg.rows import dict_row
 
 from rag_pipeline.ledger.connection import LedgerConnection, fence_run
+from rag_pipeline.ledger.counters import add_counters, labels
 from rag_pipeline.ledger.records import (
     CollectionLife,
     CrawlSummary,
@@ -216,6 +218,7 @@ class CollectionQueries(LedgerConnection):
                         (alias, collection_id, previous, cause, len(removed)))
                     conn.execute("UPDATE rag_pipeline.collections SET superseded_at = now() "
                                  "WHERE collection_id = %s", (previous,))
+                    add_counters(conn, Counter({("alias_changes", labels(cause=cause)): 1}))
                 else:
                     superseded = True
             conn.execute(

@@ -304,3 +304,5 @@ class MetricsSnapshot:
     # Collections whose crawl has not said it is complete, and the age of the oldest.
     crawls_incomplete: int = 0
     oldest_incomplete_crawl_age: float = 0.0
+    collections_awaiting_release: int = 0
+    aliases: int = 0
