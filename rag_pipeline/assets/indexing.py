@@ -258,6 +258,7 @@ def materializations(report: IndexReport, renewal: AliasRenewal
         "duration_s": dg.MetadataValue.float(seconds),
         "pages_per_second": dg.MetadataValue.float(
             round(pages / report.seconds, 3) if report.seconds else 0.0),
+        "alias": dg.MetadataValue.text(renewal.alias or ""),
         "pages_carried_over": dg.MetadataValue.int(renewal.carried.documents),
         "carried_over_from": dg.MetadataValue.text(renewal.carried.source or ""),
     })

@@ -59,9 +59,11 @@ class AliasRenewal:
     models: IndexModels
     carried: CarryOver = field(default_factory=CarryOver)
     released: Release | None = None
+    alias: str | None = None
 
     def carry_over(self) -> None:
         life = self.ledger.collection_life(self.collection_id)
+        self.alias = life.alias if life else None
         if life is None or life.alias is None or life.carried_over_at is not None:
             return
         source = self.ledger.alias_collection(life.alias)
