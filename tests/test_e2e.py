@@ -293,6 +293,9 @@ def test_a_collection_the_go_producer_publishes_reaches_the_go_receiver(
     [crawl] = _wait("the crawl said complete", lambda: [
         c for c in ledger_e2e.crawls(collection_id=collection) if c.completed], timeout=120)
     assert (crawl.alias, crawl.crawl_pages, crawl.received) == ("go-producer.docs.test", 12, 12)
+    # Complete and done: released by the deployment's runs, the alias answers from it.
+    _wait("the alias moved to the collection", lambda: ledger_e2e.alias_collection(
+        "go-producer.docs.test") == collection, timeout=300)
     statuses = accepted_statuses(s, set(job_ids))
     for job_id in job_ids:
         assert [c["status"] for c in statuses[job_id] if not c["replay"]] == ["completed"]
