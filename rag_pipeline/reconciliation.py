@@ -126,6 +126,11 @@ def inspection_lines(ledger: JobLedger, collection_id: str | None = None) -> lis
         lines += ["open crawl requests:", summary_table(summaries)]
     if collection_id:
         lines += [crawl_line(c) for c in ledger.crawls(collection_id=collection_id)]
+    aliases = ledger.aliases(limit=OPEN_REQUESTS_SHOWN)
+    if aliases:
+        lines.append("aliases (the collection each answers from):")
+        lines += [f"  {alias} -> {collection} (since {since:%Y-%m-%d %H:%M:%S})"
+                  for alias, collection, since in aliases]
     crawling = ledger.crawls(crawling_only=True, limit=OPEN_REQUESTS_SHOWN)
     if crawling:
         lines += ["crawls not said complete (no crawl_completed message yet), oldest first:",

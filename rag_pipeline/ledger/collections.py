@@ -272,6 +272,13 @@ class CollectionQueries(LedgerConnection):
                          "WHERE collection_id = %s", (pages, collection_id))
         return RebuildPlan(collection_id, alias, source, pages, pruned)
 
+    def aliases(self, limit: int = 200) -> list[tuple[str, str, object]]:
+        """(alias, the collection it answers from, since when), most recently moved first."""
+        with self.pool.connection() as conn:
+            return conn.execute(
+                "SELECT alias, collection_id, changed_at FROM rag_pipeline.aliases "
+                "ORDER BY changed_at DESC LIMIT %s", (limit,)).fetchall()
+
     def alias_history(self, alias: str) -> list[dict[str, object]]:
         """Every change of the alias, oldest first."""
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
