@@ -192,7 +192,7 @@ def index_pages(context: dg.AssetExecutionContext, config: IndexingConfig,
 
         renewal = AliasRenewal(ledger, collection_id, run_id,
                                pool.options.lightrag_graph_storage, lock_of,
-                               pool.options.models.index_models())
+                               pool.options.models.index_models(), check=held.check)
         run = CollectionRun(
             ledger, pool, collection_id, run_id, processing.page_limits,
             processing.stream_limits(lightrag.options.max_workers, config.max_jobs),

@@ -25,6 +25,8 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 
+import psycopg
+
 from rag_pipeline.indexing.run import CollectionRun
 from rag_pipeline.knowledge.tables import copy_workspace
 from rag_pipeline.ledger import IndexModels, JobLedger, RebuildPlan, Release
@@ -57,6 +59,8 @@ class AliasRenewal:
     # The writer lock of another collection (the one copied from, while it is copied).
     lock_of: Callable[[str], AbstractContextManager[object]]
     models: IndexModels
+    # The run's lease check, between the tables of a copy (a sign of progress).
+    check: Callable[[], None] = lambda: None
     carried: CarryOver = field(default_factory=CarryOver)
     released: Release | None = None
     alias: str | None = None
@@ -79,9 +83,18 @@ class AliasRenewal:
                         "other models than %s", self.collection_id, life.alias, source,
                         self.models)
         else:
-            copy = partial(copy_workspace, graph_storage=self.graph_storage)
-        with self.lock_of(source) if copy else _nothing():
-            source, rows = self.ledger.carry_over(self.collection_id, self.run_id, copy)
+            copy = partial(copy_workspace, graph_storage=self.graph_storage,
+                           between=self.check)
+        try:
+            with self.lock_of(source) if copy else _nothing():
+                source, rows = self.ledger.carry_over(self.collection_id, self.run_id, copy)
+        except psycopg.errors.QueryCanceled as exc:
+            # A table too large to copy within the statement deadline: the pages cost model
+            # calls again rather than a copy that can never finish.
+            log.warning("collection %s of alias %s is indexed afresh: copying %s did not "
+                        "finish within the statement deadline (%s)", self.collection_id,
+                        life.alias, source, exc)
+            source, rows = self.ledger.carry_over(self.collection_id, self.run_id, None)
         self.carried = CarryOver(source, rows)
 
     def release(self, run: CollectionRun) -> None:

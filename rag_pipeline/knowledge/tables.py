@@ -11,6 +11,8 @@ parameters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import psycopg
 from psycopg import sql
 
@@ -44,11 +46,13 @@ def workspace_rows(conn: psycopg.Connection, workspace: str) -> dict[str, int]:
 
 
 def copy_workspace(conn: psycopg.Connection, source: str, target: str,
-                   graph_storage: str) -> dict[str, int]:
-    """Every row of workspace `source` copied as `target`, in the caller's transaction;
-    rows copied per table. `target` must be empty (a copy is made once, before anything is
-    written to it). Document and chunk ids stay as they are: an alias's collections share
-    them (identity.doc_id of the alias)."""
+                   graph_storage: str, between: Callable[[], None] = lambda: None
+                   ) -> dict[str, int]:
+    """Every row of workspace `source` copied as `target`, in the caller's transaction, one
+    statement per table (each under the connection's statement deadline; `between` is
+    called before each: the run's lease check); rows copied per table. `target` must be
+    empty (a copy is made once, before anything is written to it). Document and chunk ids
+    stay as they are: an alias's collections share them (identity.doc_id of the alias)."""
     if graph_storage != "PGTableGraphStorage":
         raise CannotCopy(
             f"LIGHTRAG_GRAPH_STORAGE={graph_storage} keeps each workspace's graph outside "
@@ -57,6 +61,7 @@ def copy_workspace(conn: psycopg.Connection, source: str, target: str,
     tables = workspace_tables(conn)
     copied = {}
     for table in tables:
+        between()
         columns = [r[0] for r in conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' "
             "AND table_name = %s ORDER BY ordinal_position", (table,)).fetchall()]
