@@ -309,7 +309,8 @@ def stage_messages(*, consumer: Any, producer: Any, ledger: JobLedger, config: S
         staged.remove(job)
         conflicts.append(job)
     # A collection answers to one alias: a message naming another fails, with its reason.
-    aliases = ledger.collection_aliases(i.collection_id for i in [*staged, *completions])
+    aliases = ledger.collection_aliases(
+        i.collection_id for i in [*staged, *completions]) if staged or completions else {}
     staged, wrong_jobs = split_alias_conflicts(aliases, staged)  # pages come first
     completions, wrong_ends = split_alias_conflicts(aliases, completions)
     staged = [with_alias_scope(j, aliases[j.collection_id]) for j in staged]
