@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from rag_pipeline.ledger import CrawlSummary, JobLedger, RequestSummary
 from rag_pipeline.observability.events import event_line
@@ -129,7 +130,7 @@ def inspection_lines(ledger: JobLedger, collection_id: str | None = None) -> lis
     aliases = ledger.aliases(limit=OPEN_REQUESTS_SHOWN)
     if aliases:
         lines.append("aliases (the collection each answers from):")
-        lines += [f"  {alias} -> {collection} (since {since:%Y-%m-%d %H:%M:%S})"
+        lines += [f"  {alias} -> {collection} (since {since.isoformat(timespec='seconds')})"
                   for alias, collection, since in aliases]
     crawling = ledger.crawls(crawling_only=True, limit=OPEN_REQUESTS_SHOWN)
     if crawling:
@@ -145,6 +146,13 @@ def crawl_line(crawl: CrawlSummary) -> str:
             else "not said complete")
     return (f"collection {crawl.collection_id}: alias {crawl.alias or '(none)'}, request "
             f"{crawl.request_id}, {crawl.received} pages received, {said}")
+
+
+def alias_table(aliases: list[tuple[str, str, datetime]]) -> str:
+    """Markdown table of aliases and the collection each answers from (`crawl_requests`)."""
+    rows = ["| alias | collection | since |", "|---|---|---|"]
+    rows += [f"| {a} | {c} | {since.isoformat(timespec='seconds')} |" for a, c, since in aliases]
+    return "\n".join(rows)
 
 
 def crawl_table(crawls: list[CrawlSummary]) -> str:

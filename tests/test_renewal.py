@@ -27,7 +27,7 @@ from rag_pipeline.local.corpus import pages as corpus_pages
 from rag_pipeline.local.corpus import postgres_docs
 from rag_pipeline.local.devservers.llm_answers import extraction_key
 from rag_pipeline.local.publishing import build_message, completion_message
-from rag_pipeline.reconciliation import inspection_lines
+from rag_pipeline.reconciliation import alias_table, inspection_lines
 from tests.helpers import ROOT, index, job_id_base, produce, tick
 
 HOST = "www.postgresql.org"
@@ -129,6 +129,7 @@ def test_a_renewal_pays_only_for_what_changed_and_its_alias_always_answers(
                                                       (second, "renewal", 5)]
     assert ledger.collection_life(second).renews == first
     assert f"  {alias} -> {second} (since " in "\n".join(inspection_lines(ledger))
+    assert f"| {alias} | {second} |" in alias_table(ledger.aliases(limit=10_000))
     assert ledger.collection_life(first).superseded_at is not None
     with ledger.pool.connection() as conn:
         # (LightRAG may cache what the queries asked of it: its LLM cache is left out.)

@@ -14,6 +14,7 @@ from rag_pipeline.observability.events import event_line
 from rag_pipeline.outbox import Outbox
 from rag_pipeline.reconciliation import (
     OPEN_REQUESTS_SHOWN,
+    alias_table,
     crawl_table,
     reconcile,
     summary_table,
@@ -32,8 +33,9 @@ class ReconcileConfig(dg.Config):
     group_name="operations",
     kinds={"postgres"},
     description="Jobs per state, every open crawl request (request_id) with the state "
-    "of its jobs (total, completed, failed, dead, pending), and the crawls the crawler has "
-    "not said complete. Materialized by reconcile_stuck_jobs after its repairs.",
+    "of its jobs (total, completed, failed, dead, pending), the crawls the crawler has "
+    "not said complete, and the collection each alias answers from. Materialized by "
+    "reconcile_stuck_jobs after its repairs.",
 )
 def crawl_requests(context: dg.AssetExecutionContext, config: ReconcileConfig,
                    ledger: dg.ResourceParam[JobLedger], outbox: dg.ResourceParam[Outbox],
@@ -60,5 +62,6 @@ def crawl_requests(context: dg.AssetExecutionContext, config: ReconcileConfig,
         "crawls_incomplete": dg.MetadataValue.int(ledger.crawls_incomplete()),
         "incomplete_crawls": dg.MetadataValue.md(crawl_table(
             ledger.crawls(crawling_only=True, limit=OPEN_REQUESTS_SHOWN))),
+        "aliases": dg.MetadataValue.md(alias_table(ledger.aliases(limit=OPEN_REQUESTS_SHOWN))),
     })
     return dg.MaterializeResult(metadata=metadata)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 
 import psycopg
 from psycopg.rows import dict_row
@@ -272,7 +273,7 @@ class CollectionQueries(LedgerConnection):
                          "WHERE collection_id = %s", (pages, collection_id))
         return RebuildPlan(collection_id, alias, source, pages, pruned)
 
-    def aliases(self, limit: int = 200) -> list[tuple[str, str, object]]:
+    def aliases(self, limit: int = 200) -> list[tuple[str, str, datetime]]:
         """(alias, the collection it answers from, since when), most recently moved first."""
         with self.pool.connection() as conn:
             return conn.execute(
