@@ -226,7 +226,7 @@ class CollectionQueries(LedgerConnection):
                 "UPDATE rag_pipeline.collections SET released_at = now(), superseded_at = "
                 "CASE WHEN %s THEN now() END WHERE collection_id = %s",
                 (superseded, collection_id))
-        return Release(collection_id, alias, previous, cause, len(removed))
+        return Release(collection_id, alias, previous, cause and cause.value, len(removed))
 
     def collection_models(self, collection_id: str) -> set[IndexModels | None]:
         """The models the collection's documents were indexed with (None: not recorded)."""
