@@ -34,6 +34,24 @@ def workspace_tables(conn: psycopg.Connection) -> list[str]:
     return [r[0] for r in rows]
 
 
+def referenced_first(conn: psycopg.Connection, tables: list[str]) -> list[str]:
+    """`tables` ordered so that a table comes after those its foreign keys reference (the
+    graph's edges after its nodes): rows can then be copied table by table."""
+    references = conn.execute(
+        "SELECT c.conrelid::regclass::text, c.confrelid::regclass::text FROM pg_constraint c "
+        "WHERE c.contype = 'f' AND c.connamespace = 'public'::regnamespace").fetchall()
+    needs = {t: {r for f, r in references if f == t and r in tables and r != t} for t in tables}
+    ordered: list[str] = []
+    while needs:
+        ready = sorted(t for t, deps in needs.items() if not deps - set(ordered))
+        if not ready:  # a cycle: no order can satisfy it, keep the catalog's
+            ready = sorted(needs)
+        for table in ready:
+            ordered.append(table)
+            del needs[table]
+    return ordered
+
+
 def workspace_rows(conn: psycopg.Connection, workspace: str) -> dict[str, int]:
     """Rows of `workspace` in each of LightRAG's tables (0 included): what "nothing left
     behind" and "everything carried over" are checked with."""
@@ -58,9 +76,8 @@ def copy_workspace(conn: psycopg.Connection, source: str, target: str,
             f"LIGHTRAG_GRAPH_STORAGE={graph_storage} keeps each workspace's graph outside "
             "LightRAG's tables, so a renewal cannot carry the alias's pages over; use "
             "PGTableGraphStorage (the default) for aliased collections")
-    tables = workspace_tables(conn)
     copied = {}
-    for table in tables:
+    for table in referenced_first(conn, workspace_tables(conn)):
         between()
         columns = [r[0] for r in conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' "
