@@ -55,8 +55,9 @@ def url(path: Path) -> str:
 
 
 def changed_html(path: Path) -> bytes:
+    """The page revised in its main text (its first paragraph: the cleaner keeps it)."""
     return path.read_bytes().replace(
-        b"</body>", b"<p>Revised in this crawl: the maintenance window moved.</p></body>")
+        b"</p>", b" Revised in this crawl: the maintenance window moved.</p>", 1)
 
 
 @dataclass

@@ -41,9 +41,9 @@ def page(job_id: int, collection: str, alias: str, path: Path, html: bytes | Non
 
 
 def changed(path: Path, n: int) -> bytes:
+    """The page revised in its main text (its first paragraph: the cleaner keeps it)."""
     return path.read_bytes().replace(
-        b"</body>", f"<p>Revised for the renewal: note {n} on Maintenance Windows.</p></body>"
-        .encode())
+        b"</p>", f" Revised for the renewal: note {n} on Maintenance Windows.</p>".encode(), 1)
 
 
 def doc_of(alias: str, path: Path) -> str:
