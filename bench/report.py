@@ -10,6 +10,7 @@ from typing import Any
 
 from bench import capacity
 from bench.harness import RESULTS, ROOT
+from bench.renewal_report import renewal_section
 from bench.scale_report import scale_section
 from bench.streaming_report import plot_in_flight, streaming_section
 
@@ -238,6 +239,7 @@ def main() -> None:
     notes = ROOT / "bench" / "NOTES.md"
     if notes.exists():
         lines += [notes.read_text().strip(), ""]
+    lines += renewal_section(load("renewal"))
     lines += scale_section(load("scale"), load("retention"))
     DOC.write_text("\n".join(lines))
     print(f"wrote {DOC}")

@@ -3,8 +3,8 @@
     make bench        # = python -m bench.run_all
 
 Each benchmark also runs alone: python -m bench.cleaning | staging | cost | pipeline |
-latency | fairness | scrape | footprint | start; `python -m bench.report` rebuilds the report from
-bench/results/*.json.
+latency | fairness | scrape | footprint | start | renewal; `python -m bench.report`
+rebuilds the report from bench/results/*.json.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from bench import (
     footprint,
     latency,
     pipeline,
+    renewal,
     report,
     scrape,
     staging,
@@ -36,6 +37,7 @@ def main() -> None:
         pipeline.main(["--latencies", "300,2000", "--slow-pages", "90", "--scaling-pages", "0"])
         latency.main(["--seconds", "180"])
         fairness.main([])
+        renewal.main([])
         scrape.main([])
         # Its cold page waits 10 minutes on a deployment with nothing else running (an idle
         # deployment still ticks its sensors: it would slow the others down).

@@ -12,6 +12,7 @@ import os
 
 import dagster as dg
 
+from rag_pipeline.assets.collections import alias_rebuilds
 from rag_pipeline.assets.indexing import indexing_assets
 from rag_pipeline.assets.reconciliation import crawl_requests
 from rag_pipeline.assets.retention import retention
@@ -19,6 +20,7 @@ from rag_pipeline.jobs import (
     INDEXING_JOBS,
     apply_retention_job,
     index_collection_job,
+    rebuild_alias_job,
     reconcile_stuck_jobs_job,
 )
 from rag_pipeline.resources import RESOURCE_TYPES
@@ -62,8 +64,9 @@ def build_definitions(s: Settings,
                       ) -> dg.Definitions:
     """The code location for these settings; `resources` replaces some (tests inject faults)."""
     return dg.Definitions(
-        assets=[*indexing_assets, crawl_requests, retention],
-        jobs=[*INDEXING_JOBS, reconcile_stuck_jobs_job, apply_retention_job],
+        assets=[*indexing_assets, crawl_requests, retention, alias_rebuilds],
+        jobs=[*INDEXING_JOBS, reconcile_stuck_jobs_job, apply_retention_job,
+              rebuild_alias_job],
         sensors=[build_indexing_jobs_sensor(index_collection_job, s.sensor_interval_seconds),
                  run_liveness, status_deliverer, *build_run_failure_sensors()],
         schedules=[build_reconcile_schedule(s.reconcile_cron, s.queued_job_grace_seconds),

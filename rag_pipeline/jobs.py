@@ -3,13 +3,16 @@
 - `index_collection`: a collection's queued pages (requested by indexing_jobs_sensor);
 - `reindex_collection`: a collection again from the ledger (backfill it from the UI);
 - `reconcile_stuck_jobs`: the repairs, materializing `crawl_requests` (on a schedule);
-- `apply_retention`: pruning finished work, materializing `retention` (daily).
+- `apply_retention`: pruning finished work, materializing `retention` (daily);
+- `rebuild_alias`: an alias's pages indexed again with the current models, materializing
+  `alias_rebuilds` (by hand, or `rag-pipeline rebuild`).
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
+from rag_pipeline.assets.collections import alias_rebuilds
 from rag_pipeline.assets.indexing import indexing_assets
 from rag_pipeline.assets.reconciliation import crawl_requests
 from rag_pipeline.assets.retention import retention
@@ -44,4 +47,11 @@ apply_retention_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(retention),
     description="Prune the payloads of jobs finished more than RETENTION_DAYS ago and the "
     "Dagster runs that ended before then (each job and partition keeps its latest success).",
+)
+
+rebuild_alias_job = dg.define_asset_job(
+    "rebuild_alias",
+    selection=dg.AssetSelection.assets(alias_rebuilds),
+    description="Rebuild an alias with the current models (run config: the alias): its pages "
+    "are indexed again into a new collection, which the alias answers from once done.",
 )

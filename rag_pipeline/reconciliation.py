@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
-from rag_pipeline.ledger import JobLedger, RequestSummary
+from rag_pipeline.ledger import CrawlSummary, JobLedger, RequestSummary
 from rag_pipeline.observability.events import event_line
 from rag_pipeline.outbox import DeliveryReport, Outbox
 from rag_pipeline.vocabulary import JobState
@@ -124,4 +125,41 @@ def inspection_lines(ledger: JobLedger, collection_id: str | None = None) -> lis
     summaries = ledger.request_summaries(limit=OPEN_REQUESTS_SHOWN)
     if summaries:
         lines += ["open crawl requests:", summary_table(summaries)]
+    if collection_id:
+        lines += [crawl_line(c) for c in ledger.crawls(collection_id=collection_id)]
+    aliases = ledger.aliases(limit=OPEN_REQUESTS_SHOWN)
+    if aliases:
+        lines.append("aliases (the collection each answers from):")
+        lines += [f"  {alias} -> {collection} (since {since.isoformat(timespec='seconds')})"
+                  for alias, collection, since in aliases]
+    crawling = ledger.crawls(crawling_only=True, limit=OPEN_REQUESTS_SHOWN)
+    if crawling:
+        lines += ["crawls not said complete (no crawl_completed message yet), oldest first:",
+                  crawl_table(crawling)]
     return lines
+
+
+def crawl_line(crawl: CrawlSummary) -> str:
+    """One collection's name and crawl, for people."""
+    said = (f"the crawler said it is complete with {crawl.crawl_pages} pages at "
+            f"{crawl.crawl_completed_at.isoformat(timespec='seconds')}" if crawl.completed
+            else "not said complete")
+    return (f"collection {crawl.collection_id}: alias {crawl.alias or '(none)'}, request "
+            f"{crawl.request_id}, {crawl.received} pages received, {said}")
+
+
+def alias_table(aliases: list[tuple[str, str, datetime]]) -> str:
+    """Markdown table of aliases and the collection each answers from (`crawl_requests`)."""
+    rows = ["| alias | collection | since |", "|---|---|---|"]
+    rows += [f"| {a} | {c} | {since.isoformat(timespec='seconds')} |" for a, c, since in aliases]
+    return "\n".join(rows)
+
+
+def crawl_table(crawls: list[CrawlSummary]) -> str:
+    """Markdown table of crawls (the `crawl_requests` asset, `inspect`)."""
+    rows = ["| collection | alias | request | first page staged | pages received |",
+            "|---|---|---|---|---|"]
+    rows += [f"| {c.collection_id} | {c.alias or ''} | {c.request_id} | "
+             f"{c.first_staged_at.isoformat(timespec='seconds')} | {c.received} |"
+             for c in crawls]
+    return "\n".join(rows)

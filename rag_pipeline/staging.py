@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, TopicPartition
 
-from rag_pipeline.contract import ContentLimits, IndexingJob, parse_message
+from rag_pipeline.contract import ContentLimits, CrawlCompleted, IndexingJob, parse_message
 from rag_pipeline.identity import doc_id
 from rag_pipeline.kafka_io import produce_confirmed
-from rag_pipeline.ledger import FailedMessage, JobLedger, StagedJob
+from rag_pipeline.ledger import FailedMessage, JobLedger, StagedCompletion, StagedJob
 from rag_pipeline.outbox import dead_letter_record
 from rag_pipeline.settings.views import KafkaTopicsView, PageView
 from rag_pipeline.vocabulary import Reason
@@ -77,6 +77,7 @@ class TickReport:
     read: int = 0
     bytes_read: int = 0
     staged: int = 0
+    completions: int = 0
     duplicates: int = 0
     rejected: int = 0
     conflicts: int = 0
@@ -197,8 +198,46 @@ def _staged_job(job: IndexingJob, value: bytes, topic: str, partition: int,
         user_id=job.user_id, collection_id=job.collection_id, url=job.url,
         normalized_url=normalized, doc_id=doc_id(job.collection_id, normalized),
         title=job.content.title, details=job.crawl_details(), message=value, topic=topic,
-        partition=partition, offset=offset, produced_at=produced_at,
+        partition=partition, offset=offset, produced_at=produced_at, alias=job.alias,
     )
+
+
+Aliased = TypeVar("Aliased", StagedJob, StagedCompletion)
+
+
+def split_alias_conflicts(aliases: dict[str, str | None], items: Sequence[Aliased]
+                          ) -> tuple[list[Aliased], list[Aliased]]:
+    """`items` (in stream order) that agree with their collection's alias, and those naming
+    another one. A collection's alias is fixed by its first message, alias or none (its
+    documents' ids depend on it): `aliases` holds the ones the ledger knows, and learns
+    those of new collections."""
+    kept: list[Aliased] = []
+    conflicting: list[Aliased] = []
+    for item in items:
+        if item.collection_id not in aliases:
+            aliases[item.collection_id] = item.alias
+        if item.alias is not None and item.alias != aliases[item.collection_id]:
+            conflicting.append(item)
+            continue
+        kept.append(item)
+    return kept, conflicting
+
+
+def with_alias_scope(job: StagedJob, alias: str | None) -> StagedJob:
+    """The job with its document id in its collection's scope: the alias's, when it has
+    one, so every collection of an alias names a page alike (a renewal copies rows as they
+    are), else the collection's own."""
+    if alias is None:
+        return job
+    return replace(job, doc_id=doc_id(alias, job.normalized_url), alias=alias)
+
+
+def _alias_conflict(item: StagedJob | StagedCompletion, alias: str | None) -> FailedMessage:
+    detail = (f"{Reason.ALIAS_CONFLICT}: collection {item.collection_id} answers to alias "
+              f"{alias!r}; this message names {item.alias!r} (one collection, one alias)")
+    return FailedMessage(getattr(item, "job_id", None), item.collection_id,
+                         Reason.ALIAS_CONFLICT, detail, item.topic, item.partition,
+                         item.offset, item.message)
 
 
 def produced_at(message: Any) -> datetime | None:
@@ -231,6 +270,7 @@ def stage_messages(*, consumer: Any, producer: Any, ledger: JobLedger, config: S
     messages, report.stopped_by = read_messages(consumer, topic, start, budget, clock)
 
     staged: list[StagedJob] = []
+    completions: list[StagedCompletion] = []
     failed: list[FailedMessage] = []
     seen: dict[int, StagedJob] = {}
     conflicts: list[StagedJob] = []
@@ -241,6 +281,11 @@ def stage_messages(*, consumer: Any, producer: Any, ledger: JobLedger, config: S
         report.read += 1
         report.bytes_read += len(value or b"")
         parsed = parse_message(value, config.limits)
+        if isinstance(parsed, CrawlCompleted):
+            completions.append(StagedCompletion(
+                parsed.collection_id, parsed.request_id, parsed.alias, parsed.pages,
+                parsed.completed_at, value, topic, partition, offset))
+            continue
         if isinstance(parsed, IndexingJob):
             job = _staged_job(parsed, value, topic, partition, offset, produced_at(message))
             first = seen.get(job.job_id)
@@ -263,6 +308,18 @@ def stage_messages(*, consumer: Any, producer: Any, ledger: JobLedger, config: S
     for job in [j for j in staged if j.job_id in known_conflicts]:
         staged.remove(job)
         conflicts.append(job)
+    # A collection answers to one alias: a message naming another fails, with its reason.
+    aliases = ledger.collection_aliases(
+        i.collection_id for i in [*staged, *completions]) if staged or completions else {}
+    staged, wrong_jobs = split_alias_conflicts(aliases, staged)  # pages come first
+    completions, wrong_ends = split_alias_conflicts(aliases, completions)
+    staged = [with_alias_scope(j, aliases[j.collection_id]) for j in staged]
+    for item in [*wrong_jobs, *wrong_ends]:
+        failed.append(_alias_conflict(item, aliases.get(item.collection_id)))
+        report.rejected += 1
+        report.rejected_reasons[Reason.ALIAS_CONFLICT] = (
+            report.rejected_reasons.get(Reason.ALIAS_CONFLICT, 0) + 1)
+    report.completions = len(completions)
     records = [dead_letter_record(
         original=f.message, reason=f.reason, error_msg=f.error_msg, topic=f.topic,
         partition=f.partition, offset=f.offset, job_id=f.job_id, collection_id=f.collection_id,
@@ -278,7 +335,7 @@ def stage_messages(*, consumer: Any, producer: Any, ledger: JobLedger, config: S
     produce_confirmed(producer, config.dlq_topic, records)
 
     result = ledger.stage(topic, staged, failed, next_offsets, expected=stored,
-                          conflicts=len(conflicts))
+                          conflicts=len(conflicts), completions=completions)
     report.staged = len(result.inserted)
     report.duplicates += result.duplicates
     report.failed_recorded = result.failed_recorded

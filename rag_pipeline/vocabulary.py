@@ -48,9 +48,12 @@ class Reason(StrEnum):
     TOO_LARGE = "too_large"
     INVALID_JSON = "invalid_json"
     NOT_AN_OBJECT = "not_an_object"
+    # A `kind` this version does not know (a newer crawler, or a typo).
+    UNKNOWN_KIND = "unknown_kind"
     MISSING_FIELD = "missing_field"
     INVALID_FIELD = "invalid_field"
     INVALID_COLLECTION_ID = "invalid_collection_id"
+    INVALID_ALIAS = "invalid_alias"
     INVALID_URL = "invalid_url"
     UNSUPPORTED_ENCODING = "unsupported_encoding"
     NOT_HTML = "not_html"
@@ -59,6 +62,8 @@ class Reason(StrEnum):
     BAD_GZIP = "bad_gzip"
     # A job_id already staged from another message (staging.py).
     CONFLICTING_JOB_ID = "conflicting_job_id"
+    # A message naming another alias than its collection already has (staging.py).
+    ALIAS_CONFLICT = "alias_conflict"
     # A staged message that no longer validates when a run reads it (indexing.py).
     INVALID_MESSAGE = "invalid_message"
     # LightRAG failed the page (indexing.py); TRANSIENT_FAILURE is retried in a later run.
@@ -70,6 +75,14 @@ class Reason(StrEnum):
     def about(self, field: str) -> str:
         """The code for one field: `missing_field:url`."""
         return f"{self.value}:{field}"
+
+
+class AliasChange(StrEnum):
+    """Why an alias began answering from another collection (`alias_changes.cause`)."""
+
+    FIRST_CRAWL = "first_crawl"  # the alias's first collection whose crawl completed
+    RENEWAL = "renewal"  # a newer crawl of the alias completed
+    REBUILD = "rebuild"  # its pages were indexed again with the current models
 
 
 class InsertStatus(StrEnum):

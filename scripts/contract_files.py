@@ -4,8 +4,9 @@
 - contract/schema/*.schema.json: JSON Schemas of the message and the status body, generated
   from the Python models (rag_pipeline.contract); tests/test_contract_vectors.py fails
   when they are not current;
-- contract/vectors/*.json: messages (accepted ones, and each malformed kind with its reason
-  code) and status bodies, with what each side must decide.
+- contract/vectors/*.json: messages (pages and crawl completions: accepted ones, and each
+  malformed kind with its reason code) and status bodies, with what each side must decide.
+  (status_sequences.json, the reports the Go handler is tested with, is written by hand.)
 
 Edit a case here, run `.venv/bin/python scripts/contract_files.py`, commit what it writes.
 Output is deterministic (fixed timestamps, gzip without mtime).
@@ -137,6 +138,46 @@ CASES: list[tuple[str, Any, str, int | None]] = [
         gzip.compress(b"<p>x</p>", mtime=0) + b"junk").decode()), "bad_gzip", 12345),
 ]
 
+def completion(**values: Any) -> dict[str, Any]:
+    """The crawler's word that the design example's request is complete (60 pages)."""
+    message = {"kind": "crawl_completed", "request_id": 100, "collection_id": UUID,
+               "alias": "pg-docs", "pages": 60, "completed_at": "2025-12-24T11:00:00Z"}
+    message.update(values)
+    return {k: v for k, v in message.items() if v is not DROP}
+
+
+DROP = object()
+
+# Aliases, kinds and the end of a crawl (docs/design.md, "Collections have a life").
+CASES += [
+    ("page with an alias", with_(alias="pg-docs"), "accepted", 12345),
+    ("page with a host name as alias", with_(alias="docs.example.com"), "accepted", 12345),
+    ("page with alias null", with_(alias=None), "accepted", 12345),
+    ("page saying its kind", with_(kind="page"), "accepted", 12345),
+    ("alias in capitals", with_(alias="PG-Docs"), "invalid_alias", 12345),
+    ("alias that is a UUID", with_(alias=UUID), "invalid_alias", 12345),
+    ("alias starting with a hyphen", with_(alias="-pg"), "invalid_alias", 12345),
+    ("alias of 65 characters", with_(alias="a" * 65), "invalid_alias", 12345),
+    ("empty alias", with_(alias=""), "invalid_alias", 12345),
+    ("alias a number", with_(alias=7), "invalid_alias", 12345),
+    ("alias with a space", with_(alias="pg docs"), "invalid_alias", 12345),
+    ("unknown kind", with_(kind="delete_everything"), "unknown_kind", 12345),
+    ("kind a number", with_(kind=5), "invalid_field:kind", 12345),
+    ("crawl completed", completion(), "accepted", None),
+    ("crawl completed without alias", completion(alias=DROP), "accepted", None),
+    ("crawl completed with no page", completion(pages=0), "accepted", None),
+    ("crawl completed without pages", completion(pages=DROP), "missing_field:pages", None),
+    ("crawl completed without request_id", completion(request_id=DROP),
+     "missing_field:request_id", None),
+    ("crawl completed, negative pages", completion(pages=-1), "invalid_field:pages", None),
+    ("crawl completed, pages a string", completion(pages="60"), "invalid_field:pages", None),
+    ("crawl completed, bad completed_at", completion(completed_at="soon"),
+     "invalid_field:completed_at", None),
+    ("crawl completed, bad collection", completion(collection_id="../x"),
+     "invalid_collection_id", None),
+    ("crawl completed, bad alias", completion(alias="Bad Alias"), "invalid_alias", None),
+]
+
 # (name, PATCH body as sent, accepted by the Go handler and by StatusUpdate)
 STATUS_BODIES: list[tuple[str, str, bool]] = [
     ("completed", '{"status": "completed"}', True),
@@ -163,6 +204,13 @@ def encode(value: Any) -> str | None:
     return base64.b64encode(raw).decode()
 
 
+def kind(value: Any) -> str:
+    """The kind a message says it is (no kind: a page)."""
+    if isinstance(value, dict) and value.get("kind") == "crawl_completed":
+        return "crawl_completed"
+    return "page"
+
+
 def main() -> None:
     from rag_pipeline.contract import json_schemas
 
@@ -172,7 +220,7 @@ def main() -> None:
         print(f"wrote contract/schema/{name}.schema.json")
     VECTORS.mkdir(parents=True, exist_ok=True)
     messages = [{"name": name, "value_base64": encode(value), "expect": expect,
-                 "job_id": job_id} for name, value, expect, job_id in CASES]
+                 "job_id": job_id, "kind": kind(value)} for name, value, expect, job_id in CASES]
     statuses = [{"name": name, "body": body, "accepted": ok} for name, body, ok in STATUS_BODIES]
     for path, rows in ((VECTORS / "messages.json", messages),
                        (VECTORS / "status_bodies.json", statuses)):

@@ -59,10 +59,11 @@ def status_receiver(bin_dir: Path, port: int, record: Path, token: str = "") -> 
 
 
 def publish_with_go(bin_dir: Path, brokers: str, topic: str, folder: Path, base_url: str,
-                    first_job_id: int) -> dict:
-    """The Go producer publishes a folder for a new collection; its JSON report."""
+                    first_job_id: int, alias: str = "") -> dict:
+    """The Go producer publishes a folder for a new collection, then says the crawl is
+    complete; its JSON report."""
     done = subprocess.run([str(bin_dir / "producer"), "-brokers", brokers, "-topic", topic,
                            "-dir", str(folder), "-base-url", base_url,
-                           "-first-job-id", str(first_job_id)],
+                           "-first-job-id", str(first_job_id), "-alias", alias],
                           capture_output=True, text=True, timeout=180, check=True)
     return json.loads(done.stdout)

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from rag_pipeline.contract import (
     ContentLimits,
+    CrawlCompleted,
     IndexingJob,
     Rejection,
     StatusUpdate,
@@ -39,8 +40,9 @@ def value(vector: dict) -> bytes | None:
 def test_python_decides_every_message_vector_as_the_file_says(vector):
     result = parse_message(value(vector), LIMITS)
     if vector["expect"] == "accepted":
-        assert isinstance(result, IndexingJob), result
-        assert result.job_id == vector["job_id"]
+        kind = {"page": IndexingJob, "crawl_completed": CrawlCompleted}[vector["kind"]]
+        assert isinstance(result, kind), result
+        assert getattr(result, "job_id", None) == vector["job_id"]
     else:
         assert isinstance(result, Rejection), f"{vector['name']} was accepted"
         assert (result.reason, result.job_id) == (vector["expect"], vector["job_id"])
@@ -60,10 +62,13 @@ def test_python_decides_every_status_body_as_the_file_says(vector):
 def test_every_kind_of_vector_is_there():
     kinds = {v["expect"].split(":")[0] for v in MESSAGES}
     assert {"accepted", "empty_message", "too_large", "invalid_json", "not_an_object",
-            "missing_field", "invalid_field", "invalid_collection_id", "invalid_url",
+            "missing_field", "invalid_field", "invalid_collection_id", "invalid_alias",
+            "unknown_kind", "invalid_url",
             "unsupported_encoding", "not_html", "empty_content", "bad_base64",
             "bad_gzip"} - kinds <= {"too_large"}  # 20 MiB vectors would not fit the repo
     assert {True, False} == {v["accepted"] for v in STATUS_BODIES}
+    accepted = {v["kind"] for v in MESSAGES if v["expect"] == "accepted"}
+    assert accepted == {"page", "crawl_completed"}
 
 
 def test_checked_in_json_schemas_are_current():

@@ -22,6 +22,7 @@ def test_code_location_holds_the_pipeline():
                                                       "lightrag_documents"))
     assert graph.get(clean).parent_keys == {raw}
     assert graph.get(documents).parent_keys == {clean}
+    assert graph.get(dg.AssetKey("collection_release")).parent_keys == {documents}
     for key in (raw, clean, documents):
         assert graph.get(key).partitions_def == dg.DynamicPartitionsDefinition(
             name="collections")

@@ -272,21 +272,30 @@ def test_no_secret_appears_in_logs_records_metadata_dlq_or_api_calls(deployment,
 def test_a_collection_the_go_producer_publishes_reaches_the_go_receiver(
         deployment, ledger_e2e, go_bin, tmp_path):
     """Go at both ends: the Go producer publishes a folder of real pages for a new collection
-    (a UUID, as the backend makes it); the pipeline indexes it; the Go handler, decoding each
-    PATCH strictly with the Go types, has exactly one terminal status per job."""
+    (a UUID, as the backend makes it) under an alias, then says the crawl is complete; the
+    pipeline indexes it and records the alias and the end of the crawl; the Go handler,
+    decoding each PATCH strictly with the Go types, has exactly one terminal status per job."""
     s = deployment.settings
     folder = tmp_path / "site"
     folder.mkdir()
     for page in corpus_pages(postgres_docs(), limit=12, offset=900):
         (folder / page.name).write_bytes(page.read_bytes())
     report = publish_with_go(go_bin, s.kafka_bootstrap_servers, s.kafka_topic, folder,
-                             "https://go-producer.docs.test", job_id_base())
+                             "https://go-producer.docs.test", job_id_base(),
+                             alias="go-producer.docs.test")
     collection, job_ids = report["collection_id"], report["job_ids"]
     assert str(uuid.UUID(collection)) == collection and len(job_ids) == 12
+    assert report["completed"]
     rows = wait_terminal(ledger_e2e, job_ids)
     assert {r["state"] for r in rows} == {"completed"}
     assert {r["collection_id"] for r in rows} == {collection}
     assert len(workspace_docs(ledger_e2e, [collection])[collection]) == 12
+    [crawl] = _wait("the crawl said complete", lambda: [
+        c for c in ledger_e2e.crawls(collection_id=collection) if c.completed], timeout=120)
+    assert (crawl.alias, crawl.crawl_pages, crawl.received) == ("go-producer.docs.test", 12, 12)
+    # Complete and done: released by the deployment's runs, the alias answers from it.
+    _wait("the alias moved to the collection", lambda: ledger_e2e.alias_collection(
+        "go-producer.docs.test") == collection, timeout=300)
     statuses = accepted_statuses(s, set(job_ids))
     for job_id in job_ids:
         assert [c["status"] for c in statuses[job_id] if not c["replay"]] == ["completed"]

@@ -167,6 +167,10 @@ def test_prometheus_sees_what_the_ledger_and_kafka_say(deployment, ledger_e2e, e
     fresh(prometheus, "rag_pipeline_dead_letters_total",
           {(("reason", label.split("=", 1)[1]),): value for label, value in letters.items()})
     fresh(prometheus, "rag_pipeline_outbox_pending", {(): 0.0})
+    # This crawl never said it is complete (no crawl_completed message): it counts.
+    assert ledger_e2e.crawls_incomplete() >= 1
+    fresh(prometheus, "rag_pipeline_crawls_incomplete",
+          {(): float(ledger_e2e.crawls_incomplete())})
     consumer = Consumer(consumer_config(KafkaOptions.from_settings(s)))
     try:
         topic = consumer.list_topics(s.kafka_topic, timeout=10).topics[s.kafka_topic]

@@ -78,7 +78,7 @@ def test_no_second_request_while_a_run_for_the_collection_waits_in_the_queue():
                             tags={COLLECTION_TAG: "b"}, status=dg.DagsterRunStatus.STARTED)
         waiting = waiting_collections(instance, "index_collection")
     assert waiting == {"a"}
-    assert [r.partition_key for r in run_requests(pending, waiting)] == ["b"]
+    assert [r.partition_key for r in run_requests(pending, [], waiting)] == ["b"]
 
 
 def test_run_key_changes_only_when_the_waiting_jobs_change():

@@ -23,6 +23,7 @@ type messageVector struct {
 	ValueBase64 *string `json:"value_base64"`
 	Expect      string  `json:"expect"`
 	JobID       *uint64 `json:"job_id"`
+	Kind        string  `json:"kind"`
 }
 
 type statusVector struct {
@@ -61,13 +62,16 @@ func (v messageVector) value(t *testing.T) []byte {
 func TestGoDecidesEveryMessageVectorAsTheFileSays(t *testing.T) {
 	for _, v := range load[messageVector](t, "messages.json") {
 		t.Run(v.Name, func(t *testing.T) {
-			message, rejection := Validate(v.value(t), DefaultLimits)
+			message, rejection := Decode(v.value(t), DefaultLimits)
 			if v.Expect == "accepted" {
 				if rejection != nil {
 					t.Fatalf("rejected as %v", rejection)
 				}
-				if uint64(message.JobID) != *v.JobID {
-					t.Fatalf("job_id %d, want %d", message.JobID, *v.JobID)
+				if message.Kind() != v.Kind {
+					t.Fatalf("decoded a %s, want a %s", message.Kind(), v.Kind)
+				}
+				if page, ok := message.(*IndexingJobMessage); ok && uint64(page.JobID) != *v.JobID {
+					t.Fatalf("job_id %d, want %d", page.JobID, *v.JobID)
 				}
 				return
 			}
@@ -109,10 +113,12 @@ func compile(t *testing.T, name string) *jsonschema.Schema {
 }
 
 func TestAcceptedMessagesMatchTheSchemaAndStructuralRejectionsDoNot(t *testing.T) {
-	schema := compile(t, "indexing_job")
+	schemas := map[string]*jsonschema.Schema{KindPage: compile(t, "indexing_job"),
+		CrawlCompletedKind: compile(t, "crawl_completed")}
 	structural := []string{"not_an_object", "missing_field", "invalid_field",
-		"invalid_collection_id"}
+		"invalid_collection_id", "invalid_alias"}
 	for _, v := range load[messageVector](t, "messages.json") {
+		schema := schemas[v.Kind]
 		value := v.value(t)
 		instance, err := jsonschema.UnmarshalJSON(bytes.NewReader(value))
 		if err != nil {
@@ -182,6 +188,29 @@ func TestAMessageTheGoSideBuildsIsAcceptedByTheSameRules(t *testing.T) {
 	instance, _ := jsonschema.UnmarshalJSON(bytes.NewReader(value))
 	if err := compile(t, "indexing_job").Validate(instance); err != nil {
 		t.Fatalf("schema: %v", err)
+	}
+}
+
+func TestACrawlCompletionTheGoSideBuildsIsAcceptedByTheSameRules(t *testing.T) {
+	alias := "pg-docs"
+	request := CrawlRequest{RequestID: 100, ProjectID: 50, UserID: "user_abc123",
+		CollectionID: "550e8400-e29b-41d4-a716-446655440000", Alias: &alias}
+	value, _ := json.Marshal(NewCrawlCompleted(request, 60,
+		time.Date(2025, 12, 24, 11, 0, 0, 0, time.UTC)))
+	message, rejection := Decode(value, DefaultLimits)
+	if rejection != nil {
+		t.Fatalf("the pipeline's rules refuse what the Go side builds: %v", rejection)
+	}
+	done, ok := message.(*CrawlCompletedMessage)
+	if !ok || done.Pages != 60 || *done.Alias != alias || done.CollectionID != request.CollectionID {
+		t.Fatalf("decoded %+v", message)
+	}
+	instance, _ := jsonschema.UnmarshalJSON(bytes.NewReader(value))
+	if err := compile(t, "crawl_completed").Validate(instance); err != nil {
+		t.Fatalf("schema: %v", err)
+	}
+	if _, rejection := Validate(value, DefaultLimits); rejection == nil {
+		t.Fatal("Validate (pages only) accepted a crawl completion")
 	}
 }
 

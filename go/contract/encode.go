@@ -46,7 +46,8 @@ func NewJobMessage(jobID uint, request CrawlRequest, page Page) IndexingJobMessa
 	}
 	return IndexingJobMessage{
 		JobID: jobID, RequestID: request.RequestID, ProjectID: request.ProjectID,
-		UserID: request.UserID, CollectionID: request.CollectionID, URL: page.URL,
+		UserID: request.UserID, CollectionID: request.CollectionID, Alias: request.Alias,
+		URL:   page.URL,
 		Depth: page.Depth, ParentURL: parent, DiscoveredAt: discovered,
 		Content: Content{HTML: EncodePage(page.HTML), Text: page.Text, Title: page.Title,
 			ContentType: "text/html", Encoding: "gzip+base64"},

@@ -16,7 +16,8 @@ type IndexingJobMessage struct {
 	RequestID    uint      `json:"request_id"`
 	ProjectID    uint      `json:"project_id"`
 	UserID       string    `json:"user_id"`
-	CollectionID string    `json:"collection_id"` // NEW
+	CollectionID string    `json:"collection_id"`   // NEW
+	Alias        *string   `json:"alias,omitempty"` // NEW: the collection's name, if it has one
 	URL          string    `json:"url"`
 	Depth        int       `json:"depth"`
 	ParentURL    *string   `json:"parent_url"`
@@ -62,23 +63,25 @@ type Metadata struct {
 
 // CrawlRequest asks the crawler for a site (indexer/types.go).
 type CrawlRequest struct {
-	RequestID    uint   `json:"request_id"`
-	ProjectID    uint   `json:"project_id"`
-	UserID       string `json:"user_id"`
-	CollectionID string `json:"collection_id"` // NEW
-	BaseURL      string `json:"base_url"`
-	MaxPages     int    `json:"max_pages"`
-	MaxDepth     int    `json:"max_depth"`
+	RequestID    uint    `json:"request_id"`
+	ProjectID    uint    `json:"project_id"`
+	UserID       string  `json:"user_id"`
+	CollectionID string  `json:"collection_id"`   // NEW
+	Alias        *string `json:"alias,omitempty"` // NEW
+	BaseURL      string  `json:"base_url"`
+	MaxPages     int     `json:"max_pages"`
+	MaxDepth     int     `json:"max_depth"`
 }
 
 // IndexingRequestPayload is what the indexing consumer reads (consumers/indexing_consumer.go).
 type IndexingRequestPayload struct {
-	ID           uint   `json:"id"`
-	UserID       string `json:"user_id"`
-	CollectionID string `json:"collection_id"` // NEW
-	Endpoint     string `json:"endpoint"`
-	ProjectID    uint   `json:"project_id"`
-	Status       string `json:"status"`
+	ID           uint    `json:"id"`
+	UserID       string  `json:"user_id"`
+	CollectionID string  `json:"collection_id"`   // NEW
+	Alias        *string `json:"alias,omitempty"` // NEW
+	Endpoint     string  `json:"endpoint"`
+	ProjectID    uint    `json:"project_id"`
+	Status       string  `json:"status"`
 }
 
 // IndexingRequest is the backend's GORM model (models/indexing_request.go); the migration in
@@ -87,9 +90,11 @@ type IndexingRequest struct {
 	ID            uint      `gorm:"primaryKey" json:"id"`
 	UserID        string    `gorm:"not null" json:"user_id"`
 	CollectionID  string    `gorm:"type:varchar(36);not null;uniqueIndex" json:"collection_id"` // NEW
+	Alias         *string   `gorm:"type:varchar(64);index" json:"alias,omitempty"`              // NEW
 	Endpoint      string    `gorm:"type:varchar(255);not null" json:"endpoint"`
 	TotalJobs     int       `gorm:"not null" json:"total_jobs"`
 	CompletedJobs int       `gorm:"not null" json:"completed_jobs"`
+	FailedJobs    int       `gorm:"not null;default:0" json:"failed_jobs"` // NEW
 	ProjectID     uint      `gorm:"not null" json:"project_id"`
 	Status        string    `gorm:"type:varchar(50);not null" json:"status"`
 	ErrorMsg      string    `gorm:"type:text" json:"error_msg,omitempty"`

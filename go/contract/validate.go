@@ -24,6 +24,8 @@ const (
 	MissingField        = "missing_field"
 	InvalidField        = "invalid_field"
 	InvalidCollectionID = "invalid_collection_id"
+	InvalidAlias        = "invalid_alias"
+	UnknownKind         = "unknown_kind"
 	InvalidURL          = "invalid_url"
 	UnsupportedEncoding = "unsupported_encoding"
 	NotHTML             = "not_html"
@@ -51,8 +53,9 @@ var (
 	htmlTypes           = []string{"text/html", "application/xhtml+xml"}
 	// The fields of the message in the order the pipeline checks them: the first problem
 	// found is the one reported, on both sides.
-	fieldOrder = []string{"job_id", "request_id", "project_id", "user_id", "collection_id",
-		"url", "depth", "parent_url", "discovered_at", "content", "metadata"}
+	fieldOrder = []string{"kind", "job_id", "request_id", "project_id", "user_id",
+		"collection_id", "alias", "url", "depth", "parent_url", "discovered_at", "content",
+		"metadata"}
 	required = map[string]bool{"job_id": true, "request_id": true, "project_id": true,
 		"user_id": true, "collection_id": true, "url": true, "depth": true,
 		"discovered_at": true, "content": true}
@@ -80,10 +83,26 @@ type Rejection struct {
 
 func (r *Rejection) Error() string { return r.Code + ": " + r.Message }
 
-// Validate decides a Kafka message value exactly as the pipeline's staging does
-// (rag_pipeline/contract.py parse_message): the message, or a Rejection with its reason.
-// The shared vectors in contract/vectors/ hold both sides to the same decisions.
+// Validate decides a page as the pipeline's staging does: the page, or a Rejection with
+// its reason (a valid message of another kind is refused as invalid_field:kind).
 func Validate(value []byte, limits Limits) (*IndexingJobMessage, *Rejection) {
+	message, rejection := Decode(value, limits)
+	if rejection != nil {
+		return nil, rejection
+	}
+	page, ok := message.(*IndexingJobMessage)
+	if !ok {
+		return nil, &Rejection{Code: InvalidField + ":kind",
+			Message: "a page's kind is " + KindPage + " (or absent), not " + message.Kind()}
+	}
+	return page, nil
+}
+
+// Decode decides a Kafka message value exactly as the pipeline's staging does
+// (rag_pipeline/contract parse_message): a page (*IndexingJobMessage) or a crawl completion
+// (*CrawlCompletedMessage), or a Rejection with its reason. The shared vectors in
+// contract/vectors/ hold both sides to the same decisions.
+func Decode(value []byte, limits Limits) (Message, *Rejection) {
 	if len(bytes.TrimLeft(value, " \t\n\r\v\f")) == 0 {
 		return nil, &Rejection{Code: EmptyMessage,
 			Message: "the message has no value (tombstone or empty)"}
@@ -105,20 +124,26 @@ func Validate(value []byte, limits Limits) (*IndexingJobMessage, *Rejection) {
 		return nil, &Rejection{Code: NotAnObject, Message: "the message is JSON but not an object"}
 	}
 	job, coll := readableIDs(object)
-	reject := func(code, message string) (*IndexingJobMessage, *Rejection) {
+	switch kind := object["kind"].(type) {
+	case nil, string:
+		if kind == CrawlCompletedKind {
+			return decodeCrawlCompleted(object, value, coll)
+		}
+		if kind != nil && kind != KindPage {
+			return nil, &Rejection{UnknownKind, fmt.Sprintf("kind %q is not one of %s, %s",
+				kind, KindPage, CrawlCompletedKind), job, coll}
+		}
+	}
+	return decodePage(object, value, limits, job, coll)
+}
+
+func decodePage(object map[string]any, value []byte, limits Limits, job *uint64,
+	coll *string) (Message, *Rejection) {
+	reject := func(code, message string) (Message, *Rejection) {
 		return nil, &Rejection{code, message, job, coll}
 	}
-	for _, field := range fieldOrder {
-		raw, present := object[field]
-		if !present {
-			if required[field] {
-				return reject(MissingField+":"+field, "required field "+field+" is missing")
-			}
-			continue
-		}
-		if code, message := checkField(field, raw); code != "" {
-			return reject(code, message)
-		}
+	if code, message := firstProblem(object, fieldOrder, required, checkField); code != "" {
+		return reject(code, message)
 	}
 	var message IndexingJobMessage
 	if err := json.Unmarshal(value, &message); err != nil {
@@ -134,6 +159,25 @@ func Validate(value []byte, limits Limits) (*IndexingJobMessage, *Rejection) {
 		return reject(code, text)
 	}
 	return &message, nil
+}
+
+// firstProblem checks the fields of object in order, as the pipeline does: the first
+// required field missing or value refused is the one reported.
+func firstProblem(object map[string]any, order []string, required map[string]bool,
+	check func(field string, raw any) (string, string)) (string, string) {
+	for _, field := range order {
+		raw, present := object[field]
+		if !present {
+			if required[field] {
+				return MissingField + ":" + field, "required field " + field + " is missing"
+			}
+			continue
+		}
+		if code, message := check(field, raw); code != "" {
+			return code, message
+		}
+	}
+	return "", ""
 }
 
 func hasKey(object any, key string) bool {
@@ -161,11 +205,21 @@ func checkField(field string, raw any) (string, string) {
 		if _, ok := raw.(string); !ok {
 			return invalid(field, "must be a string")
 		}
+	case "kind":
+		if value, ok := raw.(string); !ok || value != KindPage {
+			return invalid(field, "must be "+KindPage)
+		}
 	case "collection_id":
 		value, ok := raw.(string)
 		if !ok || !CollectionIDPattern.MatchString(value) {
 			return InvalidCollectionID,
 				"collection_id must be a UUID or 1-64 of the characters A-Z a-z 0-9 _ -"
+		}
+	case "alias":
+		if raw != nil {
+			if value, ok := raw.(string); !ok || CheckAlias(value) != nil {
+				return InvalidAlias, "alias " + aliasRule
+			}
 		}
 	case "url":
 		value, ok := raw.(string)

@@ -9,8 +9,8 @@ carries on where it stopped and a re-executed run adopts its parent's jobs.
 
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Literal
 
 import asyncpg
@@ -25,6 +25,7 @@ from rag_pipeline.dagster_runs import (
     runs_matching,
 )
 from rag_pipeline.indexing.locks import CollectionBusy, collection_lock
+from rag_pipeline.indexing.renewal import AliasRenewal
 from rag_pipeline.indexing.report import IndexReport
 from rag_pipeline.indexing.run import CollectionRun, RunHooks
 from rag_pipeline.kafka_io import DeliveryFailed
@@ -146,7 +147,15 @@ class Progress:
                      kinds={"lightrag", "postgres"}, partitions_def=collections_partitions,
                      description="The collection's LightRAG workspace (workspace = "
                      "collection_id) on PostgreSQL: each page inserted as soon as it is "
-                     "clean, changed pages replaced, unchanged ones skipped."),
+                     "clean, changed pages replaced, unchanged ones skipped. A new "
+                     "collection of an alias first carries the alias's current one over."),
+        dg.AssetSpec("collection_release", deps=["lightrag_documents"], group_name="indexing",
+                     kinds={"postgres"}, partitions_def=collections_partitions,
+                     skippable=True,
+                     description="The collection's crawl is complete and done: the pages it "
+                     "carried over that the crawl no longer found are deleted, and its alias "
+                     "answers from it from now on (materialized once, by the run that "
+                     "finishes it)."),
     ],
     check_specs=[
         dg.AssetCheckSpec("completed_pages_in_lightrag", asset="lightrag_documents",
@@ -177,22 +186,29 @@ def index_pages(context: dg.AssetExecutionContext, config: IndexingConfig,
             "pruned after RETENTION_DAYS (their documents stay in LightRAG as they are); "
             "crawl them again to refresh them")
     with retry_only_transient(), lease(context, ledger, processing) as held:
+        def lock_of(collection: str) -> AbstractContextManager[Callable[[], None]]:
+            return collection_lock(postgres.conninfo, postgres.postgres_password, collection,
+                                   LOCK_WAIT_SECONDS, waiting=held.check)
+
+        renewal = AliasRenewal(ledger, collection_id, run_id,
+                               pool.options.lightrag_graph_storage, lock_of,
+                               pool.options.models.index_models(), check=held.check)
         run = CollectionRun(
             ledger, pool, collection_id, run_id, processing.page_limits,
             processing.stream_limits(lightrag.options.max_workers, config.max_jobs),
             RunHooks(check=held.check, recorded=progress.recorded,
-                     others_waiting=lambda: others_waiting(context)))
+                     others_waiting=lambda: others_waiting(context),
+                     locked=renewal.carry_over, drained=renewal.release))
         try:
-            report = run.run(run_family(context.run), scope, lock=lambda: collection_lock(
-                postgres.conninfo, postgres.postgres_password, collection_id, LOCK_WAIT_SECONDS,
-                waiting=held.check))
+            report = run.run(run_family(context.run), scope,
+                             lock=lambda: lock_of(collection_id))
         except CollectionBusy as exc:
             raise dg.Failure(description=str(exc), allow_retries=True) from None
         progress.log()
         left_running = ledger.running_jobs_of(run_family(context.run))
         missing = ledger.documents_missing_from_lightrag(collection_id)
         ledger.finish_run(run_id, collection_id, RunOutcome.SUCCESS)
-    yield from materializations(report)
+    yield from materializations(report, renewal)
     yield dg.AssetCheckResult(asset_key="lightrag_documents",
                               check_name="completed_pages_in_lightrag", passed=not missing,
                               metadata={"missing_documents": len(missing),
@@ -201,7 +217,8 @@ def index_pages(context: dg.AssetExecutionContext, config: IndexingConfig,
                               passed=left_running == 0, metadata={"jobs_running": left_running})
 
 
-def materializations(report: IndexReport) -> Iterator[dg.MaterializeResult]:
+def materializations(report: IndexReport, renewal: AliasRenewal
+                     ) -> Iterator[dg.MaterializeResult]:
     """The run's figures, per asset (the UI plots them over runs)."""
     seconds = round(report.seconds, 3)
     decoded = report.claimed - report.failed_decoding
@@ -241,7 +258,19 @@ def materializations(report: IndexReport) -> Iterator[dg.MaterializeResult]:
         "duration_s": dg.MetadataValue.float(seconds),
         "pages_per_second": dg.MetadataValue.float(
             round(pages / report.seconds, 3) if report.seconds else 0.0),
+        "alias": dg.MetadataValue.text(renewal.alias or ""),
+        "pages_carried_over": dg.MetadataValue.int(renewal.carried.documents),
+        "carried_over_from": dg.MetadataValue.text(renewal.carried.source or ""),
     })
+    released = renewal.released
+    if released is not None:
+        yield dg.MaterializeResult(asset_key="collection_release", metadata={
+            "alias": dg.MetadataValue.text(released.alias or ""),
+            "alias_moved": dg.MetadataValue.bool(released.cause is not None),
+            "cause": dg.MetadataValue.text(released.cause or ""),
+            "previous_collection": dg.MetadataValue.text(released.previous_collection_id or ""),
+            "pages_removed": dg.MetadataValue.int(released.pages_removed),
+        })
 
 
 indexing_assets = [index_pages]

@@ -12,7 +12,14 @@ from rag_pipeline.dagster_runs import ACTIVE_STATUSES, COLLECTION_TAG, runs_matc
 from rag_pipeline.ledger import JobLedger
 from rag_pipeline.observability.events import event_line
 from rag_pipeline.outbox import Outbox
-from rag_pipeline.reconciliation import reconcile, summary_table, totals
+from rag_pipeline.reconciliation import (
+    OPEN_REQUESTS_SHOWN,
+    alias_table,
+    crawl_table,
+    reconcile,
+    summary_table,
+    totals,
+)
 from rag_pipeline.resources import ProcessingResource
 from rag_pipeline.settings import default_of
 from rag_pipeline.vocabulary import OutboxState
@@ -25,8 +32,9 @@ class ReconcileConfig(dg.Config):
 @dg.asset(
     group_name="operations",
     kinds={"postgres"},
-    description="Jobs per state, and every open crawl request (request_id) with the state "
-    "of its jobs: total, completed, failed, dead, pending. Materialized by "
+    description="Jobs per state, every open crawl request (request_id) with the state "
+    "of its jobs (total, completed, failed, dead, pending), the crawls the crawler has "
+    "not said complete, and the collection each alias answers from. Materialized by "
     "reconcile_stuck_jobs after its repairs.",
 )
 def crawl_requests(context: dg.AssetExecutionContext, config: ReconcileConfig,
@@ -51,5 +59,9 @@ def crawl_requests(context: dg.AssetExecutionContext, config: ReconcileConfig,
         "outbox_pending": dg.MetadataValue.int(done.outbox.get(OutboxState.PENDING, 0)),
         "outbox_rejected": dg.MetadataValue.int(done.outbox.get(OutboxState.REJECTED, 0)),
         "open_requests": dg.MetadataValue.md(summary_table(done.open_requests)),
+        "crawls_incomplete": dg.MetadataValue.int(ledger.crawls_incomplete()),
+        "incomplete_crawls": dg.MetadataValue.md(crawl_table(
+            ledger.crawls(crawling_only=True, limit=OPEN_REQUESTS_SHOWN))),
+        "aliases": dg.MetadataValue.md(alias_table(ledger.aliases(limit=OPEN_REQUESTS_SHOWN))),
     })
     return dg.MaterializeResult(metadata=metadata)

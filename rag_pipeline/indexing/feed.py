@@ -105,20 +105,24 @@ class WorkspaceFeed:
         LightRAG refuses a deletion while its pipeline runs: the caller calls this when its
         own pages have settled; a pipeline still finishing (a retried step's) is waited for.
         """
-        for page in pages:
+        await self.delete([page.doc_id for page in pages])
+        return await self.enqueue(pages)
+
+    async def delete(self, doc_ids: Sequence[str]) -> None:
+        """Delete these documents, waiting out a pipeline still finishing (see replace)."""
+        for doc_id in doc_ids:
             deadline = time.monotonic() + DELETE_WAIT_SECONDS
             while True:
-                result = await self.rag.adelete_by_doc_id(page.doc_id)
+                result = await self.rag.adelete_by_doc_id(doc_id)
                 status = getattr(result, "status", "success")
                 if status != "not_allowed":
                     break
                 if time.monotonic() > deadline:
                     raise TimeoutError(
                         f"LightRAG kept workspace {self.rag.workspace} busy for "
-                        f"{DELETE_WAIT_SECONDS:.0f} s; document {page.doc_id} could not be "
-                        "replaced")
+                        f"{DELETE_WAIT_SECONDS:.0f} s; document {doc_id} could not be "
+                        "deleted")
                 await asyncio.sleep(DELETE_POLL_SECONDS)
-        return await self.enqueue(pages)
 
     # --- what comes out ---------------------------------------------------------------------
     async def settle(self) -> list[InsertResult]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from rag_pipeline.identity import file_path
 from rag_pipeline.knowledge.models import TRANSIENT_PREFIX
-from rag_pipeline.ledger import IndexedDocument, JobOutcome, PageText
+from rag_pipeline.ledger import IndexedDocument, IndexModels, JobOutcome, PageText
 from rag_pipeline.vocabulary import InsertStatus, JobState, Outcome, Reason
 
 # LightRAG's words for failures worth another try (besides our transient model errors).
@@ -90,9 +90,11 @@ def _completed(page: PageText, outcome: Outcome, collection_id: str, chunks: int
 
 
 def plan_pages(pages: Sequence[PageText], known: dict[str, IndexedDocument],
-               same_content: dict[str, IndexedDocument], collection_id: str
-               ) -> tuple[list[PageText], list[JobOutcome]]:
-    """Split a batch into pages to insert and outcomes decided without LightRAG."""
+               same_content: dict[str, IndexedDocument], collection_id: str,
+               models: IndexModels | None = None) -> tuple[list[PageText], list[JobOutcome]]:
+    """Split a batch into pages to insert and outcomes decided without LightRAG. A page is
+    unchanged when its text is, and its document was indexed with `models` (or with models
+    the ledger does not know)."""
     latest: dict[str, PageText] = {}
     for page in pages:  # pages come in staging order: the last job of a url wins
         latest[page.doc_id] = page
@@ -108,7 +110,8 @@ def plan_pages(pages: Sequence[PageText], known: dict[str, IndexedDocument],
                 collection_id=collection_id))
             continue
         indexed = known.get(page.doc_id)
-        if indexed is not None and indexed.content_hash == page.content_hash:
+        if indexed is not None and indexed.content_hash == page.content_hash and (
+                indexed.models is None or models is None or indexed.models == models):
             decided.append(JobOutcome(
                 job_id=page.job_id, request_id=page.request_id, state=JobState.COMPLETED,
                 outcome=Outcome.UNCHANGED, metrics={"text_length": len(page.text)},

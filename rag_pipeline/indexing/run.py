@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from rag_pipeline.indexing.feed import WorkspaceFeed
@@ -37,7 +37,7 @@ from rag_pipeline.indexing.report import IndexReport, apportion_times, model_cou
 from rag_pipeline.knowledge.models import ModelUsage
 from rag_pipeline.knowledge.workspaces import WorkspacePool
 from rag_pipeline.ledger import JobLedger, JobOutcome, PageText, RunJob
-from rag_pipeline.vocabulary import Reason, RunScope
+from rag_pipeline.vocabulary import Outcome, Reason, RunScope
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,10 @@ class RunHooks:
     recorded: Callable[[list[JobOutcome]], None] = lambda outcomes: None
     # Whether other collections wait for a run slot (the run yields after max_seconds).
     others_waiting: Callable[[], bool] = lambda: False
+    # Called under the writer lock before the first page is written, and after the last
+    # (with the run, to delete documents): an alias's renewal (indexing/renewal.py).
+    locked: Callable[[], None] = lambda: None
+    drained: Callable[[CollectionRun], None] = lambda run: None
 
 
 class CollectionRun:
@@ -148,6 +152,7 @@ class CollectionRun:
         self._settled_at = time.monotonic()
         self._asked_at = 0.0
         self._watch = StallWatch(limits.stall_seconds, lambda: model_activity(self._usage_now()))
+        self.models = pool.options.models.index_models()
 
     # --- the loop ----------------------------------------------------------------------------
     def run(self, family: Sequence[str], scope: RunScope = RunScope.PENDING,
@@ -167,8 +172,20 @@ class CollectionRun:
                 lock_check()
 
             self.hooks.check = check
+            self.hooks.locked()
             self._stream(jobs, started)
+            self.hooks.drained(self)
         return self.report
+
+    def delete_documents(self, doc_ids: Sequence[str]) -> None:
+        """Delete documents of the collection (and the entities and relations only they
+        supported), the lease and the lock checked before each."""
+        if not doc_ids:
+            return
+        feed: WorkspaceFeed = self._call(self._open_feed())
+        for doc_id in doc_ids:
+            self.hooks.check()
+            self._call(feed.delete([doc_id]))
 
     def _stream(self, jobs: list[RunJob], started: float) -> None:
         usage_before = self._usage_now()
@@ -275,7 +292,7 @@ class CollectionRun:
         same = self.ledger.documents_with_content(self.collection_id,
                                                   [p.content_hash for p in pages])
         self._indexed_ids |= set(known)
-        to_index, decided = plan_pages(pages, known, same, self.collection_id)
+        to_index, decided = plan_pages(pages, known, same, self.collection_id, self.models)
         self._record(failures + decided)
         if not to_index:
             return
@@ -310,6 +327,9 @@ class CollectionRun:
     def _record(self, outcomes: list[JobOutcome]) -> None:
         if not outcomes:
             return
+        for o in outcomes:  # what LightRAG indexed now, it indexed with the current models
+            if o.document is not None and o.outcome in (Outcome.INSERTED, Outcome.REPLACED):
+                o.document = replace(o.document, models=self.models)
         recorded = self.ledger.finish_jobs(self.collection_id, outcomes,
                                            max_retries=self.limits.max_retries,
                                            owner=self.run_id)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import openai
 
+from rag_pipeline.ledger.records import IndexModels
 from rag_pipeline.settings.views import (
     ModelView,
     model_api_key,
@@ -49,6 +50,11 @@ class ModelOptions:
     max_retries: int
     retry_backoff: float
     stand_in: bool
+
+    def index_models(self) -> IndexModels:
+        """What the ledger records with each document these models index."""
+        return IndexModels(self.openai_llm_model, self.openai_embedding_model,
+                           self.embedding_dim)
 
     @classmethod
     def from_settings(cls, s: ModelView) -> ModelOptions:

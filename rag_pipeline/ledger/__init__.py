@@ -8,6 +8,7 @@ concern in this package:
   reason codes);
 - `schema`: the tables and their versioned migrations;
 - `staging`: Kafka offsets and staged jobs (the staging sensor, `rag_pipeline/staging.py`);
+- `collections`: each collection's alias and the end of its crawl;
 - `runs`: claims, cleaned texts, indexed documents (what a run reads and writes);
 - `outcomes`: how a job ends - its outcome, document and status row in one fenced
   transaction (`finish_jobs`: where every status row is born), a dead run's jobs requeued;
@@ -26,6 +27,7 @@ from __future__ import annotations
 import atexit
 import threading
 
+from rag_pipeline.ledger.collections import CollectionQueries
 from rag_pipeline.ledger.connection import (
     LedgerUnavailable,
     RunFenced,
@@ -37,14 +39,20 @@ from rag_pipeline.ledger.liveness import LivenessQueries
 from rag_pipeline.ledger.outbox import OutboxQueries
 from rag_pipeline.ledger.outcomes import OutcomeQueries
 from rag_pipeline.ledger.records import (
+    CollectionLife,
+    CrawlSummary,
     FailedMessage,
     IndexedDocument,
+    IndexModels,
     JobOutcome,
     OutboxRow,
     PageText,
     PendingCollection,
+    RebuildPlan,
+    Release,
     RequestSummary,
     RunJob,
+    StagedCompletion,
     StagedJob,
     StageResult,
 )
@@ -53,14 +61,16 @@ from rag_pipeline.ledger.runs import RunQueries
 from rag_pipeline.ledger.schema import SchemaQueries
 from rag_pipeline.ledger.staging import ConcurrentStaging, StagingQueries
 
-__all__ = ["ConcurrentStaging", "FailedMessage", "IndexedDocument", "JobLedger", "JobOutcome",
-           "LedgerUnavailable", "OutboxRow", "PageText", "PendingCollection", "PruneBatch",
-           "RequestSummary", "RunFenced", "RunJob", "StageResult", "StagedJob",
-           "is_permanent_connection_error", "shared_ledger"]
+__all__ = ["CollectionLife", "ConcurrentStaging", "CrawlSummary", "FailedMessage",
+           "IndexModels", "IndexedDocument", "JobLedger", "JobOutcome", "LedgerUnavailable",
+           "OutboxRow", "PageText", "PendingCollection", "PruneBatch", "RebuildPlan", "Release",
+           "RequestSummary", "RunFenced", "RunJob", "StageResult", "StagedCompletion",
+           "StagedJob", "is_permanent_connection_error", "shared_ledger"]
 
 
 class JobLedger(SchemaQueries, StagingQueries, RunQueries, OutcomeQueries, LivenessQueries,
-                OutboxQueries, InspectionQueries, CounterQueries, RetentionQueries):
+                OutboxQueries, InspectionQueries, CounterQueries, RetentionQueries,
+                CollectionQueries):
     """Named queries over the ledger, on a psycopg 3 connection pool."""
 
 

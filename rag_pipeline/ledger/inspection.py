@@ -111,9 +111,18 @@ class InspectionQueries(LedgerConnection):
                 "SELECT kind, count(*) FILTER (WHERE holder IS NOT NULL AND expires_at > now()) "
                 "FROM rag_pipeline.model_slots GROUP BY kind").fetchall())
             counters = read_counters(conn)
+            crawling, oldest_crawl = conn.execute(
+                "SELECT count(*), coalesce(extract(epoch FROM now() - min(first_staged_at)), 0) "
+                "FROM rag_pipeline.collections WHERE completion_staged_at IS NULL").fetchone()
+            awaiting, aliases = conn.execute(  # partial indexes / a small table
+                "SELECT (SELECT count(*) FROM rag_pipeline.collections WHERE "
+                "completion_staged_at IS NOT NULL AND released_at IS NULL), "
+                "(SELECT count(*) FROM rag_pipeline.aliases)").fetchone()
         return MetricsSnapshot(
             jobs_by_state=by_state, oldest_queued_age=float(oldest_queued),
             oldest_waiting_age=float(oldest_waiting), backlog_top=backlog[:top_collections],
             backlog_rest=sum(n for _, n in backlog[top_collections:]),
             outbox_pending=pending, outbox_oldest_pending_age=float(oldest_pending),
-            model_slots_in_use=slots, counters=counters)
+            model_slots_in_use=slots, counters=counters, crawls_incomplete=crawling,
+            oldest_incomplete_crawl_age=float(oldest_crawl),
+            collections_awaiting_release=awaiting, aliases=aliases)

@@ -35,6 +35,8 @@ def enqueue_outbox_row(conn: psycopg.Connection, job_id: int, request_id: int | 
     """Add a status report inside the caller's transaction, unless the job's latest report
     already says this status (a replay or an unchanged reindex). `metrics` are kept for the
     job's result event (PUBLISH_RESULTS)."""
+    if job_id < 0:  # an internal job (a rebuild's): the Go API never gave it out
+        return
     # The job's row is locked by the caller (it just ended the job), so reports of one job
     # are numbered one at a time.
     reports = conn.execute(

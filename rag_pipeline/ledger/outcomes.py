@@ -85,13 +85,21 @@ def finish_jobs_in(conn: psycopg.Connection, collection_id: str,
             count_finished(counted, o.state, o.outcome, o.reason, *timing)
         if o.document is not None:
             d = o.document
+            m = d.models
+            models = (m.llm_model, m.embedding_model, m.embedding_dim) if m else (None,) * 3
             conn.execute(
                 "INSERT INTO rag_pipeline.documents (collection_id, doc_id, url, "
-                "file_path, content_hash, job_id) VALUES (%s, %s, %s, %s, %s, %s) "
+                "file_path, content_hash, job_id, llm_model, embedding_model, embedding_dim) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (collection_id, doc_id) DO UPDATE SET url = EXCLUDED.url, "
                 "file_path = EXCLUDED.file_path, content_hash = EXCLUDED.content_hash, "
-                "job_id = EXCLUDED.job_id, indexed_at = now()",
-                (collection_id, d.doc_id, d.url, d.file_path, d.content_hash, o.job_id),
+                "job_id = EXCLUDED.job_id, indexed_at = now(), "
+                # An unchanged page keeps the models it was indexed with.
+                "llm_model = coalesce(EXCLUDED.llm_model, documents.llm_model), "
+                "embedding_model = coalesce(EXCLUDED.embedding_model, documents.embedding_model),"
+                " embedding_dim = coalesce(EXCLUDED.embedding_dim, documents.embedding_dim)",
+                (collection_id, d.doc_id, d.url, d.file_path, d.content_hash, o.job_id,
+                 *models),
             )
         report = o.status_report()
         if report is not None:

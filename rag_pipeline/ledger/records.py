@@ -24,7 +24,10 @@ from rag_pipeline.vocabulary import (
 __all__ = [
     "FAILED_STATES",
     "TERMINAL_STATES",
+    "CollectionLife",
+    "CrawlSummary",
     "FailedMessage",
+    "IndexModels",
     "IndexedDocument",
     "JobOutcome",
     "JobState",
@@ -34,10 +37,13 @@ __all__ = [
     "PageText",
     "PendingCollection",
     "Reason",
+    "RebuildPlan",
+    "Release",
     "ReportedStatus",
     "RequestSummary",
     "RunJob",
     "StageResult",
+    "StagedCompletion",
     "StagedJob",
 ]
 
@@ -62,11 +68,89 @@ class StagedJob:
     offset: int
     # When the crawler produced the message (its Kafka timestamp), if Kafka says.
     produced_at: datetime | None = None
+    alias: str | None = None
     # Computed once: it is compared in memory, against the ledger, and stored.
     message_sha256: bytes = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "message_sha256", hashlib.sha256(self.message).digest())
+
+
+@dataclass(frozen=True)
+class StagedCompletion:
+    """The crawler's word that a crawl request is complete (a `crawl_completed` message)."""
+
+    collection_id: str
+    request_id: int
+    alias: str | None
+    pages: int
+    completed_at: datetime
+    # Where it came from (for its dead letter, should it be refused).
+    message: bytes
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class CrawlSummary:
+    """A collection's crawl as the ledger knows it: its alias, whether the crawler said it
+    is complete (and with how many pages), and its jobs per state."""
+
+    collection_id: str
+    alias: str | None
+    request_id: int | None
+    first_staged_at: datetime
+    crawl_completed_at: datetime | None
+    crawl_pages: int | None
+    jobs_by_state: dict[str, int]
+
+    @property
+    def received(self) -> int:
+        return sum(self.jobs_by_state.values())
+
+    @property
+    def completed(self) -> bool:
+        return self.crawl_completed_at is not None
+
+
+@dataclass(frozen=True)
+class CollectionLife:
+    """Where a collection is in its life under its alias (docs/design.md, "Collections")."""
+
+    collection_id: str
+    alias: str | None
+    first_staged_at: datetime
+    crawl_pages: int | None
+    completion_staged_at: datetime | None
+    renews: str | None
+    carried_over_at: datetime | None
+    released_at: datetime | None
+    superseded_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Release:
+    """What releasing a collection did: its alias (if any) answers from it now, unless a
+    newer collection of the alias already did (then it is superseded at once)."""
+
+    collection_id: str
+    alias: str | None
+    previous_collection_id: str | None
+    cause: str | None  # vocabulary.AliasChange, None when the alias did not move
+    pages_removed: int
+
+
+@dataclass(frozen=True)
+class RebuildPlan:
+    """A rebuild of an alias: the new collection, the one it rebuilds, the pages queued
+    again, and the urls of the pages that cannot be (retention pruned their message)."""
+
+    collection_id: str
+    alias: str
+    rebuild_of: str
+    pages: int
+    pruned_urls: list[str]
 
 
 @dataclass(frozen=True)
@@ -137,11 +221,21 @@ class PageText:
 
 
 @dataclass(frozen=True)
+class IndexModels:
+    """The models a document was indexed with (a rebuild after a model change needs them)."""
+
+    llm_model: str
+    embedding_model: str
+    embedding_dim: int
+
+
+@dataclass(frozen=True)
 class IndexedDocument:
     doc_id: str
     url: str
     file_path: str
     content_hash: str
+    models: IndexModels | None = None  # None: indexed before the ledger recorded models
 
 
 @dataclass
@@ -207,3 +301,8 @@ class MetricsSnapshot:
     outbox_oldest_pending_age: float
     model_slots_in_use: dict[str, int]
     counters: dict[tuple[str, str], float]
+    # Collections whose crawl has not said it is complete, and the age of the oldest.
+    crawls_incomplete: int = 0
+    oldest_incomplete_crawl_age: float = 0.0
+    collections_awaiting_release: int = 0
+    aliases: int = 0

@@ -15,6 +15,7 @@ import psycopg
 from rag_pipeline.ledger.connection import LedgerConnection, fence_run
 from rag_pipeline.ledger.records import (
     IndexedDocument,
+    IndexModels,
     PageText,
     RunJob,
 )
@@ -165,11 +166,13 @@ class RunQueries(LedgerConnection):
                           ) -> dict[str, IndexedDocument]:
         with self.pool.connection() as conn:
             rows = conn.execute(
-                "SELECT doc_id, url, file_path, content_hash FROM rag_pipeline.documents "
+                "SELECT doc_id, url, file_path, content_hash, llm_model, embedding_model, "
+                "embedding_dim FROM rag_pipeline.documents "
                 "WHERE collection_id = %s AND doc_id = ANY(%s)",
                 (collection_id, list(doc_ids)),
             ).fetchall()
-        return {r[0]: IndexedDocument(*r) for r in rows}
+        return {r[0]: IndexedDocument(*r[:4], IndexModels(*r[4:]) if r[4] else None)
+                for r in rows}
 
     def documents_with_content(self, collection_id: str, hashes: Sequence[str]
                                ) -> dict[str, IndexedDocument]:

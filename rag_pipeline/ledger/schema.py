@@ -7,6 +7,8 @@
 - `runs`: heartbeats and outcomes of indexing runs; `collection_nudges`; `model_slots`.
 - `state_counts` (+ `state_count_deltas`): rows per state of `jobs` and `outbox`, kept by
   triggers, so that counts cost the same at a million jobs as at none.
+- `collections`: each collection's alias and crawl request, and the end of its crawl
+  (schema_collections.py).
 
 A migration is never edited once released: a change is a new migration.
 """
@@ -14,6 +16,7 @@ A migration is never edited once released: a change is a new migration.
 from __future__ import annotations
 
 from rag_pipeline.ledger.connection import SCHEMA, LedgerConnection
+from rag_pipeline.ledger.schema_collections import COLLECTION_MIGRATIONS
 
 # Each migration runs once, in order, inside one transaction, recorded in schema_migrations.
 MIGRATIONS: list[tuple[int, str]] = [
@@ -355,6 +358,7 @@ MIGRATIONS: list[tuple[int, str]] = [
             WHERE declared_dead_at IS NOT NULL;
         """,
     ),
+    *COLLECTION_MIGRATIONS,
 ]
 
 

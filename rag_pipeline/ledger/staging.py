@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import psycopg
 from psycopg.types.json import Jsonb
 
+from rag_pipeline.ledger.collections import record_collections_in
 from rag_pipeline.ledger.connection import LedgerConnection
 from rag_pipeline.ledger.counters import (
     Increments,
@@ -25,6 +26,7 @@ from rag_pipeline.ledger.records import (
     FailedMessage,
     PendingCollection,
     ReportedStatus,
+    StagedCompletion,
     StagedJob,
     StageResult,
 )
@@ -55,8 +57,10 @@ class StagingQueries(LedgerConnection):
         offsets: dict[int, int],
         expected: dict[int, int | None],
         conflicts: int = 0,
+        completions: Sequence[StagedCompletion] = (),
     ) -> StageResult:
-        """Write staged jobs, failed jobs and new offsets in ONE transaction.
+        """Write staged jobs, failed jobs, crawl completions, the collections they belong to
+        and new offsets in ONE transaction.
 
         `expected` holds the offsets this tick started from; if another consumer moved them
         meanwhile, nothing is written (ConcurrentStaging) and the next tick starts afresh.
@@ -68,6 +72,7 @@ class StagingQueries(LedgerConnection):
             if jobs:
                 result.inserted = self._insert_jobs(conn, jobs)
                 result.duplicates = len(jobs) - len(result.inserted)
+            record_collections_in(conn, jobs, completions)
             counted: Increments = Counter()
             counted[("jobs_staged", "")] += len(result.inserted)
             for item in failed:

@@ -20,7 +20,7 @@ import click
 
 from rag_pipeline.local import PROJECT_ROOT
 from rag_pipeline.local.cli_common import UserError, cli_settings, open_ledger, user_errors
-from rag_pipeline.local.cli_ledger import inspect_jobs, outbox, query
+from rag_pipeline.local.cli_ledger import inspect_jobs, outbox, query, rebuild
 from rag_pipeline.local.stack import LocalStack
 from rag_pipeline.local.stack.dagster_dev import DagsterDev
 from rag_pipeline.local.stack.processes import ServiceProcess
@@ -136,30 +136,51 @@ def _print_status(local_stack: LocalStack) -> bool:
 @click.option("--first-job-id", type=int, default=None,
               help="job_id of the first page, then +1 per page (default: unique from the clock).")
 @click.option("--limit", type=int, default=None, help="Publish at most this many pages.")
+@click.option("--alias", default=None, help="The collection's alias, e.g. pg-docs (optional).")
+@click.option("--complete/--no-complete", default=True, show_default=True,
+              help="Say the crawl is complete after the last page (a crawl_completed message).")
 @user_errors
 def publish_folder(collection_id: str, folder: Path, base_url: str, request_id: int | None,
-                   first_job_id: int | None, limit: int | None) -> None:
+                   first_job_id: int | None, limit: int | None, alias: str | None,
+                   complete: bool) -> None:
     """Publish a folder of HTML files to indexing_jobs as the Go crawler would."""
     from rag_pipeline.contract import COLLECTION_ID
-    from rag_pipeline.local.publishing import folder_messages, message_for, publish
+    from rag_pipeline.contract.fields import ALIAS_RULE, check_alias
+    from rag_pipeline.local.publishing import (
+        completion_message,
+        folder_messages,
+        message_for,
+        publish,
+    )
 
     if not COLLECTION_ID.fullmatch(collection_id):
         raise UserError(f"--collection {collection_id!r}: use a UUID or 1-64 of the characters "
                         "A-Z a-z 0-9 _ -")
+    try:
+        check_alias(alias)
+    except ValueError:
+        raise UserError(f"--alias {alias!r}: an alias {ALIAS_RULE}") from None
     settings = cli_settings()
     now_us = time.time_ns() // 1000
+    request_id = request_id or now_us // 1_000_000
     messages = folder_messages(folder, collection_id=collection_id, base_url=base_url,
-                               first_job_id=first_job_id or now_us,
-                               request_id=request_id or now_us // 1_000_000, limit=limit)
+                               first_job_id=first_job_id or now_us, request_id=request_id,
+                               limit=limit, alias=alias)
     try:
         count = publish(settings, (message_for(m) for m in messages),
                         progress=lambda n, s: click.echo(f"  {n} pages published ({s:.1f} s)"))
+        if count and complete:  # after every page is delivered: it must follow them
+            publish(settings, [message_for(completion_message(
+                collection_id=collection_id, request_id=request_id, pages=count,
+                alias=alias))])
     except RuntimeError as exc:
         raise UserError(str(exc)) from None
     if count == 0:
         raise UserError(f"no .html files in {folder}")
-    click.echo(f"Published {count} pages of collection {collection_id} to "
-               f"{settings.kafka_topic} at {settings.kafka_bootstrap_servers}.")
+    said = " and said the crawl is complete" if complete else ""
+    click.echo(f"Published {count} pages of collection {collection_id}"
+               f"{f' (alias {alias})' if alias else ''} to {settings.kafka_topic} at "
+               f"{settings.kafka_bootstrap_servers}{said}.")
 
 
 # --- dev -----------------------------------------------------------------------------------
@@ -304,6 +325,7 @@ def _run_demo(settings: Settings) -> None:
 
 
 main.add_command(inspect_jobs)
+main.add_command(rebuild)
 main.add_command(query)
 main.add_command(outbox)
 

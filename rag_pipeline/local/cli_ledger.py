@@ -22,23 +22,34 @@ def inspect_jobs(collection_id: str | None) -> None:
 
 
 @click.command("query")
-@click.option("--collection", "collection_id", required=True, help="The collection to ask.")
+@click.option("--collection", "collection_id", default=None, help="The collection to ask.")
+@click.option("--alias", default=None,
+              help="Or the alias to ask: the collection it answers from now.")
 @click.option("--mode", type=click.Choice(["naive", "local", "global", "hybrid", "mix"]),
               default="hybrid", show_default=True)
 @click.option("--top-k", type=int, default=5, show_default=True,
               help="Chunks to print.")
 @click.argument("question")
 @user_errors
-def query(collection_id: str, mode: str, top_k: int, question: str) -> None:
-    """Ask a collection: the answer and the chunks it was built from."""
+def query(collection_id: str | None, alias: str | None, mode: str, top_k: int,
+          question: str) -> None:
+    """Ask a collection (or an alias): the answer and the chunks it was built from."""
     from rag_pipeline.contract import COLLECTION_ID
     from rag_pipeline.local.querying import ask
 
-    if not COLLECTION_ID.fullmatch(collection_id):
+    if (collection_id is None) == (alias is None):
+        raise UserError("say which collection to ask: --collection ID or --alias NAME")
+    if collection_id is not None and not COLLECTION_ID.fullmatch(collection_id):
         raise UserError(f"--collection {collection_id!r}: use a UUID or 1-64 of the characters "
                         "A-Z a-z 0-9 _ -")
     settings = cli_settings()
     with open_ledger(settings) as ledger:
+        if alias is not None:
+            collection_id = ledger.alias_collection(alias)
+            if collection_id is None:
+                raise UserError(f"alias {alias!r} answers from no collection yet: its first "
+                                "crawl has not completed (`rag-pipeline inspect` lists crawls)")
+            click.echo(f"alias {alias} answers from collection {collection_id}")
         if not ledger.job_states(collection_id):
             raise UserError(f"collection {collection_id!r} has no jobs in the ledger; "
                             "`rag-pipeline inspect` lists what there is")
@@ -69,3 +80,31 @@ def resend_rejected(job_ids: tuple[int, ...]) -> None:
         count = ledger.resend_rejected(list(job_ids) or None)
     click.echo(f"{count} rejected statuses are pending again; the status_deliverer sensor "
                "sends them" if count else "no rejected status to re-send")
+
+
+@click.command("rebuild")
+@click.option("--alias", required=True, help="The alias to rebuild with the current models.")
+@user_errors
+def rebuild(alias: str) -> None:
+    """Index an alias's pages again with the current models (after a model change), into a
+    new collection the alias answers from once it is done (the old one answers meanwhile)."""
+    from rag_pipeline.contract.fields import ALIAS_RULE, check_alias
+    from rag_pipeline.indexing.renewal import plan_rebuild
+
+    try:
+        check_alias(alias)
+    except ValueError:
+        raise UserError(f"--alias {alias!r}: an alias {ALIAS_RULE}") from None
+    with open_ledger(cli_settings()) as ledger:
+        try:
+            plan = plan_rebuild(ledger, alias)
+        except LookupError as exc:
+            raise UserError(str(exc)) from None
+    click.echo(f"alias {alias}: {plan.pages} pages of {plan.rebuild_of} queued again as "
+               f"collection {plan.collection_id}; the indexing runs index them (the "
+               "running `rag-pipeline dev` or daemon) and the alias moves to it when done")
+    if plan.pruned_urls:
+        click.echo(f"{len(plan.pruned_urls)} pages cannot be rebuilt (retention pruned their "
+                   "message); crawl them again:")
+        for url in plan.pruned_urls:
+            click.echo(f"  {url}")

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rag_pipeline.contract import CRAWL_COMPLETED_KIND
 from rag_pipeline.kafka_io import KafkaOptions, producer_config
 from rag_pipeline.settings import Settings
 
@@ -41,8 +42,10 @@ def build_message(
     base_url: str | None = None,
     crawl_session_id: str = "local",
     discovered_at: str | None = None,
+    alias: str | None = None,
 ) -> dict[str, Any]:
     return {
+        **({"alias": alias} if alias else {}),
         "job_id": job_id,
         "request_id": request_id,
         "project_id": project_id,
@@ -61,6 +64,14 @@ def build_message(
         },
         "metadata": {"base_url": base_url or url, "crawl_session_id": crawl_session_id},
     }
+
+
+def completion_message(*, collection_id: str, request_id: int, pages: int,
+                       alias: str | None = None) -> dict[str, Any]:
+    """The crawler's word that the request is complete: publish it after its pages."""
+    return {"kind": CRAWL_COMPLETED_KIND, "request_id": request_id,
+            "collection_id": collection_id, **({"alias": alias} if alias else {}),
+            "pages": pages, "completed_at": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,7 @@ def folder_messages(
     request_id: int,
     pattern: str = "*.html",
     limit: int | None = None,
+    alias: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One message per HTML file of `folder` (sorted), url = base_url + relative path."""
     files = sorted(p for p in folder.rglob(pattern) if p.is_file())
@@ -101,6 +113,7 @@ def folder_messages(
             depth=relative.count("/") + 1,
             parent_url=base + "/",
             base_url=base + "/",
+            alias=alias,
         )
 
 

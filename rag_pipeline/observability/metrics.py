@@ -54,6 +54,8 @@ COUNTERS = {
     "runs_declared_dead": ("runs_declared_dead", "Runs the liveness check declared dead, by "
                            "cause (gone: process gone from PostgreSQL; silent: stopped beating; "
                            "never_started).", ("cause",)),
+    "alias_changes": ("alias_changes", "Aliases that began answering from another "
+                      "collection, by cause (first_crawl, renewal, rebuild).", ("cause",)),
 }
 HISTOGRAMS = {
     "page_indexing_seconds": "Seconds from a run claiming a page to its completion.",
@@ -128,6 +130,18 @@ class PipelineCollector(Collector):
         yield GaugeMetricFamily(name("outbox_oldest_pending_age_seconds"),
                                 "Age of the oldest status waiting to reach the Go API.",
                                 value=snapshot.outbox_oldest_pending_age)
+        yield GaugeMetricFamily(name("crawls_incomplete"), "Collections whose crawl the "
+                                "crawler has not said complete (no crawl_completed message).",
+                                value=snapshot.crawls_incomplete)
+        yield GaugeMetricFamily(name("oldest_incomplete_crawl_age_seconds"),
+                                "Age of the oldest crawl not said complete (0 when none).",
+                                value=snapshot.oldest_incomplete_crawl_age)
+        yield GaugeMetricFamily(name("collections_awaiting_release"), "Collections whose "
+                                "crawl said it is complete, not released yet (pages still "
+                                "indexing, or announced pages missing).",
+                                value=snapshot.collections_awaiting_release)
+        yield GaugeMetricFamily(name("aliases"), "Aliases answering from a collection.",
+                                value=snapshot.aliases)
         slots = GaugeMetricFamily(name("model_slots_in_use"), "Model request slots held now, "
                                   "by kind (shared by every run).", labels=["kind"])
         bound = GaugeMetricFamily(name("model_slots"), "Model request slots, by kind "

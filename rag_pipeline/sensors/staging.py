@@ -5,7 +5,9 @@ Definitions only: staging is `rag_pipeline.staging.stage_messages`. Each tick:
 2. adds a `collections` partition per new collection;
 3. requests one run per collection with queued jobs that no run will take: none waits in
    the queue for it and no running run of it still takes new jobs (`runs.accepting`);
-   the run_key changes only when the waiting jobs change.
+   the run_key changes only when the waiting jobs change;
+4. and one per collection whose crawl is complete and done but not released yet (its
+   alias moves to it at the end of that run: indexing/renewal.py).
 """
 
 
@@ -47,12 +49,12 @@ def taken_collections(instance: dg.DagsterInstance, job_name: str,
         collection for run_id, collection in started.items() if run_id not in released}
 
 
-def run_requests(pending: list[PendingCollection], waiting: set[str]) -> list[dg.RunRequest]:
-    return [
-        dg.RunRequest(partition_key=p.collection_id, run_key=p.run_key,
-                      tags={COLLECTION_TAG: p.collection_id})
-        for p in pending if p.collection_id not in waiting
-    ]
+def run_requests(pending: list[PendingCollection], releasing: list[tuple[str, int]],
+                 waiting: set[str]) -> list[dg.RunRequest]:
+    keys = [(p.collection_id, p.run_key) for p in pending]
+    keys += [(c, f"{c}:release:{runs}") for c, runs in releasing]
+    return [dg.RunRequest(partition_key=c, run_key=key, tags={COLLECTION_TAG: c})
+            for c, key in keys if c not in waiting]
 
 
 def build_indexing_jobs_sensor(job: Any,
@@ -77,8 +79,12 @@ def build_indexing_jobs_sensor(job: Any,
                                     config=processing.staging_config(kafka),
                                     budget=kafka.budget)
         pending = ledger.pending_collections()
-        new_partitions = partitions.missing(context.instance, (p.collection_id for p in pending))
-        requests = run_requests(pending, taken_collections(context.instance, job.name, ledger))
+        releasing = [(c, n) for c, n in ledger.ready_to_release()
+                     if c not in {p.collection_id for p in pending}]
+        new_partitions = partitions.missing(
+            context.instance, [*(p.collection_id for p in pending), *(c for c, _ in releasing)])
+        requests = run_requests(pending, releasing,
+                                taken_collections(context.instance, job.name, ledger))
         line = event_line("sensor_tick", **report.summary(), runs_requested=len(requests),
                           new_partitions=len(new_partitions))
         context.log.info(line)

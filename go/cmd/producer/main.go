@@ -1,9 +1,11 @@
 // Command producer publishes a folder of HTML pages to Kafka the way the Go crawler does:
 // a new indexing request gets a collection_id (a UUID, as CreateIndexingRequest makes it),
 // and every page becomes one indexing_jobs message (gzip+base64 HTML), keyed by that
-// collection_id, with a pure-Go Kafka client.
+// collection_id, with a pure-Go Kafka client. After the last page it says the crawl is
+// complete (a crawl_completed message with the page count, same key: same partition, after
+// the pages), unless -complete=false.
 //
-//	producer -brokers 127.0.0.1:9092 -dir ./site -base-url https://docs.example.com
+//	producer -brokers 127.0.0.1:9092 -dir ./site -base-url https://docs.example.com [-alias pg-docs]
 //
 // It prints the collection_id and the job_ids as JSON on stdout, so a caller can follow
 // them; messages are produced with acks=all and each delivery is confirmed.
@@ -29,10 +31,18 @@ import (
 )
 
 type result struct {
-	CollectionID string `json:"collection_id"`
-	RequestID    uint   `json:"request_id"`
-	Topic        string `json:"topic"`
-	JobIDs       []uint `json:"job_ids"`
+	CollectionID string  `json:"collection_id"`
+	Alias        *string `json:"alias,omitempty"`
+	RequestID    uint    `json:"request_id"`
+	Topic        string  `json:"topic"`
+	JobIDs       []uint  `json:"job_ids"`
+	Completed    bool    `json:"completed"` // a crawl_completed message followed the pages
+}
+
+type options struct {
+	brokers, topic, dir, baseURL, collection, alias string
+	requestID, firstJobID                           uint
+	complete                                        bool
 }
 
 func main() {
@@ -43,14 +53,19 @@ func main() {
 	collection := flag.String("collection", "", "collection_id (default: a new UUID)")
 	requestID := flag.Uint("request-id", 0, "crawl request id (default: from the clock)")
 	firstJobID := flag.Uint("first-job-id", 0, "job_id of the first page, then +1 (default: from the clock)")
+	alias := flag.String("alias", "", "the collection's alias, e.g. pg-docs (default: none)")
+	complete := flag.Bool("complete", true, "say the crawl is complete after the last page")
 	flag.Parse()
-	if err := run(*brokers, *topic, *dir, *baseURL, *collection, *requestID, *firstJobID); err != nil {
+	if err := run(options{*brokers, *topic, *dir, *baseURL, *collection, *alias, *requestID,
+		*firstJobID, *complete}); err != nil {
 		fmt.Fprintln(os.Stderr, "producer:", err)
 		os.Exit(2)
 	}
 }
 
-func run(brokers, topic, dir, baseURL, collection string, requestID, firstJobID uint) error {
+func run(o options) error {
+	brokers, topic, dir, collection := o.brokers, o.topic, o.dir, o.collection
+	requestID, firstJobID := o.requestID, o.firstJobID
 	if dir == "" {
 		return errors.New("-dir is required: a folder of .html files")
 	}
@@ -66,6 +81,13 @@ func run(brokers, topic, dir, baseURL, collection string, requestID, firstJobID 
 	} else if !contract.CollectionIDPattern.MatchString(collection) {
 		return fmt.Errorf("-collection %q: use a UUID or 1-64 of A-Z a-z 0-9 _ -", collection)
 	}
+	var alias *string
+	if o.alias != "" {
+		if err := contract.CheckAlias(o.alias); err != nil {
+			return fmt.Errorf("-alias %q: %v", o.alias, err)
+		}
+		alias = &o.alias
+	}
 	now := uint(time.Now().UnixMicro())
 	if requestID == 0 {
 		requestID = now / 1_000_000
@@ -74,7 +96,7 @@ func run(brokers, topic, dir, baseURL, collection string, requestID, firstJobID 
 		firstJobID = now
 	}
 	request := contract.CrawlRequest{RequestID: requestID, ProjectID: 1, UserID: "go-producer",
-		CollectionID: collection, BaseURL: strings.TrimRight(baseURL, "/")}
+		CollectionID: collection, Alias: alias, BaseURL: strings.TrimRight(o.baseURL, "/")}
 
 	client, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...),
 		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerBatchMaxBytes(16<<20),
@@ -86,7 +108,7 @@ func run(brokers, topic, dir, baseURL, collection string, requestID, firstJobID 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	out := result{CollectionID: collection, RequestID: requestID, Topic: topic}
+	out := result{CollectionID: collection, Alias: alias, RequestID: requestID, Topic: topic}
 	var records []*kgo.Record
 	for i, path := range pages {
 		html, err := os.ReadFile(path)
@@ -111,6 +133,17 @@ func run(brokers, topic, dir, baseURL, collection string, requestID, firstJobID 
 	}
 	if err := client.ProduceSync(ctx, records...).FirstErr(); err != nil {
 		return fmt.Errorf("publishing to %s at %s: %w", topic, brokers, err)
+	}
+	if o.complete { // only once every page is confirmed: it must follow them
+		value, err := json.Marshal(contract.NewCrawlCompleted(request, len(records), time.Now()))
+		if err != nil {
+			return err
+		}
+		record := &kgo.Record{Topic: topic, Key: []byte(collection), Value: value}
+		if err := client.ProduceSync(ctx, record).FirstErr(); err != nil {
+			return fmt.Errorf("saying the crawl is complete on %s: %w", topic, err)
+		}
+		out.Completed = true
 	}
 	return json.NewEncoder(os.Stdout).Encode(out)
 }

@@ -12,7 +12,7 @@ Knobs (flags, or `POST /control` at run time): latency and jitter, a share of re
 answered with 429/5xx, latency spikes. Counters (`GET /stats`, `POST /stats/reset`): calls
 per kind, prompt/completion/embedding tokens, requests in flight and the peak, a
 per-second timeline for plots, and the chunks extracted more than once
-(`GET /stats/extractions`).
+(`GET /stats/extractions`; every chunk extracted with `?all=1`).
 """
 
 from __future__ import annotations
@@ -300,11 +300,12 @@ def build_app(model: StandInModel, default_dim: int) -> web.Application:
         return web.json_response(rows)
 
     @routes.get("/stats/extractions")
-    async def extractions(_: web.Request) -> web.Response:
-        """Chunk texts (extraction_key) answered more than once, with each answer's
-        [started, answered, delivered]."""
+    async def extractions(request: web.Request) -> web.Response:
+        """Chunk texts (extraction_key) answered more than once (every one with ?all=1),
+        with each answer's [started, answered, delivered]."""
+        every = request.query.get("all") == "1"
         return web.json_response({k: a for k, a in model.stats.extractions.items()
-                                  if len(a) > 1})
+                                  if every or len(a) > 1})
 
     @routes.post("/stats/reset")
     async def reset(_: web.Request) -> web.Response:

@@ -1,13 +1,16 @@
-"""The message contract of topic `indexing_jobs`, and the records this project writes.
+"""The messages of topic `indexing_jobs`: a page (`IndexingJob`, the default kind) and the
+crawler's word that a crawl request is complete (`CrawlCompleted`, kind `crawl_completed`,
+published after the request's pages with the same key, so in the same partition and after
+them).
 
-`parse_message` turns a Kafka message value into an `IndexingJob` or a `Rejection` with a
+`parse_message` turns a Kafka message value into one of them or a `Rejection` with a
 stable reason code, a sentence for people and - whenever it could be read - the job_id,
 so that a failed status can still be reported for it.
 
 Reason codes: `vocabulary.Reason` (the message's own: empty_message, too_large,
-invalid_json, not_an_object, missing_field:<field>, invalid_field:<field>,
-invalid_collection_id, invalid_url, unsupported_encoding, not_html, empty_content,
-bad_base64, bad_gzip).
+invalid_json, not_an_object, unknown_kind, missing_field:<field>, invalid_field:<field>,
+invalid_collection_id, invalid_alias, invalid_url, unsupported_encoding, not_html,
+empty_content, bad_base64, bad_gzip).
 """
 
 from __future__ import annotations
@@ -15,56 +18,44 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StrictStr,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
+from rag_pipeline.contract.fields import (
+    ALIAS,
+    COLLECTION_ID,
+    CONTROL_CHARS,
+    MAX_INT64,
+    MAX_URL_LENGTH,
+    UUID,
+    Rejection,
+    check_alias,
+    check_collection_id,
+    clean_json,
+    clean_str,
+    reason_of,
+)
 from rag_pipeline.decoding import ENCODINGS, DecodeError, check_decodable
 from rag_pipeline.identity import normalize_url
-from rag_pipeline.vocabulary import Reason, ReportedStatus
+from rag_pipeline.vocabulary import Reason
 
 if TYPE_CHECKING:  # settings imports this module
     from rag_pipeline.settings.views import KafkaClientView, PageView
 
-COLLECTION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a UUID is one of these
-MAX_INT64 = 2**63 - 1
-MAX_URL_LENGTH = 16 * 1024
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 JOB_ID_SNIFF = re.compile(rb'"job_id"\s*:\s*(\d{1,19})\b')
 COLLECTION_SNIFF = re.compile(rb'"collection_id"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
-CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
-MAX_ERROR_MSG = 4000
-
-def clean_str(value: str) -> str:
-    """Text safe for PostgreSQL: no NUL, no lone surrogates (from JSON "\\ud800")."""
-    if "\x00" in value:
-        value = value.replace("\x00", "")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    return value
-
-
-def clean_json(value: Any) -> Any:
-    """`clean_str` applied to every string of a JSON value (keys included)."""
-    if isinstance(value, str):
-        return clean_str(value)
-    if isinstance(value, dict):
-        return {clean_str(str(k)): clean_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [clean_json(v) for v in value]
-    return value
-
+# What a message says it is; no `kind` is a page (the original contract).
+PAGE_KIND = "page"
+CRAWL_COMPLETED_KIND = "crawl_completed"
 
 class Content(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
@@ -88,16 +79,24 @@ class CrawlMetadata(BaseModel):
     crawl_session_id: str | None = None
 
 
+COLLECTION_ID_SCHEMA = {"pattern": f"^{COLLECTION_ID.pattern}$"}
+ALIAS_SCHEMA = {"anyOf": [{"type": "string", "pattern": f"^{ALIAS.pattern}$",
+                           "not": {"pattern": f"^{UUID.pattern}$"}}, {"type": "null"}]}
+
+
 class IndexingJob(BaseModel):
     """One crawled page, as the Go backend publishes it. Unknown fields are kept."""
 
     model_config = ConfigDict(extra="allow", strict=True)
 
+    kind: Literal["page"] = PAGE_KIND
     job_id: int = Field(gt=0, le=MAX_INT64)
     request_id: int = Field(ge=0, le=MAX_INT64)
     project_id: int = Field(ge=0, le=MAX_INT64)
     user_id: str
-    collection_id: str = Field(json_schema_extra={"pattern": f"^{COLLECTION_ID.pattern}$"})
+    collection_id: str = Field(json_schema_extra=COLLECTION_ID_SCHEMA)
+    # The name the collection answers to (optional; the same on every page of a collection).
+    alias: str | None = Field(default=None, json_schema_extra=ALIAS_SCHEMA)
     url: str
     depth: int = Field(ge=0)
     parent_url: str | None = None
@@ -105,13 +104,8 @@ class IndexingJob(BaseModel):
     content: Content
     metadata: CrawlMetadata = Field(default_factory=CrawlMetadata)
 
-    @field_validator("collection_id")
-    @classmethod
-    def _collection_id(cls, value: str) -> str:
-        # It becomes a LightRAG workspace and part of SQL rows: letters, digits, _ and - only.
-        if not COLLECTION_ID.fullmatch(value):
-            raise ValueError("must be a UUID or 1-64 of the characters A-Z a-z 0-9 _ -")
-        return value
+    _collection_id = field_validator("collection_id")(check_collection_id)
+    _alias = field_validator("alias")(check_alias)
 
     @field_validator("url")
     @classmethod
@@ -146,6 +140,27 @@ class IndexingJob(BaseModel):
         return clean_json(details)
 
 
+class CrawlCompleted(BaseModel):
+    """The crawler's word that crawl request `request_id` of `collection_id` is complete: it
+    published `pages` page messages for it, every one before this message (same key, so
+    the same partition). No job: nothing is reported to the Go API for it."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    kind: Literal["crawl_completed"]
+    request_id: int = Field(ge=0, le=MAX_INT64)
+    collection_id: str = Field(json_schema_extra=COLLECTION_ID_SCHEMA)
+    alias: str | None = Field(default=None, json_schema_extra=ALIAS_SCHEMA)
+    pages: int = Field(ge=0, le=MAX_INT64)
+    completed_at: datetime
+
+    _collection_id = field_validator("collection_id")(check_collection_id)
+    _alias = field_validator("alias")(check_alias)
+
+
+Message = IndexingJob | CrawlCompleted
+
+
 @dataclass(frozen=True)
 class ContentLimits:
     """How much a message may carry (KAFKA_MAX_MESSAGE_BYTES, MAX_PAYLOAD_BYTES,
@@ -158,20 +173,6 @@ class ContentLimits:
     @classmethod
     def from_settings(cls, kafka: KafkaClientView, pages: PageView) -> ContentLimits:
         return cls(kafka.kafka_max_message_bytes, pages.max_payload_bytes, pages.max_text_bytes)
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """A message that cannot be processed: its reason code, a sentence, what could be read."""
-
-    reason: str
-    detail: str
-    job_id: int | None = None
-    collection_id: str | None = None
-
-    @property
-    def error_msg(self) -> str:
-        return f"{self.reason}: {self.detail}"
 
 
 def _sniff(value: bytes) -> tuple[int | None, str | None]:
@@ -198,25 +199,7 @@ def _readable_ids(data: Any) -> tuple[int | None, str | None]:
     return job_id, collection_id
 
 
-def _reason(error: dict[str, Any]) -> tuple[str, str]:
-    loc = [str(p) for p in error.get("loc", ())]
-    field = ".".join(loc)
-    message = str(error.get("msg", "")).removeprefix("Value error, ")
-    kind = error.get("type", "")
-    if kind == "json_invalid":
-        return Reason.INVALID_JSON, f"the message is not valid JSON ({message})"
-    if not loc and kind in ("model_type", "model_attributes_type", "dict_type"):
-        return Reason.NOT_AN_OBJECT, "the message is JSON but not an object"
-    if kind == "missing":
-        return Reason.MISSING_FIELD.about(field), f"required field {field} is missing"
-    if loc and loc[0] == "collection_id":
-        return Reason.INVALID_COLLECTION_ID, f"collection_id {message}"
-    if loc and loc[0] in ("url", "parent_url") and kind == "value_error":
-        return Reason.INVALID_URL, f"{field} {message}"
-    return Reason.INVALID_FIELD.about(field), f"field {field}: {message}"
-
-
-def parse_message(value: bytes | None, limits: ContentLimits) -> IndexingJob | Rejection:
+def parse_message(value: bytes | None, limits: ContentLimits) -> Message | Rejection:
     """Validate one Kafka message value of topic indexing_jobs; never raises."""
     if value is None or not value.strip():
         return Rejection(Reason.EMPTY_MESSAGE, "the message has no value (tombstone or empty)")
@@ -234,9 +217,23 @@ def parse_message(value: bytes | None, limits: ContentLimits) -> IndexingJob | R
             return Rejection(Reason.INVALID_JSON, "the message is not valid JSON", job_id,
                              collection_id)
         job_id, collection_id = _readable_ids(data)
-        code, message = _reason(exc.errors(include_url=False)[0])
+        kind = data.get("kind", PAGE_KIND) if isinstance(data, dict) else PAGE_KIND
+        if kind == CRAWL_COMPLETED_KIND:
+            return _crawl_completed(value, collection_id)
+        if isinstance(kind, str) and kind != PAGE_KIND:
+            return Rejection(Reason.UNKNOWN_KIND, f"kind {kind!r} is not one of "
+                             f"{PAGE_KIND}, {CRAWL_COMPLETED_KIND}", job_id, collection_id)
+        code, message = reason_of(exc.errors(include_url=False)[0])
         return Rejection(code, message, job_id, collection_id)
     return check_content(job, limits)
+
+
+def _crawl_completed(value: bytes, collection_id: str | None) -> CrawlCompleted | Rejection:
+    try:
+        return CrawlCompleted.model_validate_json(value)
+    except ValidationError as exc:
+        code, message = reason_of(exc.errors(include_url=False)[0])
+        return Rejection(code, message, None, collection_id)
 
 
 def check_content(job: IndexingJob, limits: ContentLimits) -> IndexingJob | Rejection:
@@ -268,63 +265,3 @@ def check_content(job: IndexingJob, limits: ContentLimits) -> IndexingJob | Reje
     return job
 
 
-# --- Records this project writes -----------------------------------------------------------
-class StatusUpdate(BaseModel):
-    """Body of PATCH {GO_BACKEND_URL}/api/v1/indexing/jobs/{job_id}/status, as strict as the
-    Go backend's handler decodes it (go/contract): no unknown field, `error_msg` required
-    when the status is failed, at most MAX_ERROR_MSG characters."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    status: ReportedStatus
-    error_msg: StrictStr | None = Field(default=None, max_length=MAX_ERROR_MSG)
-
-    @model_validator(mode="after")
-    def _failed_says_why(self) -> StatusUpdate:
-        if self.status == ReportedStatus.FAILED and not self.error_msg:
-            raise ValueError("error_msg is required when status is failed")
-        return self
-
-    def body(self) -> dict[str, str]:
-        return self.model_dump(mode="json", exclude_none=True)
-
-
-class ResultMetrics(BaseModel):
-    text_length: int = 0
-    chunks_created: int = 0
-    embedding_time_ms: float = 0.0
-    storage_time_ms: float = 0.0
-
-
-class JobResultEvent(BaseModel):
-    """The optional event on topic indexing_job_results."""
-
-    job_id: int
-    request_id: int | None
-    status: ReportedStatus
-    error_msg: str | None = None
-    processed_at: datetime
-    metrics: ResultMetrics = Field(default_factory=ResultMetrics)
-
-
-class DeadLetter(BaseModel):
-    """A record of topic indexing_jobs_dlq (same key as the original message)."""
-
-    original_message: str
-    original_message_encoding: Literal["utf-8", "base64"] = "utf-8"
-    original_truncated: bool = False
-    error: str
-    error_class: str
-    failed_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    retry_count: int = 0
-    job_id: int | None = None
-    collection_id: str | None = None
-
-
-def json_schemas() -> dict[str, str]:
-    """The JSON Schemas of the contract, as checked in under contract/schema/ for the Go side
-    (scripts/contract_files.py writes them; a test keeps them current)."""
-    schemas = {"indexing_job": IndexingJob, "status_update": StatusUpdate}
-    return {name: json.dumps({"$schema": "https://json-schema.org/draft/2020-12/schema",
-                              **model.model_json_schema()}, indent=1, sort_keys=True) + "\n"
-            for name, model in schemas.items()}
