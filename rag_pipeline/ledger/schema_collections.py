@@ -86,6 +86,9 @@ COLLECTION_MIGRATIONS: list[tuple[int, str]] = [
             ADD COLUMN dropped_rows jsonb, ADD COLUMN partition_removed_at timestamptz;
         CREATE INDEX collections_superseded ON rag_pipeline.collections (superseded_at)
             WHERE superseded_at IS NOT NULL AND dropped_at IS NULL;
+        -- What the staging sensor looks for on every tick (partitions of dropped collections).
+        CREATE INDEX collections_partition_to_remove ON rag_pipeline.collections (dropped_at)
+            WHERE dropped_at IS NOT NULL AND partition_removed_at IS NULL;
         ALTER TABLE rag_pipeline.aliases ADD COLUMN dropped_at timestamptz;
         """,
     ),
