@@ -19,6 +19,7 @@ from rag_pipeline.ledger.connection import LedgerConnection
 from rag_pipeline.ledger.counters import add_counters, labels
 from rag_pipeline.ledger.outcomes import finish_jobs_in
 from rag_pipeline.ledger.records import JobOutcome
+from rag_pipeline.ledger.staging import DROPS_LOCK
 from rag_pipeline.vocabulary import AliasChange, DropCause, JobState, Reason
 
 
@@ -83,6 +84,7 @@ class RemovalQueries(LedgerConnection):
         the collection's queued jobs failed with `collection_dropped` (each reported to the
         Go API). Running jobs are left to their run, which the drop waits for."""
         with self.transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (DROPS_LOCK,))
             conn.execute(
                 "UPDATE rag_pipeline.collections SET drop_requested_at = coalesce("
                 "drop_requested_at, now()), drop_cause = coalesce(drop_cause, %s) "

@@ -36,6 +36,10 @@ from rag_pipeline.ledger.records import (
 )
 
 
+# Asking for a drop takes it exclusively, a staging transaction shared (`_fail_dropped`).
+DROPS_LOCK = "rag_pipeline:drops"
+
+
 class ConcurrentStaging(Exception):
     """Another consumer advanced the stored offsets while this tick was reading."""
 
@@ -95,14 +99,15 @@ class StagingQueries(LedgerConnection):
     def _fail_dropped(self, conn: psycopg.Connection, jobs: Sequence[StagedJob],
                       inserted: set[int]) -> None:
         """Jobs of a collection whose drop was asked after this tick looked (staging_rules
-        fails the others before they come here): failed at once, with their status. The
-        rows are read FOR SHARE, so a drop asked meanwhile waits for this transaction and
-        then fails them itself, or this one waits for the drop and sees it."""
-        collections = sorted({j.collection_id for j in jobs})
+        fails the others before they come here): failed at once, with their status. Under
+        the drops' lock, shared: a drop asked meanwhile waits for this transaction and then
+        fails them itself, or this one waits for the drop and sees it (a row lock would
+        also wait for a renewal's copy, which holds its collection's row)."""
+        conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (DROPS_LOCK,))
         dropped = {r[0] for r in conn.execute(
-            "SELECT collection_id, drop_requested_at FROM rag_pipeline.collections "
-            "WHERE collection_id = ANY(%s) ORDER BY collection_id FOR SHARE",
-            (collections,)).fetchall() if r[1] is not None}
+            "SELECT collection_id FROM rag_pipeline.collections WHERE collection_id = ANY(%s) "
+            "AND drop_requested_at IS NOT NULL",
+            (sorted({j.collection_id for j in jobs}),)).fetchall()}
         late = [j for j in jobs if j.collection_id in dropped and j.job_id in inserted]
         for collection_id in sorted({j.collection_id for j in late}):
             finish_jobs_in(conn, collection_id, [JobOutcome(
