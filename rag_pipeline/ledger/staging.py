@@ -35,7 +35,6 @@ from rag_pipeline.ledger.records import (
     StageResult,
 )
 
-
 # Asking for a drop takes it exclusively, a staging transaction shared (`_fail_dropped`).
 DROPS_LOCK = "rag_pipeline:drops"
 
