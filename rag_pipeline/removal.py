@@ -10,8 +10,8 @@ retention schedule retiring a superseded one): nothing it put anywhere is left b
    `knowledge.tables`), a batch at a time, counted in the ledger as it goes.
 4. The ledger forgets its documents and payloads, and its alias (if it answered from it)
    answers nothing (`finish_drop`).
-5. Its Dagster partition is deleted (by the Dagster job at once; after a CLI drop, by the
-   staging sensor's next tick).
+5. Its Dagster partition is deleted: by the staging sensor's next tick (a run cannot
+   delete the partition it materializes), at once when retention retires it.
 Each step can be repeated, so a drop killed anywhere is finished by running it again.
 """
 

@@ -68,7 +68,8 @@ def alias_rebuilds(context: dg.AssetExecutionContext, config: RebuildConfig,
     kinds={"postgres"},
     partitions_def=collections_partitions,
     description="A dropped collection: every row of its LightRAG workspace removed (rows per "
-    "table in the metadata), its ledger documents and payloads, its partition; messages for "
+    "table in the metadata), its ledger documents and payloads; its partition goes at the "
+    "staging sensor's next tick (runs and events stay in the UI); messages for "
     "it fail with collection_dropped from then on. Materialized by the drop_collection job "
     "(or the retention schedule retiring a superseded collection, in `retention`).",
 )
@@ -91,7 +92,8 @@ def collection_drops(context: dg.AssetExecutionContext, ledger: dg.ResourceParam
     except CollectionBusy as exc:
         raise dg.Failure(description=f"{exc}; run the drop again once its run ended",
                          allow_retries=False) from None
-    remove_partition(context.instance, ledger, collection_id)
+    # Its partition is deleted by the staging sensor's next tick: deleted here, it would
+    # refuse this very materialization.
     context.log.info(event_line("collection_dropped", collection_id=collection_id,
                                 cause=report.drop.cause, rows=report.rows_removed,
                                 bytes=report.bytes_removed))
@@ -111,7 +113,7 @@ def drop_metadata(report: DropReport) -> dict[str, dg.MetadataValue]:
     return {
         "collection_id": dg.MetadataValue.text(drop.collection_id),
         "alias": dg.MetadataValue.text(drop.alias or ""),
-        "cause": dg.MetadataValue.text(drop.cause),
+        "cause": dg.MetadataValue.text(drop.cause.value),
         "alias_answers_nothing": dg.MetadataValue.bool(drop.alias_dropped),
         "rows_removed": dg.MetadataValue.int(report.rows_removed),
         "rows_removed_per_table": dg.MetadataValue.json(dict(sorted(drop.rows.items()))),

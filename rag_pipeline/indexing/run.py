@@ -138,7 +138,7 @@ class CollectionRun:
         feed: WorkspaceFeed = self._call(self._open_feed())
         for doc_id in doc_ids:
             self.hooks.check()
-            self._call(feed.delete([doc_id]))
+            self._call(feed.delete([doc_id], forget=True))
 
     def _stream(self, jobs: list[RunJob], started: float) -> None:
         usage_before = self._usage_now()
@@ -279,7 +279,7 @@ class CollectionRun:
         self._call(feed.quiesce())
         for job in deletions:
             self.hooks.check()
-            self._call(feed.delete([job.doc_id]))
+            self._call(feed.delete([job.doc_id], forget=True))
             self._indexed_ids.discard(job.doc_id)
         self._record([deleted(job) for job in deletions])
         behind, self._behind = self._behind, []
