@@ -42,6 +42,8 @@ class Context:
     # freeze, PostgreSQL gone before LightRAG caches an answer): `strike()` to `ended()`.
     struck: list[tuple[float, float]] = field(default_factory=list)
     _struck_at: float | None = None
+    # Rows a dropped collection left in LightRAG's tables (drop_crash; counted as duplicated).
+    left_behind: int | None = None
 
     def wait_for_stream(self, share: float) -> None:
         while self.progress() < share:

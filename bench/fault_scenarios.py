@@ -9,8 +9,13 @@ timed from that moment.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 
@@ -32,6 +37,9 @@ from bench.fault_outages import (
     postgres_restart,
     reindex_order,
 )
+from bench.harness import collection_messages, corpus, job_id_base, unique_name
+from rag_pipeline.knowledge.tables import workspace_rows
+from rag_pipeline.local.publishing import publish
 from rag_pipeline.local.stack.dagster_dev import processes_with_dagster_home
 
 # When (share of the stream published) the host, or the code server, crashes.
@@ -172,3 +180,57 @@ POOLED = "pgbouncer_"
 SCENARIOS.update({POOLED + name: SCENARIOS[name]
                   for name in ("no_fault", "worker_kill", "host_crash")})
 
+
+
+# drop_crash: the pages of the collection dropped (outside the stream's accounting) and the
+# rows per delete statement, small enough for the kill to land midway.
+VICTIM_PAGES = 60
+DROP_BATCH_ROWS = 50
+
+
+def drop_crash(ctx: Context) -> None:
+    """A collection outside the stream (VICTIM_PAGES pages, indexed first) is dropped with
+    `rag-pipeline drop` mid-stream; the drop's process group is SIGKILLed once it has
+    removed some rows, and the drop is run again: it must finish with 0 rows of that
+    workspace in every LightRAG table (else counted as duplicated), while the stream's
+    collections are indexed beside it (the accounting counts those)."""
+    victim = unique_name("victim").replace("_", "-")
+    messages, _ = collection_messages({victim: corpus(VICTIM_PAGES, offset=ctx.pages)},
+                                      job_id_base() + 10_000_000)
+    publish(ctx.run.settings, messages)
+    ledger = ctx.run.ledger
+    deadline = time.monotonic() + 600
+    while ledger.job_states(victim).get("completed", 0) < VICTIM_PAGES:
+        if time.monotonic() > deadline:
+            ctx.notes.append(f"{victim} not indexed in 600 s: {ledger.job_states(victim)}")
+            ctx.injected = False
+            return
+        time.sleep(1)
+    ctx.wait_for_stream(0.4)
+    argv = [str(Path(sys.executable).with_name("rag-pipeline")), "drop", "--collection", victim,
+            "--yes", "--batch-rows", str(DROP_BATCH_ROWS)]
+    env = ctx.run.deployment.env
+    drop = subprocess.Popen(argv, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    removed = 0
+    while drop.poll() is None and not removed:
+        with contextlib.suppress(LookupError):
+            removed = sum(ledger.drop_of(victim).rows.values())
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(drop.pid, signal.SIGKILL)
+    drop.wait(30)
+    with ledger.pool.connection() as conn:
+        left = sum(workspace_rows(conn, victim).values())
+    ctx.notes.append(f"drop of {victim} killed with {removed} rows removed, {left} left "
+                     f"(exit {drop.returncode})")
+    ctx.injected = drop.returncode == -signal.SIGKILL and left > 0
+    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+    with ledger.pool.connection() as conn:
+        ctx.left_behind = sum(workspace_rows(conn, victim).values())
+    ctx.notes.append(f"drop run again: exit {again.returncode}, {ctx.left_behind} rows left; "
+                     + (again.stdout.strip().splitlines() or [""])[-1][:200])
+    ctx.ended(set())
+
+
+SCENARIOS["drop_crash"] = drop_crash

@@ -158,6 +158,9 @@ def run_scenario(name: str, settings: Settings, stack: LocalStack, model: Model,
                     break
             time.sleep(2)
         counts = count(run.ledger, owner, settings.go_backend_url)
+        if ctx.left_behind is not None:
+            counts.details["dropped_rows_left"] = ctx.left_behind
+            counts.duplicated += ctx.left_behind
         breakdown: list[dict[str, Any]] = []
         recovery = recovery_seconds(ctx, breakdown)
         last_end = ctx.fault_ends[-1][0] if ctx.fault_ends else time.time()

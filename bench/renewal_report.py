@@ -45,3 +45,36 @@ def renewal_section(results: dict[str, Any] | None) -> list[str]:
     lines += ["", "Blue/green re-crawl of the unchanged site against its first crawl: "
               + "; ".join(verdicts) + ".", ""]
     return lines
+
+
+def drop_section(results: dict[str, Any] | None) -> list[str]:
+    """The "Dropping a collection" section, from bench/results/drop.json (bench.drop)."""
+    if not results:
+        return []
+    m = results["machine"]
+    mib = 2 ** 20
+
+    def size(key: str) -> str:
+        return f"{results[key] / mib:,.1f} MiB"
+
+    return [
+        "## Dropping a collection", "",
+        f"`python -m bench.drop`: a collection of {results['pages']} postgresql-doc-15 pages "
+        f"(and a neighbour of a tenth of that) indexed by the pipeline, then dropped as "
+        f"`rag-pipeline drop` does ({results['batch_rows']} rows per statement); "
+        f"{results['settings']}. Commit {m['commit'][:10]}{' (dirty)' if m['dirty'] else ''}, "
+        f"{m['date']}. Sizes on disk are LightRAG's tables with their indexes and TOAST.", "",
+        "| figure | value |", "|---|---|",
+        f"| LightRAG rows of the collection (every table) | {results['rows']:,} |",
+        f"| their bytes (stored row size) | {size('row_bytes')} |",
+        f"| drop, seconds | {results['drop_seconds']} |",
+        f"| rows left after the drop | {results['rows_left']} |",
+        f"| the neighbour's rows unchanged | {results['neighbour_unchanged']} |",
+        f"| on disk before the drop | {size('disk_bytes_before')} |",
+        f"| on disk after the drop | {size('disk_bytes_after_drop')} |",
+        f"| after VACUUM (given back to the OS; the rest is reused for new rows) | "
+        f"{size('disk_bytes_after_vacuum')} ({results['vacuum_seconds']} s) |",
+        f"| after VACUUM FULL (tables rewritten, each locked meanwhile) | "
+        f"{size('disk_bytes_after_vacuum_full')} ({results['vacuum_full_seconds']} s) |",
+        "",
+    ]

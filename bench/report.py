@@ -10,7 +10,7 @@ from typing import Any
 
 from bench import capacity
 from bench.harness import RESULTS, ROOT
-from bench.renewal_report import renewal_section
+from bench.renewal_report import drop_section, renewal_section
 from bench.scale_report import scale_section
 from bench.streaming_report import plot_in_flight, streaming_section
 
@@ -240,6 +240,7 @@ def main() -> None:
     if notes.exists():
         lines += [notes.read_text().strip(), ""]
     lines += renewal_section(load("renewal"))
+    lines += drop_section(load("drop"))
     lines += scale_section(load("scale"), load("retention"))
     DOC.write_text("\n".join(lines))
     print(f"wrote {DOC}")

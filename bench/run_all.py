@@ -3,7 +3,7 @@
     make bench        # = python -m bench.run_all
 
 Each benchmark also runs alone: python -m bench.cleaning | staging | cost | pipeline |
-latency | fairness | scrape | footprint | start | renewal; `python -m bench.report`
+latency | fairness | scrape | footprint | start | renewal | drop; `python -m bench.report`
 rebuilds the report from bench/results/*.json.
 """
 
@@ -14,6 +14,7 @@ import time
 from bench import (
     cleaning,
     cost,
+    drop,
     fairness,
     footprint,
     latency,
@@ -38,6 +39,7 @@ def main() -> None:
         latency.main(["--seconds", "180"])
         fairness.main([])
         renewal.main([])
+        drop.main([])
         scrape.main([])
         # Its cold page waits 10 minutes on a deployment with nothing else running (an idle
         # deployment still ticks its sensors: it would slow the others down).

@@ -12,13 +12,14 @@ import os
 
 import dagster as dg
 
-from rag_pipeline.assets.collections import alias_rebuilds
+from rag_pipeline.assets.collections import alias_rebuilds, collection_drops
 from rag_pipeline.assets.indexing import indexing_assets
 from rag_pipeline.assets.reconciliation import crawl_requests
 from rag_pipeline.assets.retention import retention
 from rag_pipeline.jobs import (
     INDEXING_JOBS,
     apply_retention_job,
+    drop_collection_job,
     index_collection_job,
     rebuild_alias_job,
     reconcile_stuck_jobs_job,
@@ -64,13 +65,14 @@ def build_definitions(s: Settings,
                       ) -> dg.Definitions:
     """The code location for these settings; `resources` replaces some (tests inject faults)."""
     return dg.Definitions(
-        assets=[*indexing_assets, crawl_requests, retention, alias_rebuilds],
+        assets=[*indexing_assets, crawl_requests, retention, alias_rebuilds, collection_drops],
         jobs=[*INDEXING_JOBS, reconcile_stuck_jobs_job, apply_retention_job,
-              rebuild_alias_job],
+              rebuild_alias_job, drop_collection_job],
         sensors=[build_indexing_jobs_sensor(index_collection_job, s.sensor_interval_seconds),
                  run_liveness, status_deliverer, *build_run_failure_sensors()],
         schedules=[build_reconcile_schedule(s.reconcile_cron, s.queued_job_grace_seconds),
-                   build_retention_schedule(s.retention_cron, s.retention_days)],
+                   build_retention_schedule(s.retention_cron, s.retention_days,
+                                            s.retire_superseded_after_seconds)],
         resources={**build_resources(s), **(resources or {})},
         # Run logs on the console: one JSON object per line, or text (LOG_FORMAT).
         loggers={"console": dg.json_console_logger if s.log_format == "json"

@@ -5,14 +5,16 @@
 - `reconcile_stuck_jobs`: the repairs, materializing `crawl_requests` (on a schedule);
 - `apply_retention`: pruning finished work, materializing `retention` (daily);
 - `rebuild_alias`: an alias's pages indexed again with the current models, materializing
-  `alias_rebuilds` (by hand, or `rag-pipeline rebuild`).
+  `alias_rebuilds` (by hand, or `rag-pipeline rebuild`);
+- `drop_collection`: a collection removed from everywhere, materializing `collection_drops`
+  for its partition (by hand; `rag-pipeline drop` does the same outside Dagster).
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from rag_pipeline.assets.collections import alias_rebuilds
+from rag_pipeline.assets.collections import alias_rebuilds, collection_drops
 from rag_pipeline.assets.indexing import indexing_assets
 from rag_pipeline.assets.reconciliation import crawl_requests
 from rag_pipeline.assets.retention import retention
@@ -54,4 +56,12 @@ rebuild_alias_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(alias_rebuilds),
     description="Rebuild an alias with the current models (run config: the alias): its pages "
     "are indexed again into a new collection, which the alias answers from once done.",
+)
+
+drop_collection_job = dg.define_asset_job(
+    "drop_collection",
+    selection=dg.AssetSelection.assets(collection_drops),
+    description="Drop a collection (its partition): every row of its LightRAG workspace, its "
+    "ledger documents and payloads, and its partition; its alias answers nothing until a new "
+    "crawl of it is released. Waits for a run of the collection to finish first.",
 )

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from rag_pipeline.ledger import CrawlSummary, JobLedger, RequestSummary
 from rag_pipeline.observability.events import event_line
@@ -136,7 +137,19 @@ def inspection_lines(ledger: JobLedger, collection_id: str | None = None) -> lis
     if crawling:
         lines += ["crawls not said complete (no crawl_completed message yet), oldest first:",
                   crawl_table(crawling)]
+    drops = ledger.drops(limit=OPEN_REQUESTS_SHOWN)
+    if drops:
+        lines.append("collections dropped or retired, newest first:")
+        lines += [drop_line(d) for d in drops]
     return lines
+
+
+def drop_line(drop: dict[str, Any]) -> str:
+    done = (f"done {drop['dropped_at'].isoformat(timespec='seconds')}" if drop["dropped_at"]
+            else "not finished (run the drop again)")
+    return (f"  {drop['collection_id']} (alias {drop['alias'] or 'none'}): "
+            f"{drop['drop_cause']}, asked {drop['drop_requested_at'].isoformat(timespec='seconds')}"
+            f", {done}, {sum(drop['rows'].values())} LightRAG rows removed")
 
 
 def crawl_line(crawl: CrawlSummary) -> str:

@@ -3,7 +3,8 @@
 - The ledger: a finished job's message and cleaned text are dropped RETENTION_DAYS after it
   finished, once its statuses left the outbox; the job row, its outcome, its Kafka
   coordinates and digest (replays stay duplicates) and its documents row stay for good
-  (`ledger/retention.py`). LightRAG's tables are never touched: they are the index.
+  (`ledger/retention.py`). LightRAG's tables lose no page here: they are the index (whole
+  superseded collections are retired beside this: `rag_pipeline.removal`).
 - Dagster: runs that ended more than RETENTION_DAYS ago are deleted with their event logs,
   except the latest successful run of each job and partition, so that every collection's
   partition status, lineage and last materialization stay in the UI. Sensor and schedule

@@ -21,12 +21,16 @@ def build_reconcile_schedule(cron: str, queued_job_grace_seconds: int
     )
 
 
-def build_retention_schedule(cron: str, retention_days: float) -> dg.ScheduleDefinition:
+def build_retention_schedule(cron: str, retention_days: float,
+                             retire_superseded_after_seconds: float) -> dg.ScheduleDefinition:
     return dg.ScheduleDefinition(
         name="apply_retention_schedule",
         job=apply_retention_job,
         cron_schedule=cron,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        run_config={"ops": {"retention": {"config": {"retention_days": retention_days}}}},
-        description="Runs apply_retention (RETENTION_CRON) with RETENTION_DAYS.",
+        run_config={"ops": {"retention": {"config": {
+            "retention_days": retention_days,
+            "retire_superseded_after_seconds": retire_superseded_after_seconds}}}},
+        description="Runs apply_retention (RETENTION_CRON) with RETENTION_DAYS and "
+        "RETIRE_SUPERSEDED_AFTER_SECONDS.",
     )

@@ -14,19 +14,31 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, TopicPartition
 
-from rag_pipeline.contract import ContentLimits, CrawlCompleted, IndexingJob, parse_message
-from rag_pipeline.identity import doc_id
+from rag_pipeline.contract import (
+    ContentLimits,
+    CrawlCompleted,
+    IndexingJob,
+    PageDeleted,
+    parse_message,
+)
 from rag_pipeline.kafka_io import produce_confirmed
 from rag_pipeline.ledger import FailedMessage, JobLedger, StagedCompletion, StagedJob
 from rag_pipeline.outbox import dead_letter_record
 from rag_pipeline.settings.views import KafkaTopicsView, PageView
+from rag_pipeline.staging_rules import (
+    alias_conflict,
+    split_alias_conflicts,
+    split_dropped,
+    staged_job,
+    with_alias_scope,
+)
 from rag_pipeline.vocabulary import Reason
 
 log = logging.getLogger(__name__)
@@ -190,56 +202,6 @@ def read_messages(consumer: Any, topic: str, start: dict[int, int], budget: Tick
             positions[message.partition()] = message.offset() + 1
 
 
-def _staged_job(job: IndexingJob, value: bytes, topic: str, partition: int,
-                offset: int, produced_at: datetime | None) -> StagedJob:
-    normalized = job.normalized_url
-    return StagedJob(
-        job_id=job.job_id, request_id=job.request_id, project_id=job.project_id,
-        user_id=job.user_id, collection_id=job.collection_id, url=job.url,
-        normalized_url=normalized, doc_id=doc_id(job.collection_id, normalized),
-        title=job.content.title, details=job.crawl_details(), message=value, topic=topic,
-        partition=partition, offset=offset, produced_at=produced_at, alias=job.alias,
-    )
-
-
-Aliased = TypeVar("Aliased", StagedJob, StagedCompletion)
-
-
-def split_alias_conflicts(aliases: dict[str, str | None], items: Sequence[Aliased]
-                          ) -> tuple[list[Aliased], list[Aliased]]:
-    """`items` (in stream order) that agree with their collection's alias, and those naming
-    another one. A collection's alias is fixed by its first message, alias or none (its
-    documents' ids depend on it): `aliases` holds the ones the ledger knows, and learns
-    those of new collections."""
-    kept: list[Aliased] = []
-    conflicting: list[Aliased] = []
-    for item in items:
-        if item.collection_id not in aliases:
-            aliases[item.collection_id] = item.alias
-        if item.alias is not None and item.alias != aliases[item.collection_id]:
-            conflicting.append(item)
-            continue
-        kept.append(item)
-    return kept, conflicting
-
-
-def with_alias_scope(job: StagedJob, alias: str | None) -> StagedJob:
-    """The job with its document id in its collection's scope: the alias's, when it has
-    one, so every collection of an alias names a page alike (a renewal copies rows as they
-    are), else the collection's own."""
-    if alias is None:
-        return job
-    return replace(job, doc_id=doc_id(alias, job.normalized_url), alias=alias)
-
-
-def _alias_conflict(item: StagedJob | StagedCompletion, alias: str | None) -> FailedMessage:
-    detail = (f"{Reason.ALIAS_CONFLICT}: collection {item.collection_id} answers to alias "
-              f"{alias!r}; this message names {item.alias!r} (one collection, one alias)")
-    return FailedMessage(getattr(item, "job_id", None), item.collection_id,
-                         Reason.ALIAS_CONFLICT, detail, item.topic, item.partition,
-                         item.offset, item.message)
-
-
 def produced_at(message: Any) -> datetime | None:
     """The message's Kafka timestamp (set by the producer or the broker), if it has one."""
     kind, millis = message.timestamp()
@@ -286,8 +248,8 @@ def stage_messages(*, consumer: Any, producer: Any, ledger: JobLedger, config: S
                 parsed.collection_id, parsed.request_id, parsed.alias, parsed.pages,
                 parsed.completed_at, value, topic, partition, offset))
             continue
-        if isinstance(parsed, IndexingJob):
-            job = _staged_job(parsed, value, topic, partition, offset, produced_at(message))
+        if isinstance(parsed, IndexingJob | PageDeleted):
+            job = staged_job(parsed, value, topic, partition, offset, produced_at(message))
             first = seen.get(job.job_id)
             if first is None:
                 seen[job.job_id] = job
@@ -314,11 +276,15 @@ def stage_messages(*, consumer: Any, producer: Any, ledger: JobLedger, config: S
     staged, wrong_jobs = split_alias_conflicts(aliases, staged)  # pages come first
     completions, wrong_ends = split_alias_conflicts(aliases, completions)
     staged = [with_alias_scope(j, aliases[j.collection_id]) for j in staged]
-    for item in [*wrong_jobs, *wrong_ends]:
-        failed.append(_alias_conflict(item, aliases.get(item.collection_id)))
+    refused = [alias_conflict(i, aliases.get(i.collection_id)) for i in [*wrong_jobs, *wrong_ends]]
+    # A dropped collection takes nothing more.
+    dropped = ledger.dropped_collections(aliases) if aliases else set()
+    staged, dropped_jobs = split_dropped(dropped, staged)
+    completions, dropped_ends = split_dropped(dropped, completions)
+    for item in [*refused, *dropped_jobs, *dropped_ends]:
+        failed.append(item)
         report.rejected += 1
-        report.rejected_reasons[Reason.ALIAS_CONFLICT] = (
-            report.rejected_reasons.get(Reason.ALIAS_CONFLICT, 0) + 1)
+        report.rejected_reasons[item.reason] = report.rejected_reasons.get(item.reason, 0) + 1
     report.completions = len(completions)
     records = [dead_letter_record(
         original=f.message, reason=f.reason, error_msg=f.error_msg, topic=f.topic,

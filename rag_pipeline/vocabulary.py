@@ -27,6 +27,13 @@ TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.DEAD}
 FAILED_STATES = frozenset({JobState.FAILED, JobState.DEAD})
 
 
+class JobKind(StrEnum):
+    """What a job asks (the `kind` of its message; no kind is a page)."""
+
+    PAGE = "page"  # index this page
+    PAGE_DELETED = "page_deleted"  # remove this page
+
+
 class Outcome(StrEnum):
     """What a completed job did to its collection's LightRAG workspace."""
 
@@ -36,6 +43,8 @@ class Outcome(StrEnum):
     DUPLICATE_CONTENT = "duplicate_content"
     # A later job of the same url in the same run carries the page; this one is not indexed.
     SUPERSEDED = "superseded"
+    # A page_deleted job: the page's document is gone (or was never there).
+    DELETED = "deleted"
 
 
 class Reason(StrEnum):
@@ -71,6 +80,8 @@ class Reason(StrEnum):
     TRANSIENT_FAILURE = "transient_failure"
     # The run that held the job died (reconciliation.py).
     RUN_FAILED = "run_failed"
+    # The job's collection was dropped: nothing is indexed into it again (staging.py).
+    COLLECTION_DROPPED = "collection_dropped"
 
     def about(self, field: str) -> str:
         """The code for one field: `missing_field:url`."""
@@ -83,6 +94,14 @@ class AliasChange(StrEnum):
     FIRST_CRAWL = "first_crawl"  # the alias's first collection whose crawl completed
     RENEWAL = "renewal"  # a newer crawl of the alias completed
     REBUILD = "rebuild"  # its pages were indexed again with the current models
+    DROPPED = "dropped"  # its collection was dropped: the alias answers nothing
+
+
+class DropCause(StrEnum):
+    """Why a collection was dropped (`collections.drop_cause`, label of collections_dropped)."""
+
+    DROPPED = "dropped"  # asked for: the drop_collection job or `rag-pipeline drop`
+    RETIRED = "retired"  # superseded under its alias for RETIRE_SUPERSEDED_AFTER_SECONDS
 
 
 class InsertStatus(StrEnum):

@@ -178,6 +178,32 @@ CASES += [
     ("crawl completed, bad alias", completion(alias="Bad Alias"), "invalid_alias", None),
 ]
 
+
+def deletion(**values: Any) -> dict[str, Any]:
+    """The removal of one page of the design example's collection."""
+    message = {"kind": "page_deleted", "job_id": 12399, "request_id": 101,
+               "collection_id": UUID, "alias": "pg-docs",
+               "url": "https://www.postgresql.org/docs/current/tutorial-join.html"}
+    message.update(values)
+    return {k: v for k, v in message.items() if v is not DROP}
+
+
+# Removing a page (docs/design.md, "Removing what should go").
+CASES += [
+    ("page deleted", deletion(), "accepted", 12399),
+    ("page deleted without alias", deletion(alias=DROP), "accepted", 12399),
+    ("page deleted without job_id", deletion(job_id=DROP), "missing_field:job_id", None),
+    ("page deleted without url", deletion(url=DROP), "missing_field:url", 12399),
+    ("page deleted without collection", deletion(collection_id=DROP),
+     "missing_field:collection_id", 12399),
+    ("page deleted, job_id zero", deletion(job_id=0), "invalid_field:job_id", None),
+    ("page deleted, ftp url", deletion(url="ftp://files.example.com/a"), "invalid_url",
+     12399),
+    ("page deleted, bad alias", deletion(alias="Bad Alias"), "invalid_alias", 12399),
+    ("page deleted, bad collection", deletion(collection_id="../x"), "invalid_collection_id",
+     12399),
+]
+
 # (name, PATCH body as sent, accepted by the Go handler and by StatusUpdate)
 STATUS_BODIES: list[tuple[str, str, bool]] = [
     ("completed", '{"status": "completed"}', True),
@@ -206,8 +232,8 @@ def encode(value: Any) -> str | None:
 
 def kind(value: Any) -> str:
     """The kind a message says it is (no kind: a page)."""
-    if isinstance(value, dict) and value.get("kind") == "crawl_completed":
-        return "crawl_completed"
+    if isinstance(value, dict) and value.get("kind") in ("crawl_completed", "page_deleted"):
+        return value["kind"]
     return "page"
 
 

@@ -67,3 +67,14 @@ def publish_with_go(bin_dir: Path, brokers: str, topic: str, folder: Path, base_
                            "-first-job-id", str(first_job_id), "-alias", alias],
                           capture_output=True, text=True, timeout=180, check=True)
     return json.loads(done.stdout)
+
+
+def delete_with_go(bin_dir: Path, brokers: str, topic: str, collection: str, urls: list[str],
+                   first_job_id: int) -> dict:
+    """The Go producer removes pages from a collection (page_deleted messages); its report."""
+    argv = [str(bin_dir / "producer"), "-brokers", brokers, "-topic", topic,
+            "-collection", collection, "-first-job-id", str(first_job_id)]
+    for url in urls:
+        argv += ["-delete", url]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=180, check=True)
+    return json.loads(done.stdout)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from rag_pipeline.identity import doc_id
 from rag_pipeline.indexing.insertion import plan_pages
 from rag_pipeline.ledger import IndexedDocument, IndexModels, PageText, StagedJob
-from rag_pipeline.staging import split_alias_conflicts, with_alias_scope
+from rag_pipeline.staging_rules import split_alias_conflicts, with_alias_scope
 
 URL = "https://docs.example.com/a.html"
 

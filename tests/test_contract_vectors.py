@@ -14,6 +14,7 @@ from rag_pipeline.contract import (
     ContentLimits,
     CrawlCompleted,
     IndexingJob,
+    PageDeleted,
     Rejection,
     StatusUpdate,
     json_schemas,
@@ -40,7 +41,8 @@ def value(vector: dict) -> bytes | None:
 def test_python_decides_every_message_vector_as_the_file_says(vector):
     result = parse_message(value(vector), LIMITS)
     if vector["expect"] == "accepted":
-        kind = {"page": IndexingJob, "crawl_completed": CrawlCompleted}[vector["kind"]]
+        kind = {"page": IndexingJob, "crawl_completed": CrawlCompleted,
+                "page_deleted": PageDeleted}[vector["kind"]]
         assert isinstance(result, kind), result
         assert getattr(result, "job_id", None) == vector["job_id"]
     else:
@@ -68,7 +70,7 @@ def test_every_kind_of_vector_is_there():
             "bad_gzip"} - kinds <= {"too_large"}  # 20 MiB vectors would not fit the repo
     assert {True, False} == {v["accepted"] for v in STATUS_BODIES}
     accepted = {v["kind"] for v in MESSAGES if v["expect"] == "accepted"}
-    assert accepted == {"page", "crawl_completed"}
+    assert accepted == {"page", "crawl_completed", "page_deleted"}
 
 
 def test_checked_in_json_schemas_are_current():

@@ -26,8 +26,11 @@ def test_code_location_holds_the_pipeline():
     for key in (raw, clean, documents):
         assert graph.get(key).partitions_def == dg.DynamicPartitionsDefinition(
             name="collections")
+    # A drop runs on the collection's partition: it queues behind the collection's run.
+    drops = graph.get(dg.AssetKey("collection_drops"))
+    assert drops.partitions_def == dg.DynamicPartitionsDefinition(name="collections")
     assert {"index_collection", "reindex_collection", "reconcile_stuck_jobs",
-            "apply_retention"} <= {job.name for job in repo.get_all_jobs()}
+            "apply_retention", "drop_collection"} <= {job.name for job in repo.get_all_jobs()}
     assert {s.name for s in repo.sensor_defs} == {
         "indexing_jobs_sensor", "indexing_run_failed", "indexing_run_canceled",
         "run_liveness", "status_deliverer"}

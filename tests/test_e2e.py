@@ -39,7 +39,7 @@ from tests.e2e_deployment import (
     wait_terminal,
     workspace_docs,
 )
-from tests.go_side import publish_with_go
+from tests.go_side import delete_with_go, publish_with_go
 from tests.helpers import (
     dead_letters,
     job_id_base,
@@ -296,6 +296,14 @@ def test_a_collection_the_go_producer_publishes_reaches_the_go_receiver(
     # Complete and done: released by the deployment's runs, the alias answers from it.
     _wait("the alias moved to the collection", lambda: ledger_e2e.alias_collection(
         "go-producer.docs.test") == collection, timeout=300)
+    # The Go producer removes a page: its document leaves the workspace, its job is reported.
+    gone = f"https://go-producer.docs.test/{sorted(folder.iterdir())[0].name}"
+    deletion = delete_with_go(go_bin, s.kafka_bootstrap_servers, s.kafka_topic, collection,
+                              [gone], job_id_base())
+    [deleted] = wait_terminal(ledger_e2e, deletion["job_ids"])
+    assert (deleted["state"], deleted["outcome"]) == ("completed", "deleted")
+    assert len(workspace_docs(ledger_e2e, [collection])[collection]) == 11
+    job_ids = [*job_ids, *deletion["job_ids"]]
     statuses = accepted_statuses(s, set(job_ids))
     for job_id in job_ids:
         assert [c["status"] for c in statuses[job_id] if not c["replay"]] == ["completed"]

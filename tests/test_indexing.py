@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -312,14 +313,28 @@ def test_a_step_that_fails_transiently_is_retried_by_its_retry_policy_and_keeps_
                              autocommit=True)
     holder.execute("SELECT pg_advisory_lock(hashtext(%s))",
                    (f"rag_pipeline:collection:{collection}",))
-    release = threading.Timer(2.0, holder.close)  # the other writer finishes
+    job_ids = [m["job_id"] for m in messages]
+    stop = threading.Event()
+
+    def other_writer_finishes() -> None:
+        # Once the step has claimed the jobs (it takes the lock right after), long enough
+        # for its first attempt to give up (LOCK_WAIT_SECONDS = 1): a timer from the start
+        # would race the step's own start-up (LightRAG's storages, on a cold process).
+        while not stop.is_set() and not all(
+                r["state"] == "running" for r in job_rows(ledger, job_ids).values()):
+            time.sleep(0.1)
+        stop.wait(2.5)
+        holder.close()
+
+    release = threading.Thread(target=other_writer_finishes, daemon=True)
     release.start()
     try:
         with dg.instance_for_test() as instance:
             result = index(topics, instance, collection)
             retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     finally:
-        release.cancel()
+        stop.set()
+        release.join(10)
         holder.close()
     assert result.success
     assert retries and "is being written by another run" in str(retries[0].event_specific_data)

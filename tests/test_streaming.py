@@ -19,7 +19,8 @@ import pytest
 from rag_pipeline.definitions import build_definitions
 from rag_pipeline.indexing import pages as pages_module
 from rag_pipeline.indexing.pages import PageLimits
-from rag_pipeline.indexing.run import CollectionRun, RunStalled, StallWatch, StreamLimits
+from rag_pipeline.indexing.run import CollectionRun, StreamLimits
+from rag_pipeline.indexing.stalls import RunStalled, StallWatch
 from rag_pipeline.knowledge.workspaces import LightRAGOptions, shared_pool
 from rag_pipeline.local.corpus import pages as corpus_pages
 from rag_pipeline.local.corpus import postgres_docs

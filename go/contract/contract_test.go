@@ -114,7 +114,8 @@ func compile(t *testing.T, name string) *jsonschema.Schema {
 
 func TestAcceptedMessagesMatchTheSchemaAndStructuralRejectionsDoNot(t *testing.T) {
 	schemas := map[string]*jsonschema.Schema{KindPage: compile(t, "indexing_job"),
-		CrawlCompletedKind: compile(t, "crawl_completed")}
+		CrawlCompletedKind: compile(t, "crawl_completed"),
+		PageDeletedKind:    compile(t, "page_deleted")}
 	structural := []string{"not_an_object", "missing_field", "invalid_field",
 		"invalid_collection_id", "invalid_alias"}
 	for _, v := range load[messageVector](t, "messages.json") {
@@ -211,6 +212,25 @@ func TestACrawlCompletionTheGoSideBuildsIsAcceptedByTheSameRules(t *testing.T) {
 	}
 	if _, rejection := Validate(value, DefaultLimits); rejection == nil {
 		t.Fatal("Validate (pages only) accepted a crawl completion")
+	}
+}
+
+func TestAPageDeletionTheGoSideBuildsIsAcceptedByTheSameRules(t *testing.T) {
+	alias := "pg-docs"
+	request := CrawlRequest{RequestID: 101, CollectionID: "550e8400-e29b-41d4-a716-446655440000",
+		Alias: &alias}
+	value, _ := json.Marshal(NewPageDeleted(12399, request, "https://docs.example.com/a"))
+	message, rejection := Decode(value, DefaultLimits)
+	if rejection != nil {
+		t.Fatalf("the pipeline's rules refuse what the Go side builds: %v", rejection)
+	}
+	deleted, ok := message.(*PageDeletedMessage)
+	if !ok || deleted.JobID != 12399 || deleted.URL != "https://docs.example.com/a" {
+		t.Fatalf("decoded %+v", message)
+	}
+	instance, _ := jsonschema.UnmarshalJSON(bytes.NewReader(value))
+	if err := compile(t, "page_deleted").Validate(instance); err != nil {
+		t.Fatalf("schema: %v", err)
 	}
 }
 

@@ -14,7 +14,8 @@ const (
 	CrawlCompletedKind = "crawl_completed"
 )
 
-// Message is what Decode returns: *IndexingJobMessage or *CrawlCompletedMessage.
+// Message is what Decode returns: *IndexingJobMessage, *CrawlCompletedMessage or
+// *PageDeletedMessage.
 type Message interface{ Kind() string }
 
 // Kind of a page.

@@ -99,8 +99,8 @@ func Validate(value []byte, limits Limits) (*IndexingJobMessage, *Rejection) {
 }
 
 // Decode decides a Kafka message value exactly as the pipeline's staging does
-// (rag_pipeline/contract parse_message): a page (*IndexingJobMessage) or a crawl completion
-// (*CrawlCompletedMessage), or a Rejection with its reason. The shared vectors in
+// (rag_pipeline/contract parse_message): a page (*IndexingJobMessage), a crawl completion
+// (*CrawlCompletedMessage) or a page deletion (*PageDeletedMessage), or a Rejection with its reason. The shared vectors in
 // contract/vectors/ hold both sides to the same decisions.
 func Decode(value []byte, limits Limits) (Message, *Rejection) {
 	if len(bytes.TrimLeft(value, " \t\n\r\v\f")) == 0 {
@@ -129,9 +129,12 @@ func Decode(value []byte, limits Limits) (Message, *Rejection) {
 		if kind == CrawlCompletedKind {
 			return decodeCrawlCompleted(object, value, coll)
 		}
+		if kind == PageDeletedKind {
+			return decodePageDeleted(object, value, job, coll)
+		}
 		if kind != nil && kind != KindPage {
-			return nil, &Rejection{UnknownKind, fmt.Sprintf("kind %q is not one of %s, %s",
-				kind, KindPage, CrawlCompletedKind), job, coll}
+			return nil, &Rejection{UnknownKind, fmt.Sprintf("kind %q is not one of %s, %s, %s",
+				kind, KindPage, CrawlCompletedKind, PageDeletedKind), job, coll}
 		}
 	}
 	return decodePage(object, value, limits, job, coll)

@@ -241,6 +241,7 @@ def materializations(report: IndexReport, renewal: AliasRenewal
         "pages_replaced": dg.MetadataValue.int(report.replaced),
         "pages_unchanged": dg.MetadataValue.int(report.unchanged),
         "pages_duplicate": dg.MetadataValue.int(report.duplicates),
+        "pages_deleted": dg.MetadataValue.int(report.deleted),
         "pages_failed": dg.MetadataValue.int(report.failed),
         "pages_retried": dg.MetadataValue.int(report.retried),
         "chunks": dg.MetadataValue.int(report.chunks),

@@ -1,5 +1,6 @@
-"""The contract of topic `indexing_jobs` (messages.py: pages and crawl completions), the rules
-of its fields (fields.py) and the records this project writes (records.py)."""
+"""The contract of topic `indexing_jobs` (messages.py: pages, crawl completions and page
+deletions), the rules of its fields (fields.py) and the records this project writes
+(records.py)."""
 
 from rag_pipeline.contract.fields import (
     ALIAS,
@@ -12,6 +13,7 @@ from rag_pipeline.contract.fields import (
 )
 from rag_pipeline.contract.messages import (
     CRAWL_COMPLETED_KIND,
+    PAGE_DELETED_KIND,
     PAGE_KIND,
     Content,
     ContentLimits,
@@ -19,6 +21,7 @@ from rag_pipeline.contract.messages import (
     CrawlMetadata,
     IndexingJob,
     Message,
+    PageDeleted,
     check_content,
     parse_message,
 )
@@ -31,8 +34,9 @@ from rag_pipeline.contract.records import (
 )
 
 __all__ = [
-    "ALIAS", "COLLECTION_ID", "CRAWL_COMPLETED_KIND", "MAX_ERROR_MSG", "MAX_INT64", "PAGE_KIND",
-    "Content", "ContentLimits", "CrawlCompleted", "CrawlMetadata", "DeadLetter",
-    "IndexingJob", "JobResultEvent", "Message", "Rejection", "ResultMetrics", "StatusUpdate",
-    "check_content", "clean_json", "clean_str", "json_schemas", "parse_message",
+    "ALIAS", "COLLECTION_ID", "CRAWL_COMPLETED_KIND", "MAX_ERROR_MSG", "MAX_INT64",
+    "PAGE_DELETED_KIND", "PAGE_KIND", "Content", "ContentLimits", "CrawlCompleted",
+    "CrawlMetadata", "DeadLetter", "IndexingJob", "JobResultEvent", "Message", "PageDeleted",
+    "Rejection", "ResultMetrics", "StatusUpdate", "check_content", "clean_json", "clean_str",
+    "json_schemas", "parse_message",
 ]

@@ -1,7 +1,10 @@
-"""The messages of topic `indexing_jobs`: a page (`IndexingJob`, the default kind) and the
+"""The messages of topic `indexing_jobs`: a page (`IndexingJob`, the default kind), the
 crawler's word that a crawl request is complete (`CrawlCompleted`, kind `crawl_completed`,
 published after the request's pages with the same key, so in the same partition and after
-them).
+them) and the removal of one page from a collection (`PageDeleted`, kind `page_deleted`: a
+job like a page, with a status for the Go API; same key, so ordered with the collection's
+pages). A Kafka tombstone (no value) names no job and no page: it is dead-lettered as
+`empty_message`, never read as a deletion.
 
 `parse_message` turns a Kafka message value into one of them or a `Rejection` with a
 stable reason code, a sentence for people and - whenever it could be read - the job_id,
@@ -56,6 +59,8 @@ COLLECTION_SNIFF = re.compile(rb'"collection_id"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
 # What a message says it is; no `kind` is a page (the original contract).
 PAGE_KIND = "page"
 CRAWL_COMPLETED_KIND = "crawl_completed"
+PAGE_DELETED_KIND = "page_deleted"
+KINDS = (PAGE_KIND, CRAWL_COMPLETED_KIND, PAGE_DELETED_KIND)
 
 class Content(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
@@ -84,6 +89,13 @@ ALIAS_SCHEMA = {"anyOf": [{"type": "string", "pattern": f"^{ALIAS.pattern}$",
                            "not": {"pattern": f"^{UUID.pattern}$"}}, {"type": "null"}]}
 
 
+def check_url(value: str) -> str:
+    if len(value) > MAX_URL_LENGTH or CONTROL_CHARS.search(value):
+        raise ValueError("must be an http(s) URL without control characters, <= 16 KiB")
+    normalize_url(value)  # raises InvalidUrl (a ValueError) with the reason
+    return value
+
+
 class IndexingJob(BaseModel):
     """One crawled page, as the Go backend publishes it. Unknown fields are kept."""
 
@@ -107,13 +119,7 @@ class IndexingJob(BaseModel):
     _collection_id = field_validator("collection_id")(check_collection_id)
     _alias = field_validator("alias")(check_alias)
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if len(value) > MAX_URL_LENGTH or CONTROL_CHARS.search(value):
-            raise ValueError("must be an http(s) URL without control characters, <= 16 KiB")
-        normalize_url(value)  # raises InvalidUrl (a ValueError) with the reason
-        return value
+    _url = field_validator("url")(check_url)
 
     @field_validator("user_id")
     @classmethod
@@ -158,7 +164,31 @@ class CrawlCompleted(BaseModel):
     _alias = field_validator("alias")(check_alias)
 
 
-Message = IndexingJob | CrawlCompleted
+class PageDeleted(BaseModel):
+    """Remove the page at `url` from `collection_id` (a site owner's removal request, a page
+    gone from the site): its document leaves LightRAG with the entities and relations only
+    it supported; a later page message for the url indexes it again. A job: the Go API gets
+    its status (completed also when the page was not indexed: deleting is idempotent)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    kind: Literal["page_deleted"]
+    job_id: int = Field(gt=0, le=MAX_INT64)
+    request_id: int = Field(ge=0, le=MAX_INT64)
+    collection_id: str = Field(json_schema_extra=COLLECTION_ID_SCHEMA)
+    alias: str | None = Field(default=None, json_schema_extra=ALIAS_SCHEMA)
+    url: str
+
+    _collection_id = field_validator("collection_id")(check_collection_id)
+    _alias = field_validator("alias")(check_alias)
+    _url = field_validator("url")(check_url)
+
+    @property
+    def normalized_url(self) -> str:
+        return normalize_url(self.url)
+
+
+Message = IndexingJob | CrawlCompleted | PageDeleted
 
 
 @dataclass(frozen=True)
@@ -219,21 +249,24 @@ def parse_message(value: bytes | None, limits: ContentLimits) -> Message | Rejec
         job_id, collection_id = _readable_ids(data)
         kind = data.get("kind", PAGE_KIND) if isinstance(data, dict) else PAGE_KIND
         if kind == CRAWL_COMPLETED_KIND:
-            return _crawl_completed(value, collection_id)
+            return _control(CrawlCompleted, value, None, collection_id)
+        if kind == PAGE_DELETED_KIND:
+            return _control(PageDeleted, value, job_id, collection_id)
         if isinstance(kind, str) and kind != PAGE_KIND:
             return Rejection(Reason.UNKNOWN_KIND, f"kind {kind!r} is not one of "
-                             f"{PAGE_KIND}, {CRAWL_COMPLETED_KIND}", job_id, collection_id)
+                             f"{', '.join(KINDS)}", job_id, collection_id)
         code, message = reason_of(exc.errors(include_url=False)[0])
         return Rejection(code, message, job_id, collection_id)
     return check_content(job, limits)
 
 
-def _crawl_completed(value: bytes, collection_id: str | None) -> CrawlCompleted | Rejection:
+def _control(model: type[CrawlCompleted] | type[PageDeleted], value: bytes,
+             job_id: int | None, collection_id: str | None) -> Message | Rejection:
     try:
-        return CrawlCompleted.model_validate_json(value)
+        return model.model_validate_json(value)
     except ValidationError as exc:
         code, message = reason_of(exc.errors(include_url=False)[0])
-        return Rejection(code, message, None, collection_id)
+        return Rejection(code, message, job_id, collection_id)
 
 
 def check_content(job: IndexingJob, limits: ContentLimits) -> IndexingJob | Rejection:

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
 from rag_pipeline.contract.fields import MAX_ERROR_MSG
-from rag_pipeline.contract.messages import CrawlCompleted, IndexingJob
+from rag_pipeline.contract.messages import CrawlCompleted, IndexingJob, PageDeleted
 from rag_pipeline.vocabulary import ReportedStatus
 
 
@@ -70,7 +70,7 @@ def json_schemas() -> dict[str, str]:
     """The JSON Schemas of the contract, as checked in under contract/schema/ for the Go side
     (scripts/contract_files.py writes them; a test keeps them current)."""
     schemas = {"indexing_job": IndexingJob, "crawl_completed": CrawlCompleted,
-               "status_update": StatusUpdate}
+               "page_deleted": PageDeleted, "status_update": StatusUpdate}
     return {name: json.dumps({"$schema": "https://json-schema.org/draft/2020-12/schema",
                               **model.model_json_schema()}, indent=1, sort_keys=True) + "\n"
             for name, model in schemas.items()}

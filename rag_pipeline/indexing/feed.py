@@ -108,12 +108,14 @@ class WorkspaceFeed:
         await self.delete([page.doc_id for page in pages])
         return await self.enqueue(pages)
 
-    async def delete(self, doc_ids: Sequence[str]) -> None:
-        """Delete these documents, waiting out a pipeline still finishing (see replace)."""
+    async def delete(self, doc_ids: Sequence[str], forget: bool = False) -> None:
+        """Delete these documents, waiting out a pipeline still finishing (see replace).
+        `forget`: their model answers leave LightRAG's LLM cache too (a page removed for
+        good); a replaced page keeps them, so its unchanged chunks cost no model call."""
         for doc_id in doc_ids:
             deadline = time.monotonic() + DELETE_WAIT_SECONDS
             while True:
-                result = await self.rag.adelete_by_doc_id(doc_id)
+                result = await self.rag.adelete_by_doc_id(doc_id, delete_llm_cache=forget)
                 status = getattr(result, "status", "success")
                 if status != "not_allowed":
                     break

@@ -11,7 +11,8 @@ from rag_pipeline.vocabulary import FAILED_STATES, JobState, Outcome
 
 # The report field each outcome is counted in.
 OUTCOME_COUNTERS = {Outcome.INSERTED: "inserted", Outcome.REPLACED: "replaced",
-                    Outcome.UNCHANGED: "unchanged", Outcome.DUPLICATE_CONTENT: "duplicates"}
+                    Outcome.UNCHANGED: "unchanged", Outcome.DUPLICATE_CONTENT: "duplicates",
+                    Outcome.DELETED: "deleted"}
 
 @dataclass
 class IndexReport:
@@ -23,6 +24,7 @@ class IndexReport:
     replaced: int = 0
     unchanged: int = 0
     duplicates: int = 0
+    deleted: int = 0
     failed: int = 0
     retried: int = 0
     chunks: int = 0

@@ -25,15 +25,17 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from rag_pipeline.indexing.deletions import deleted, leading_deletions, split_at_deletion
 from rag_pipeline.indexing.feed import WorkspaceFeed
 from rag_pipeline.indexing.insertion import InsertResult, outcome_of, plan_pages
 from rag_pipeline.indexing.pages import PageLimits, PreparedPage, prepare_page
 from rag_pipeline.indexing.report import IndexReport, apportion_times, model_counters
+from rag_pipeline.indexing.stalls import StallWatch, by_bytes, model_activity
 from rag_pipeline.knowledge.models import ModelUsage
 from rag_pipeline.knowledge.workspaces import WorkspacePool
 from rag_pipeline.ledger import JobLedger, JobOutcome, PageText, RunJob
@@ -53,56 +55,6 @@ YIELD_CHECK_SECONDS = 5.0
 # the stall rule checked between them (invariant 11: nothing hangs for ever).
 CALL_SLICE_SECONDS = 1.0
 T = TypeVar("T")
-
-
-class RunStalled(Exception):
-    """LightRAG made no progress for RUN_STALL_TIMEOUT_SECONDS: a run that beats but does
-    nothing would block its collection for good, so it fails and its jobs go to a new run."""
-
-
-def model_activity(usage: ModelUsage) -> int:
-    """Anything the model client did: answers, retries, errors (a model outage is not a
-    stall of the run: its retries are activity)."""
-    return usage.llm_calls + usage.llm_retries + usage.llm_failures + usage.embedding_calls
-
-
-class StallWatch:
-    """Raises RunStalled when pages are in flight and nothing happened for `seconds`."""
-
-    def __init__(self, seconds: float, activity: Callable[[], int]) -> None:
-        self.seconds = seconds
-        self.activity = activity
-        self._last = activity()
-        self._changed = time.monotonic()
-
-    def progressed(self) -> None:
-        self._changed = time.monotonic()
-
-    def observe(self, busy: bool) -> None:
-        now, seen = time.monotonic(), self.activity()
-        if seen != self._last or not busy:
-            self._last, self._changed = seen, now
-        elif now - self._changed > self.seconds:
-            raise RunStalled(
-                f"LightRAG made no progress for {self.seconds:.0f} s (no model answer, retry "
-                "or error, no page settled; RUN_STALL_TIMEOUT_SECONDS): the run stops, its "
-                "jobs go to a new run")
-
-
-def by_bytes(jobs: Sequence[RunJob], max_bytes: int, max_count: int) -> Iterator[list[RunJob]]:
-    """Consecutive groups of at most `max_count` jobs whose messages add up to at most
-    `max_bytes` (at least one job each): the payload a run holds in memory at once
-    (invariant 7)."""
-    group: list[RunJob] = []
-    total = 0
-    for job in jobs:
-        if group and (total + job.message_bytes > max_bytes or len(group) >= max_count):
-            yield group
-            group, total = [], 0
-        group.append(job)
-        total += job.message_bytes
-    if group:
-        yield group
 
 
 @dataclass(frozen=True)
@@ -147,6 +99,7 @@ class CollectionRun:
         self.hooks = hooks or RunHooks()
         self.report = IndexReport()
         self._held: list[PageText] = []  # replacements, waiting for an idle workspace
+        self._behind: list[RunJob] = []  # a deletion and the jobs after it (deletions.py)
         self._indexed_ids: set[str] = set()  # documents the ledger knew when pages arrived
         self._usage_mark = ModelUsage()
         self._settled_at = time.monotonic()
@@ -185,7 +138,7 @@ class CollectionRun:
         feed: WorkspaceFeed = self._call(self._open_feed())
         for doc_id in doc_ids:
             self.hooks.check()
-            self._call(feed.delete([doc_id]))
+            self._call(feed.delete([doc_id], forget=True))
 
     def _stream(self, jobs: list[RunJob], started: float) -> None:
         usage_before = self._usage_now()
@@ -209,6 +162,8 @@ class CollectionRun:
                     watch.progressed()
                 if self._held and not feed.in_flight:
                     self._replace(feed)
+                if self._behind and not self._held and not feed.in_flight:
+                    self._delete_pages(feed)
                 watch.observe(busy=bool(feed.in_flight))
                 if self.report.first_model_request_s is None and self._usage_now().llm_calls:
                     self.report.first_model_request_s = round(time.monotonic() - started, 2)
@@ -218,9 +173,10 @@ class CollectionRun:
                     accepting = False
                     self.report.yielded = True
                     self.ledger.set_accepting(self.run_id, False)
-                owned = len(feed.in_flight) + len(self._held)
+                owned = len(feed.in_flight) + len(self._held) + len(self._behind)
                 jobs = (self.ledger.claim_more(self.collection_id, self.run_id,
-                                               self._claim_size(owned)) if accepting else [])
+                                               self._claim_size(owned))
+                        if accepting and not self._behind else [])
                 if jobs or owned:
                     idle_since = None
                     if not settled and not jobs:
@@ -265,8 +221,14 @@ class CollectionRun:
     # --- pages in --------------------------------------------------------------------------
     def _admit(self, feed: WorkspaceFeed, jobs: list[RunJob]) -> None:
         """Decode and clean the claimed pages, record what needs no LightRAG, enqueue the
-        rest: a few pages at a time, so that the first reach LightRAG at once."""
+        rest: a few pages at a time, so that the first reach LightRAG at once. Pages behind
+        a deletion wait for it."""
         self.report.claimed += len(jobs)
+        self._admit_pages(feed, jobs)
+
+    def _admit_pages(self, feed: WorkspaceFeed, jobs: list[RunJob]) -> None:
+        jobs, behind = split_at_deletion(jobs)
+        self._behind += behind
         for group in by_bytes(jobs, self.limits.batch_bytes, ADMIT_PAGES):
             self.hooks.check()
             self._admit_group(feed, group)
@@ -308,6 +270,20 @@ class CollectionRun:
         self.hooks.check()
         self._call(feed.quiesce())
         self._record_results(self._call(feed.replace(held)))
+
+    def _delete_pages(self, feed: WorkspaceFeed) -> None:
+        """The deletions at the head of the line, once nothing is in flight; then the pages
+        behind them are admitted."""
+        deletions, self._behind = leading_deletions(self._behind)
+        self.hooks.check()
+        self._call(feed.quiesce())
+        for job in deletions:
+            self.hooks.check()
+            self._call(feed.delete([job.doc_id], forget=True))
+            self._indexed_ids.discard(job.doc_id)
+        self._record([deleted(job) for job in deletions])
+        behind, self._behind = self._behind, []
+        self._admit_pages(feed, behind)
 
     # --- outcomes out ----------------------------------------------------------------------
     def _record_results(self, results: list[InsertResult]) -> None:

@@ -1,6 +1,7 @@
 """LightRAG's tables as rows of workspaces: which tables hold a workspace's rows, how many it
-has in each, and copying a whole workspace into another (an alias's renewal carries its
-current collection over this way, so unchanged pages cost no model call).
+has in each, copying a whole workspace into another (an alias's renewal carries its
+current collection over this way, so unchanged pages cost no model call) and deleting one
+(a dropped collection: rag_pipeline/removal.py).
 
 The tables are found in the catalog, not listed by hand: every table of `public` whose name
 starts with `lightrag_` and that has a `workspace` column (the vector tables carry the
@@ -91,3 +92,31 @@ def copy_workspace(conn: psycopg.Connection, source: str, target: str,
                                                    values=values),
             (target, source)).rowcount
     return copied
+
+
+def dropping_order(conn: psycopg.Connection) -> list[str]:
+    """LightRAG's workspace tables, those whose rows others reference last (the graph's
+    edges before its nodes): rows can then be deleted table by table."""
+    return list(reversed(referenced_first(conn, workspace_tables(conn))))
+
+
+def workspace_bytes(conn: psycopg.Connection, workspace: str) -> int:
+    """The bytes of `workspace`'s rows in LightRAG's tables (each row's stored size, TOASTed
+    values included; indexes and free space not)."""
+    total = 0
+    for table in workspace_tables(conn):
+        total += conn.execute(
+            sql.SQL("SELECT coalesce(sum(pg_column_size(t.*)), 0) FROM public.{} t "
+                    "WHERE workspace = %s").format(sql.Identifier(table)),
+            (workspace,)).fetchone()[0]
+    return int(total)
+
+
+def delete_workspace_rows(conn: psycopg.Connection, table: str, workspace: str,
+                          batch: int) -> int:
+    """Up to `batch` rows of `workspace` deleted from `table` (one short statement, well
+    inside the statement deadline however large the workspace); the rows deleted."""
+    return conn.execute(
+        sql.SQL("DELETE FROM public.{t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM public.{t} "
+                "WHERE workspace = %s LIMIT %s))").format(t=sql.Identifier(table)),
+        (workspace, batch)).rowcount

@@ -8,7 +8,8 @@ concern in this package:
   reason codes);
 - `schema`: the tables and their versioned migrations;
 - `staging`: Kafka offsets and staged jobs (the staging sensor, `rag_pipeline/staging.py`);
-- `collections`: each collection's alias and the end of its crawl;
+- `collections`: each collection's alias and the end of its crawl, an alias's renewal;
+- `removal`: a collection's drop and retirement;
 - `runs`: claims, cleaned texts, indexed documents (what a run reads and writes);
 - `outcomes`: how a job ends - its outcome, document and status row in one fenced
   transaction (`finish_jobs`: where every status row is born), a dead run's jobs requeued;
@@ -56,12 +57,13 @@ from rag_pipeline.ledger.records import (
     StagedJob,
     StageResult,
 )
+from rag_pipeline.ledger.removal import Drop, RemovalQueries
 from rag_pipeline.ledger.retention import PruneBatch, RetentionQueries
 from rag_pipeline.ledger.runs import RunQueries
 from rag_pipeline.ledger.schema import SchemaQueries
 from rag_pipeline.ledger.staging import ConcurrentStaging, StagingQueries
 
-__all__ = ["CollectionLife", "ConcurrentStaging", "CrawlSummary", "FailedMessage",
+__all__ = ["CollectionLife", "ConcurrentStaging", "CrawlSummary", "Drop", "FailedMessage",
            "IndexModels", "IndexedDocument", "JobLedger", "JobOutcome", "LedgerUnavailable",
            "OutboxRow", "PageText", "PendingCollection", "PruneBatch", "RebuildPlan", "Release",
            "RequestSummary", "RunFenced", "RunJob", "StageResult", "StagedCompletion",
@@ -70,7 +72,7 @@ __all__ = ["CollectionLife", "ConcurrentStaging", "CrawlSummary", "FailedMessage
 
 class JobLedger(SchemaQueries, StagingQueries, RunQueries, OutcomeQueries, LivenessQueries,
                 OutboxQueries, InspectionQueries, CounterQueries, RetentionQueries,
-                CollectionQueries):
+                CollectionQueries, RemovalQueries):
     """Named queries over the ledger, on a psycopg 3 connection pool."""
 
 

@@ -103,8 +103,8 @@ class CollectionQueries(LedgerConnection):
     def alias_collection(self, alias: str) -> str | None:
         """The collection `alias` answers from now (None: none yet)."""
         with self.pool.connection() as conn:
-            row = conn.execute("SELECT collection_id FROM rag_pipeline.aliases WHERE alias = %s",
-                               (alias,)).fetchone()
+            row = conn.execute("SELECT collection_id FROM rag_pipeline.aliases WHERE alias = %s "
+                               "AND dropped_at IS NULL", (alias,)).fetchone()
         return row[0] if row else None
 
     def carry_over(self, collection_id: str, run_id: str,
@@ -124,11 +124,12 @@ class CollectionQueries(LedgerConnection):
                 return None, {}
             alias = row[0]
             source = alias and conn.execute(
-                "SELECT collection_id FROM rag_pipeline.aliases WHERE alias = %s",
-                (alias,)).fetchone()
+                "SELECT collection_id FROM rag_pipeline.aliases WHERE alias = %s "
+                "AND dropped_at IS NULL", (alias,)).fetchone()
             source = source[0] if source else None
             empty = not conn.execute("SELECT EXISTS (SELECT 1 FROM rag_pipeline.documents "
-                                     "WHERE collection_id = %s)", (collection_id,)).fetchone()[0]
+                                     "WHERE collection_id = %s AND deleted_at IS NULL)",
+                                     (collection_id,)).fetchone()[0]
             copied: dict[str, int] = {}
             if source and source != collection_id and empty and copy is not None:
                 copied = copy(conn, source, collection_id)
@@ -136,7 +137,7 @@ class CollectionQueries(LedgerConnection):
                     "INSERT INTO rag_pipeline.documents (collection_id, doc_id, url, "
                     "file_path, content_hash, job_id, indexed_at) SELECT %s, doc_id, url, "
                     "file_path, content_hash, job_id, indexed_at FROM rag_pipeline.documents "
-                    "WHERE collection_id = %s", (collection_id, source))
+                    "WHERE collection_id = %s AND deleted_at IS NULL", (collection_id, source))
             else:
                 source = None
             conn.execute("UPDATE rag_pipeline.collections SET renews = %s, "
@@ -153,7 +154,7 @@ class CollectionQueries(LedgerConnection):
             rows = conn.execute(
                 "WITH done AS (SELECT collection_id, crawl_pages, completion_staged_at "
                 "  FROM rag_pipeline.collections WHERE completion_staged_at IS NOT NULL "
-                "  AND released_at IS NULL "
+                "  AND released_at IS NULL AND drop_requested_at IS NULL "
                 "  AND (%(c)s::text IS NULL OR collection_id = %(c)s)), "
                 "jobs AS (SELECT scope, sum(n) FILTER (WHERE state IN ('queued', 'running')) "
                 "  AS active, sum(n) AS received FROM (SELECT scope, state, n "
@@ -176,6 +177,7 @@ class CollectionQueries(LedgerConnection):
         with self.pool.connection() as conn:
             rows = conn.execute(
                 "SELECT d.doc_id FROM rag_pipeline.documents d WHERE d.collection_id = %s "
+                "AND d.deleted_at IS NULL "
                 "AND NOT EXISTS (SELECT 1 FROM rag_pipeline.jobs j WHERE j.collection_id = "
                 "d.collection_id AND j.doc_id = d.doc_id) ORDER BY d.doc_id",
                 (collection_id,)).fetchall()
@@ -193,8 +195,9 @@ class CollectionQueries(LedgerConnection):
                 (collection_id,)).fetchone()
             if released_at is not None:  # a retried step: done before
                 return Release(collection_id, alias, None, None, 0)
-            conn.execute("DELETE FROM rag_pipeline.documents WHERE collection_id = %s "
-                         "AND doc_id = ANY(%s)", (collection_id, list(removed)))
+            conn.execute("UPDATE rag_pipeline.documents SET deleted_at = now() "
+                         "WHERE collection_id = %s AND doc_id = ANY(%s)",
+                         (collection_id, list(removed)))
             previous = cause = None
             superseded = False
             if alias is not None:
@@ -211,7 +214,7 @@ class CollectionQueries(LedgerConnection):
                     conn.execute(
                         "INSERT INTO rag_pipeline.aliases (alias, collection_id) VALUES (%s, %s) "
                         "ON CONFLICT (alias) DO UPDATE SET collection_id = EXCLUDED.collection_id,"
-                        " changed_at = now()", (alias, collection_id))
+                        " changed_at = now(), dropped_at = NULL", (alias, collection_id))
                     conn.execute(
                         "INSERT INTO rag_pipeline.alias_changes (alias, collection_id, "
                         "previous_collection_id, cause, pages_removed) "
@@ -233,8 +236,8 @@ class CollectionQueries(LedgerConnection):
         with self.pool.connection() as conn:
             rows = conn.execute(
                 "SELECT DISTINCT llm_model, embedding_model, embedding_dim "
-                "FROM rag_pipeline.documents WHERE collection_id = %s", (collection_id,)
-            ).fetchall()
+                "FROM rag_pipeline.documents WHERE collection_id = %s AND deleted_at IS NULL",
+                (collection_id,)).fetchall()
         return {IndexModels(*r) if r[0] else None for r in rows}
 
     def plan_rebuild(self, alias: str, collection_id: str) -> RebuildPlan:
@@ -246,7 +249,7 @@ class CollectionQueries(LedgerConnection):
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
                          (f"rag_pipeline:alias:{alias}",))
             source = conn.execute("SELECT collection_id FROM rag_pipeline.aliases "
-                                  "WHERE alias = %s", (alias,)).fetchone()
+                                  "WHERE alias = %s AND dropped_at IS NULL", (alias,)).fetchone()
             if source is None:
                 raise LookupError(f"alias {alias!r} answers from no collection yet: there is "
                                   "nothing to rebuild (its first crawl has not completed)")
@@ -263,22 +266,25 @@ class CollectionQueries(LedgerConnection):
                 "%s, j.url, j.normalized_url, j.doc_id, j.title, j.details, j.message, "
                 "j.message_sha256, j.message_bytes, 'queued', now() "
                 "FROM rag_pipeline.documents d JOIN rag_pipeline.jobs j ON j.job_id = d.job_id "
-                "WHERE d.collection_id = %s AND j.message IS NOT NULL ORDER BY j.seq",
+                "WHERE d.collection_id = %s AND d.deleted_at IS NULL AND j.message IS NOT NULL "
+                "ORDER BY j.seq",
                 (collection_id, source)).rowcount
             pruned = [r[0] for r in conn.execute(
                 "SELECT d.url FROM rag_pipeline.documents d JOIN rag_pipeline.jobs j "
-                "ON j.job_id = d.job_id WHERE d.collection_id = %s AND j.message IS NULL "
-                "ORDER BY d.url", (source,)).fetchall()]
+                "ON j.job_id = d.job_id WHERE d.collection_id = %s AND d.deleted_at IS NULL "
+                "AND j.message IS NULL ORDER BY d.url", (source,)).fetchall()]
             conn.execute("UPDATE rag_pipeline.collections SET crawl_pages = %s "
                          "WHERE collection_id = %s", (pages, collection_id))
         return RebuildPlan(collection_id, alias, source, pages, pruned)
 
     def aliases(self, limit: int = 200) -> list[tuple[str, str, datetime]]:
-        """(alias, the collection it answers from, since when), most recently moved first."""
+        """(alias, the collection it answers from, since when), most recently moved first
+        (an alias whose collection was dropped answers from none: `drops` lists it)."""
         with self.pool.connection() as conn:
             return conn.execute(
                 "SELECT alias, collection_id, changed_at FROM rag_pipeline.aliases "
-                "ORDER BY changed_at DESC LIMIT %s", (limit,)).fetchall()
+                "WHERE dropped_at IS NULL ORDER BY changed_at DESC LIMIT %s",
+                (limit,)).fetchall()
 
     def alias_history(self, alias: str) -> list[dict[str, object]]:
         """Every change of the alias, oldest first."""

@@ -114,10 +114,14 @@ class InspectionQueries(LedgerConnection):
             crawling, oldest_crawl = conn.execute(
                 "SELECT count(*), coalesce(extract(epoch FROM now() - min(first_staged_at)), 0) "
                 "FROM rag_pipeline.collections WHERE completion_staged_at IS NULL").fetchone()
-            awaiting, aliases = conn.execute(  # partial indexes / a small table
+            awaiting, aliases, retiring, unfinished = conn.execute(  # partial indexes
                 "SELECT (SELECT count(*) FROM rag_pipeline.collections WHERE "
-                "completion_staged_at IS NOT NULL AND released_at IS NULL), "
-                "(SELECT count(*) FROM rag_pipeline.aliases)").fetchone()
+                "completion_staged_at IS NOT NULL AND released_at IS NULL "
+                "AND drop_requested_at IS NULL), "
+                "(SELECT count(*) FROM rag_pipeline.aliases WHERE dropped_at IS NULL), "
+                "(SELECT count(*) FROM rag_pipeline.collections WHERE superseded_at IS NOT "
+                "NULL AND dropped_at IS NULL), (SELECT count(*) FROM rag_pipeline.collections "
+                "WHERE drop_requested_at IS NOT NULL AND dropped_at IS NULL)").fetchone()
         return MetricsSnapshot(
             jobs_by_state=by_state, oldest_queued_age=float(oldest_queued),
             oldest_waiting_age=float(oldest_waiting), backlog_top=backlog[:top_collections],
@@ -125,4 +129,5 @@ class InspectionQueries(LedgerConnection):
             outbox_pending=pending, outbox_oldest_pending_age=float(oldest_pending),
             model_slots_in_use=slots, counters=counters, crawls_incomplete=crawling,
             oldest_incomplete_crawl_age=float(oldest_crawl),
-            collections_awaiting_release=awaiting, aliases=aliases)
+            collections_awaiting_release=awaiting, aliases=aliases,
+            collections_awaiting_retirement=retiring, drops_unfinished=unfinished)

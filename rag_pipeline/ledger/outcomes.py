@@ -93,7 +93,8 @@ def finish_jobs_in(conn: psycopg.Connection, collection_id: str,
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (collection_id, doc_id) DO UPDATE SET url = EXCLUDED.url, "
                 "file_path = EXCLUDED.file_path, content_hash = EXCLUDED.content_hash, "
-                "job_id = EXCLUDED.job_id, indexed_at = now(), "
+                "job_id = EXCLUDED.job_id, indexed_at = now(), deleted_at = NULL, "
+                "deleted_by = NULL, "
                 # An unchanged page keeps the models it was indexed with.
                 "llm_model = coalesce(EXCLUDED.llm_model, documents.llm_model), "
                 "embedding_model = coalesce(EXCLUDED.embedding_model, documents.embedding_model),"
@@ -101,6 +102,10 @@ def finish_jobs_in(conn: psycopg.Connection, collection_id: str,
                 (collection_id, d.doc_id, d.url, d.file_path, d.content_hash, o.job_id,
                  *models),
             )
+        if o.deleted_doc_id is not None:
+            conn.execute("UPDATE rag_pipeline.documents SET deleted_at = now(), deleted_by = %s "
+                         "WHERE collection_id = %s AND doc_id = %s AND deleted_at IS NULL",
+                         (o.job_id, collection_id, o.deleted_doc_id))
         report = o.status_report()
         if report is not None:
             metrics = conn.execute("SELECT metrics FROM rag_pipeline.jobs WHERE job_id = %s",

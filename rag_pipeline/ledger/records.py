@@ -14,6 +14,7 @@ from typing import Any
 from rag_pipeline.vocabulary import (
     FAILED_STATES,
     TERMINAL_STATES,
+    JobKind,
     JobState,
     OutboxState,
     Outcome,
@@ -69,6 +70,7 @@ class StagedJob:
     # When the crawler produced the message (its Kafka timestamp), if Kafka says.
     produced_at: datetime | None = None
     alias: str | None = None
+    kind: JobKind = JobKind.PAGE
     # Computed once: it is compared in memory, against the ledger, and stored.
     message_sha256: bytes = field(init=False)
 
@@ -206,6 +208,7 @@ class RunJob:
     attempts: int
     message_bytes: int
     text_bytes: int
+    kind: JobKind = JobKind.PAGE
 
 
 @dataclass(frozen=True)
@@ -252,6 +255,8 @@ class JobOutcome:
     metrics: dict[str, Any] = field(default_factory=dict)
     document: IndexedDocument | None = None
     collection_id: str | None = None
+    # A page_deleted job's document, marked deleted in the ledger with the outcome.
+    deleted_doc_id: str | None = None
 
     def status_report(self) -> tuple[ReportedStatus, str | None] | None:
         """The (status, error_msg) the Go backend gets, for terminal states."""
@@ -306,3 +311,5 @@ class MetricsSnapshot:
     oldest_incomplete_crawl_age: float = 0.0
     collections_awaiting_release: int = 0
     aliases: int = 0
+    collections_awaiting_retirement: int = 0
+    drops_unfinished: int = 0

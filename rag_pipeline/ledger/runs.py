@@ -109,7 +109,7 @@ class RunQueries(LedgerConnection):
             rows = conn.execute(
                 "SELECT job_id, request_id, collection_id, url, normalized_url, doc_id, "
                 "coalesce(title, ''), attempts, coalesce(message_bytes, 0), "
-                "coalesce(octet_length(clean_text), 0) FROM rag_pipeline.jobs "
+                "coalesce(octet_length(clean_text), 0), kind FROM rag_pipeline.jobs "
                 "WHERE run_id = %s AND state = 'running' ORDER BY seq",
                 (run_id,),
             ).fetchall()
@@ -168,7 +168,7 @@ class RunQueries(LedgerConnection):
             rows = conn.execute(
                 "SELECT doc_id, url, file_path, content_hash, llm_model, embedding_model, "
                 "embedding_dim FROM rag_pipeline.documents "
-                "WHERE collection_id = %s AND doc_id = ANY(%s)",
+                "WHERE collection_id = %s AND doc_id = ANY(%s) AND deleted_at IS NULL",
                 (collection_id, list(doc_ids)),
             ).fetchall()
         return {r[0]: IndexedDocument(*r[:4], IndexModels(*r[4:]) if r[4] else None)
@@ -181,7 +181,8 @@ class RunQueries(LedgerConnection):
             rows = conn.execute(
                 "SELECT DISTINCT ON (content_hash) doc_id, url, file_path, content_hash "
                 "FROM rag_pipeline.documents WHERE collection_id = %s "
-                "AND content_hash = ANY(%s) ORDER BY content_hash, indexed_at",
+                "AND content_hash = ANY(%s) AND deleted_at IS NULL "
+                "ORDER BY content_hash, indexed_at",
                 (collection_id, list(hashes)),
             ).fetchall()
         return {r[3]: IndexedDocument(*r) for r in rows}
@@ -190,7 +191,7 @@ class RunQueries(LedgerConnection):
         with self.pool.connection() as conn:
             rows = conn.execute(
                 "SELECT doc_id, url FROM rag_pipeline.documents "
-                "WHERE collection_id = %s AND doc_id = ANY(%s)",
+                "WHERE collection_id = %s AND doc_id = ANY(%s) AND deleted_at IS NULL",
                 (collection_id, list(doc_ids)),
             ).fetchall()
         return dict(rows)
@@ -201,6 +202,7 @@ class RunQueries(LedgerConnection):
             exists = conn.execute("SELECT to_regclass('public.lightrag_doc_status')").fetchone()[0]
             query = (
                 "SELECT d.doc_id FROM rag_pipeline.documents d WHERE d.collection_id = %s "
+                "AND d.deleted_at IS NULL "
                 + ("AND NOT EXISTS (SELECT 1 FROM public.lightrag_doc_status s "
                    "WHERE s.workspace = d.collection_id AND s.id = d.doc_id "
                    "AND s.status = 'processed') " if exists else "")

@@ -67,4 +67,29 @@ COLLECTION_MIGRATIONS: list[tuple[int, str]] = [
         FROM rag_pipeline.jobs WHERE collection_id <> '' GROUP BY collection_id;
         """,
     ),
+    (
+        14,
+        """
+        -- Removing what should go (docs/design.md, "Removing what should go"). A job is a
+        -- page to index or a page to delete (vocabulary JobKind); a deleted page's document
+        -- row stays, marked, until a later page of its url indexes it again.
+        ALTER TABLE rag_pipeline.jobs ADD COLUMN kind text NOT NULL DEFAULT 'page'
+            CHECK (kind IN ('page', 'page_deleted'));
+        ALTER TABLE rag_pipeline.documents ADD COLUMN deleted_at timestamptz,
+            ADD COLUMN deleted_by bigint;
+        -- A drop: asked (drop_requested_at, with its cause: vocabulary DropCause), done
+        -- (dropped_at) and what it removed per table, then its Dagster partition deleted
+        -- (partition_removed_at). An alias whose collection was dropped
+        -- answers nothing (aliases.dropped_at) until a new crawl of it is released.
+        ALTER TABLE rag_pipeline.collections ADD COLUMN drop_requested_at timestamptz,
+            ADD COLUMN drop_cause text, ADD COLUMN dropped_at timestamptz,
+            ADD COLUMN dropped_rows jsonb, ADD COLUMN partition_removed_at timestamptz;
+        CREATE INDEX collections_superseded ON rag_pipeline.collections (superseded_at)
+            WHERE superseded_at IS NOT NULL AND dropped_at IS NULL;
+        -- What the staging sensor looks for on every tick (partitions of dropped collections).
+        CREATE INDEX collections_partition_to_remove ON rag_pipeline.collections (dropped_at)
+            WHERE dropped_at IS NOT NULL AND partition_removed_at IS NULL;
+        ALTER TABLE rag_pipeline.aliases ADD COLUMN dropped_at timestamptz;
+        """,
+    ),
 ]

@@ -22,14 +22,21 @@ from rag_pipeline.ledger.counters import (
     labels,
 )
 from rag_pipeline.ledger.outbox import enqueue_outbox_row
+from rag_pipeline.ledger.outcomes import finish_jobs_in
 from rag_pipeline.ledger.records import (
     FailedMessage,
+    JobOutcome,
+    JobState,
     PendingCollection,
+    Reason,
     ReportedStatus,
     StagedCompletion,
     StagedJob,
     StageResult,
 )
+
+# Asking for a drop takes it exclusively, a staging transaction shared (`_fail_dropped`).
+DROPS_LOCK = "rag_pipeline:drops"
 
 
 class ConcurrentStaging(Exception):
@@ -72,6 +79,7 @@ class StagingQueries(LedgerConnection):
             if jobs:
                 result.inserted = self._insert_jobs(conn, jobs)
                 result.duplicates = len(jobs) - len(result.inserted)
+                self._fail_dropped(conn, jobs, set(result.inserted))
             record_collections_in(conn, jobs, completions)
             counted: Increments = Counter()
             counted[("jobs_staged", "")] += len(result.inserted)
@@ -86,6 +94,27 @@ class StagingQueries(LedgerConnection):
             counted[("dead_letters", labels(reason="conflicting_job_id"))] += conflicts
             add_counters(conn, counted)
         return result
+
+    def _fail_dropped(self, conn: psycopg.Connection, jobs: Sequence[StagedJob],
+                      inserted: set[int]) -> None:
+        """Jobs of a collection whose drop was asked after this tick looked (staging_rules
+        fails the others before they come here): failed at once, with their status. Under
+        the drops' lock, shared: a drop asked meanwhile waits for this transaction and then
+        fails them itself, or this one waits for the drop and sees it (a row lock would
+        also wait for a renewal's copy, which holds its collection's row)."""
+        conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (DROPS_LOCK,))
+        dropped = {r[0] for r in conn.execute(
+            "SELECT collection_id FROM rag_pipeline.collections WHERE collection_id = ANY(%s) "
+            "AND drop_requested_at IS NOT NULL",
+            (sorted({j.collection_id for j in jobs}),)).fetchall()}
+        late = [j for j in jobs if j.collection_id in dropped and j.job_id in inserted]
+        for collection_id in sorted({j.collection_id for j in late}):
+            finish_jobs_in(conn, collection_id, [JobOutcome(
+                job_id=j.job_id, request_id=j.request_id, state=JobState.FAILED,
+                reason=Reason.COLLECTION_DROPPED, error_msg=(
+                    f"{Reason.COLLECTION_DROPPED}: collection {collection_id} was dropped"),
+                collection_id=collection_id) for j in late if j.collection_id == collection_id],
+                max_retries=1)
 
     def _advance_offsets(self, conn: psycopg.Connection, topic: str, offsets: dict[int, int],
                          expected: dict[int, int | None]) -> None:
@@ -112,7 +141,7 @@ class StagingQueries(LedgerConnection):
         columns = ("job_id", "request_id", "project_id", "user_id", "collection_id", "url",
                    "normalized_url", "doc_id", "title", "details", "message", "message_sha256",
                    "message_bytes", "kafka_topic", "kafka_partition", "kafka_offset",
-                   "produced_at")
+                   "produced_at", "kind")
         conn.execute(
             "CREATE TEMP TABLE incoming_jobs (LIKE rag_pipeline.jobs INCLUDING DEFAULTS "
             "INCLUDING STORAGE) "
@@ -125,13 +154,13 @@ class StagingQueries(LedgerConnection):
         ) as copy:
             copy.set_types(["int8", "int8", "int8", "text", "text", "text", "text", "text",
                             "text", "jsonb", "bytea", "bytea", "int4", "text", "int4", "int8",
-                            "timestamptz", "text"])
+                            "timestamptz", "text", "text"])
             for j in jobs:
                 copy.write_row((
                     j.job_id, j.request_id, j.project_id, j.user_id, j.collection_id, j.url,
                     j.normalized_url, j.doc_id, j.title, Jsonb(j.details), j.message,
                     j.message_sha256, len(j.message), j.topic, j.partition, j.offset,
-                    j.produced_at, "queued",
+                    j.produced_at, j.kind, "queued",
                 ))
         # ON CONFLICT DO NOTHING on both job_id and the Kafka coordinates: a redelivered
         # message or a job_id already in the ledger changes nothing.

@@ -20,7 +20,7 @@ import click
 
 from rag_pipeline.local import PROJECT_ROOT
 from rag_pipeline.local.cli_common import UserError, cli_settings, open_ledger, user_errors
-from rag_pipeline.local.cli_ledger import inspect_jobs, outbox, query, rebuild
+from rag_pipeline.local.cli_ledger import drop, inspect_jobs, outbox, query, rebuild
 from rag_pipeline.local.stack import LocalStack
 from rag_pipeline.local.stack.dagster_dev import DagsterDev
 from rag_pipeline.local.stack.processes import ServiceProcess
@@ -326,6 +326,7 @@ def _run_demo(settings: Settings) -> None:
 
 main.add_command(inspect_jobs)
 main.add_command(rebuild)
+main.add_command(drop)
 main.add_command(query)
 main.add_command(outbox)
 

@@ -1,5 +1,5 @@
-"""`rag-pipeline` commands that read or repair the ledger: `inspect`, `query`, and `outbox`
-(re-send the statuses the Go API rejected, once it is fixed)."""
+"""`rag-pipeline` commands over the ledger and the collections: `inspect`, `query`, `outbox`
+(re-send the statuses the Go API rejected, once it is fixed), `rebuild` and `drop`."""
 
 from __future__ import annotations
 
@@ -108,3 +108,57 @@ def rebuild(alias: str) -> None:
                    "message); crawl them again:")
         for url in plan.pruned_urls:
             click.echo(f"  {url}")
+
+
+@click.command("drop")
+@click.option("--collection", "collection_id", default=None, help="The collection to drop.")
+@click.option("--alias", default=None, help="Or the alias whose collection to drop.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--wait", "wait_seconds", type=float, default=600.0, show_default=True,
+              help="Seconds to wait for a running run of the collection to finish.")
+@click.option("--batch-rows", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Rows removed per statement (smaller: shorter locks on LightRAG's tables).")
+@user_errors
+def drop(collection_id: str | None, alias: str | None, yes: bool, wait_seconds: float,
+         batch_rows: int) -> None:
+    """Drop a collection: every row of its LightRAG workspace, its ledger documents and
+    payloads, its Dagster partition (at the sensor's next tick). Messages for it fail with
+    collection_dropped from then on. Killed midway, run it again: it finishes."""
+    from rag_pipeline.indexing.locks import CollectionBusy
+    from rag_pipeline.removal import drop_collection
+    from rag_pipeline.vocabulary import DropCause
+
+    if (collection_id is None) == (alias is None):
+        raise UserError("say which collection to drop: --collection ID or --alias NAME")
+    settings = cli_settings()
+    with open_ledger(settings) as ledger:
+        try:
+            target = ledger.collection_of(collection_id=collection_id, alias=alias)
+        except LookupError as exc:
+            raise UserError(str(exc)) from None
+        if not yes:
+            click.confirm(f"drop collection {target}{f' (alias {alias})' if alias else ''} "
+                          "and everything indexed into it?", abort=True)
+        removed: dict[str, int] = {}
+
+        def progress(table: str, rows: int) -> None:
+            removed[table] = removed.get(table, 0) + rows
+            click.echo(f"  {table}: {removed[table]} rows removed", err=True)
+
+        try:
+            report = drop_collection(
+                ledger, target, DropCause.DROPPED,
+                lambda c: ledger.writer_lock(c, wait_seconds), max_retries=settings.max_retries,
+                graph_storage=settings.lightrag_graph_storage, batch_rows=batch_rows,
+                progress=progress)
+        except CollectionBusy as exc:
+            raise UserError(f"{exc}; run the drop again once its run ended") from None
+    d = report.drop
+    click.echo(f"collection {d.collection_id} dropped: {report.rows_removed} LightRAG rows "
+               f"({report.bytes_removed} bytes), {d.documents} ledger documents, "
+               f"{d.jobs_failed} queued jobs failed"
+               + (f"; alias {d.alias} answers nothing until a new crawl of it is released"
+                  if d.alias_dropped else ""))
+    if report.graph_left:
+        click.echo("its graph is in Apache AGE (LIGHTRAG_GRAPH_STORAGE=PGGraphStorage) and "
+                   "was left: drop it with AGE's drop_graph")

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rag_pipeline.contract import CRAWL_COMPLETED_KIND
+from rag_pipeline.contract import CRAWL_COMPLETED_KIND, PAGE_DELETED_KIND
 from rag_pipeline.kafka_io import KafkaOptions, producer_config
 from rag_pipeline.settings import Settings
 
@@ -72,6 +72,13 @@ def completion_message(*, collection_id: str, request_id: int, pages: int,
     return {"kind": CRAWL_COMPLETED_KIND, "request_id": request_id,
             "collection_id": collection_id, **({"alias": alias} if alias else {}),
             "pages": pages, "completed_at": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
+
+
+def deletion_message(*, job_id: int, collection_id: str, url: str, request_id: int = 1,
+                     alias: str | None = None) -> dict[str, Any]:
+    """The removal of the page at `url` from the collection (a job: it gets a status)."""
+    return {"kind": PAGE_DELETED_KIND, "job_id": job_id, "request_id": request_id,
+            "collection_id": collection_id, **({"alias": alias} if alias else {}), "url": url}
 
 
 @dataclass(frozen=True)

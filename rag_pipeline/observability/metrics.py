@@ -55,7 +55,10 @@ COUNTERS = {
                            "cause (gone: process gone from PostgreSQL; silent: stopped beating; "
                            "never_started).", ("cause",)),
     "alias_changes": ("alias_changes", "Aliases that began answering from another "
-                      "collection, by cause (first_crawl, renewal, rebuild).", ("cause",)),
+                      "collection, by cause (first_crawl, renewal, rebuild, dropped).",
+                      ("cause",)),
+    "collections_dropped": ("collections_dropped", "Collections dropped, by cause (dropped: "
+                            "asked for; retired: superseded under their alias).", ("cause",)),
 }
 HISTOGRAMS = {
     "page_indexing_seconds": "Seconds from a run claiming a page to its completion.",
@@ -142,6 +145,13 @@ class PipelineCollector(Collector):
                                 value=snapshot.collections_awaiting_release)
         yield GaugeMetricFamily(name("aliases"), "Aliases answering from a collection.",
                                 value=snapshot.aliases)
+        yield GaugeMetricFamily(name("collections_awaiting_retirement"), "Collections "
+                                "superseded under their alias, not dropped yet (retired "
+                                "RETIRE_SUPERSEDED_AFTER_SECONDS after).",
+                                value=snapshot.collections_awaiting_retirement)
+        yield GaugeMetricFamily(name("drops_unfinished"), "Drops asked and not finished (a "
+                                "drop killed midway: run it again).",
+                                value=snapshot.drops_unfinished)
         slots = GaugeMetricFamily(name("model_slots_in_use"), "Model request slots held now, "
                                   "by kind (shared by every run).", labels=["kind"])
         bound = GaugeMetricFamily(name("model_slots"), "Model request slots, by kind "

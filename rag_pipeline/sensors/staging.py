@@ -7,7 +7,8 @@ Definitions only: staging is `rag_pipeline.staging.stage_messages`. Each tick:
    the queue for it and no running run of it still takes new jobs (`runs.accepting`);
    the run_key changes only when the waiting jobs change;
 4. and one per collection whose crawl is complete and done but not released yet (its
-   alias moves to it at the end of that run: indexing/renewal.py).
+   alias moves to it at the end of that run: indexing/renewal.py);
+5. deletes the partition of a collection dropped outside Dagster (`rag-pipeline drop`).
 """
 
 
@@ -57,6 +58,15 @@ def run_requests(pending: list[PendingCollection], releasing: list[tuple[str, in
             for c, key in keys if c not in waiting]
 
 
+def dropped_partitions(instance: dg.DagsterInstance, ledger: JobLedger) -> list[str]:
+    """Partitions of dropped collections still to delete; those already gone are noted."""
+    keys = ledger.partitions_to_remove()
+    present = [k for k in keys if instance.has_dynamic_partition(collections_partitions.name, k)]
+    if len(present) < len(keys):
+        ledger.partitions_removed(set(keys) - set(present))
+    return present
+
+
 def build_indexing_jobs_sensor(job: Any,
                                interval_seconds: int) -> dg.SensorDefinition:
     """`job` is the asset job the sensor requests (index_collection)."""
@@ -85,14 +95,16 @@ def build_indexing_jobs_sensor(job: Any,
             context.instance, [*(p.collection_id for p in pending), *(c for c, _ in releasing)])
         requests = run_requests(pending, releasing,
                                 taken_collections(context.instance, job.name, ledger))
+        dropped = dropped_partitions(context.instance, ledger)
         line = event_line("sensor_tick", **report.summary(), runs_requested=len(requests),
-                          new_partitions=len(new_partitions))
+                          new_partitions=len(new_partitions), partitions_removed=len(dropped))
         context.log.info(line)
         return dg.SensorResult(
             run_requests=requests,
             dynamic_partitions_requests=(
-                [collections_partitions.build_add_request(new_partitions)]
-                if new_partitions else []
+                ([collections_partitions.build_add_request(new_partitions)]
+                 if new_partitions else [])
+                + ([collections_partitions.build_delete_request(dropped)] if dropped else [])
             ),
             # The cursor is not needed for correctness (offsets live in the ledger); it shows
             # the last tick's figures in the UI.

@@ -217,6 +217,10 @@ class Settings(BaseSettings):
         "LightRAG stay; 0 keeps everything"
     )
     retention_cron: str = Field("17 3 * * *", description="schedule of apply_retention")
+    retire_superseded_after_seconds: float = Field(
+        86_400.0, ge=0, description="a collection superseded under its alias (a newer crawl "
+        "or rebuild answers now) is dropped by apply_retention this long after: a grace "
+        "period to compare or roll back; 0 retires at the next pass")
 
     # --- Operations --------------------------------------------------------------------------
     metrics_host: str = Field("127.0.0.1", description="address the metrics exporter listens "

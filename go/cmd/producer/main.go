@@ -3,9 +3,11 @@
 // and every page becomes one indexing_jobs message (gzip+base64 HTML), keyed by that
 // collection_id, with a pure-Go Kafka client. After the last page it says the crawl is
 // complete (a crawl_completed message with the page count, same key: same partition, after
-// the pages), unless -complete=false.
+// the pages), unless -complete=false. With -delete URL (repeatable) it removes those pages
+// from -collection instead (page_deleted messages, same key: ordered with its pages).
 //
 //	producer -brokers 127.0.0.1:9092 -dir ./site -base-url https://docs.example.com [-alias pg-docs]
+//	producer -brokers 127.0.0.1:9092 -collection <id> -delete https://docs.example.com/a.html
 //
 // It prints the collection_id and the job_ids as JSON on stdout, so a caller can follow
 // them; messages are produced with acks=all and each delivery is confirmed.
@@ -43,7 +45,14 @@ type options struct {
 	brokers, topic, dir, baseURL, collection, alias string
 	requestID, firstJobID                           uint
 	complete                                        bool
+	deletes                                         []string
 }
+
+// urls is a repeatable flag.
+type urls []string
+
+func (u *urls) String() string     { return strings.Join(*u, ",") }
+func (u *urls) Set(s string) error { *u = append(*u, s); return nil }
 
 func main() {
 	brokers := flag.String("brokers", "127.0.0.1:9092", "Kafka bootstrap servers, host:port[,host:port]")
@@ -55,9 +64,11 @@ func main() {
 	firstJobID := flag.Uint("first-job-id", 0, "job_id of the first page, then +1 (default: from the clock)")
 	alias := flag.String("alias", "", "the collection's alias, e.g. pg-docs (default: none)")
 	complete := flag.Bool("complete", true, "say the crawl is complete after the last page")
+	var deletes urls
+	flag.Var(&deletes, "delete", "remove the page at this URL from -collection (repeatable; no -dir)")
 	flag.Parse()
 	if err := run(options{*brokers, *topic, *dir, *baseURL, *collection, *alias, *requestID,
-		*firstJobID, *complete}); err != nil {
+		*firstJobID, *complete, deletes}); err != nil {
 		fmt.Fprintln(os.Stderr, "producer:", err)
 		os.Exit(2)
 	}
@@ -66,6 +77,9 @@ func main() {
 func run(o options) error {
 	brokers, topic, dir, collection := o.brokers, o.topic, o.dir, o.collection
 	requestID, firstJobID := o.requestID, o.firstJobID
+	if len(o.deletes) > 0 {
+		return deletePages(o)
+	}
 	if dir == "" {
 		return errors.New("-dir is required: a folder of .html files")
 	}
@@ -81,12 +95,9 @@ func run(o options) error {
 	} else if !contract.CollectionIDPattern.MatchString(collection) {
 		return fmt.Errorf("-collection %q: use a UUID or 1-64 of A-Z a-z 0-9 _ -", collection)
 	}
-	var alias *string
-	if o.alias != "" {
-		if err := contract.CheckAlias(o.alias); err != nil {
-			return fmt.Errorf("-alias %q: %v", o.alias, err)
-		}
-		alias = &o.alias
+	alias, err := aliasOption(o.alias)
+	if err != nil {
+		return err
 	}
 	now := uint(time.Now().UnixMicro())
 	if requestID == 0 {
@@ -98,11 +109,9 @@ func run(o options) error {
 	request := contract.CrawlRequest{RequestID: requestID, ProjectID: 1, UserID: "go-producer",
 		CollectionID: collection, Alias: alias, BaseURL: strings.TrimRight(o.baseURL, "/")}
 
-	client, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...),
-		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerBatchMaxBytes(16<<20),
-		kgo.ProduceRequestTimeout(30*time.Second))
+	client, err := newClient(brokers)
 	if err != nil {
-		return fmt.Errorf("Kafka client for %s: %w", brokers, err)
+		return err
 	}
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -146,6 +155,74 @@ func run(o options) error {
 		out.Completed = true
 	}
 	return json.NewEncoder(os.Stdout).Encode(out)
+}
+
+// deletePages publishes one page_deleted message per -delete URL, keyed by the collection.
+func deletePages(o options) error {
+	if !contract.CollectionIDPattern.MatchString(o.collection) {
+		return fmt.Errorf("-delete needs -collection: the collection_id the pages are removed from")
+	}
+	alias, err := aliasOption(o.alias)
+	if err != nil {
+		return err
+	}
+	now := uint(time.Now().UnixMicro())
+	request := contract.CrawlRequest{RequestID: o.requestID, CollectionID: o.collection,
+		Alias: alias}
+	if request.RequestID == 0 {
+		request.RequestID = now / 1_000_000
+	}
+	firstJobID := o.firstJobID
+	if firstJobID == 0 {
+		firstJobID = now
+	}
+	out := result{CollectionID: o.collection, Alias: alias, RequestID: request.RequestID,
+		Topic: o.topic}
+	var records []*kgo.Record
+	for i, url := range o.deletes {
+		jobID := firstJobID + uint(i)
+		value, err := json.Marshal(contract.NewPageDeleted(uint64(jobID), request, url))
+		if err != nil {
+			return err
+		}
+		if _, rejection := contract.Decode(value, contract.DefaultLimits); rejection != nil {
+			return fmt.Errorf("-delete %q would be refused by the pipeline: %v", url, rejection)
+		}
+		records = append(records, &kgo.Record{Topic: o.topic, Key: []byte(o.collection),
+			Value: value})
+		out.JobIDs = append(out.JobIDs, jobID)
+	}
+	client, err := newClient(o.brokers)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := client.ProduceSync(ctx, records...).FirstErr(); err != nil {
+		return fmt.Errorf("publishing to %s at %s: %w", o.topic, o.brokers, err)
+	}
+	return json.NewEncoder(os.Stdout).Encode(out)
+}
+
+func aliasOption(alias string) (*string, error) {
+	if alias == "" {
+		return nil, nil
+	}
+	if err := contract.CheckAlias(alias); err != nil {
+		return nil, fmt.Errorf("-alias %q: %v", alias, err)
+	}
+	return &alias, nil
+}
+
+func newClient(brokers string) (*kgo.Client, error) {
+	client, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...),
+		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerBatchMaxBytes(16<<20),
+		kgo.ProduceRequestTimeout(30*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("Kafka client for %s: %w", brokers, err)
+	}
+	return client, nil
 }
 
 func htmlFiles(dir string) ([]string, error) {
