@@ -161,6 +161,17 @@ def crawl_line(crawl: CrawlSummary) -> str:
             f"{crawl.request_id}, {crawl.received} pages received, {said}")
 
 
+def drop_table(drops: list[dict[str, Any]]) -> str:
+    """Markdown table of dropped and retired collections (`crawl_requests`)."""
+    rows = ["| collection | alias | cause | asked | done | LightRAG rows removed |",
+            "|---|---|---|---|---|---:|"]
+    rows += [f"| {d['collection_id']} | {d['alias'] or ''} | {d['drop_cause']} | "
+             f"{d['drop_requested_at'].isoformat(timespec='seconds')} | "
+             f"{d['dropped_at'].isoformat(timespec='seconds') if d['dropped_at'] else 'not yet'}"
+             f" | {sum(d['rows'].values())} |" for d in drops]
+    return "\n".join(rows)
+
+
 def alias_table(aliases: list[tuple[str, str, datetime]]) -> str:
     """Markdown table of aliases and the collection each answers from (`crawl_requests`)."""
     rows = ["| alias | collection | since |", "|---|---|---|"]

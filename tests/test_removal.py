@@ -20,7 +20,7 @@ from rag_pipeline.knowledge.tables import workspace_rows, workspace_tables
 from rag_pipeline.local.corpus import pages as corpus_pages
 from rag_pipeline.local.corpus import postgres_docs
 from rag_pipeline.local.publishing import build_message, completion_message, deletion_message
-from rag_pipeline.reconciliation import inspection_lines
+from rag_pipeline.reconciliation import drop_table, inspection_lines
 from rag_pipeline.removal import drop_collection
 from rag_pipeline.sensors.staging import dropped_partitions
 from rag_pipeline.vocabulary import DropCause
@@ -193,6 +193,7 @@ def test_a_dropped_collection_leaves_nothing_and_refuses_what_comes_after(topics
     assert ledger.alias_collection(alias) is None
     assert ledger.alias_history(alias)[-1]["cause"] == "dropped"
     assert f"  {dropped} (alias {alias}): dropped, asked " in "\n".join(inspection_lines(ledger))
+    assert f"| {dropped} | {alias} | dropped | " in drop_table(ledger.drops(limit=10_000))
 
     # A page for the dropped collection fails with its reason, reported and dead-lettered.
     produce(topics, topics.kafka_topic, [page(base + 300, dropped, paths[0], alias)])

@@ -16,6 +16,7 @@ from rag_pipeline.reconciliation import (
     OPEN_REQUESTS_SHOWN,
     alias_table,
     crawl_table,
+    drop_table,
     reconcile,
     summary_table,
     totals,
@@ -63,5 +64,6 @@ def crawl_requests(context: dg.AssetExecutionContext, config: ReconcileConfig,
         "incomplete_crawls": dg.MetadataValue.md(crawl_table(
             ledger.crawls(crawling_only=True, limit=OPEN_REQUESTS_SHOWN))),
         "aliases": dg.MetadataValue.md(alias_table(ledger.aliases(limit=OPEN_REQUESTS_SHOWN))),
+        "drops": dg.MetadataValue.md(drop_table(ledger.drops(limit=OPEN_REQUESTS_SHOWN))),
     })
     return dg.MaterializeResult(metadata=metadata)
