@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 
 from rag_pipeline.knowledge.tables import (
     GRAPH_TABLES,
@@ -68,10 +69,10 @@ def drop_collection(ledger: JobLedger, collection_id: str, cause: DropCause, loc
         for table in tables:
             while True:
                 check()  # the lock still held: nothing else writes the workspace
-                with ledger.transaction() as conn:
-                    rows = delete_workspace_rows(conn, table, collection_id, batch_rows)
+                rows = ledger.delete_batch(collection_id, table, partial(
+                    delete_workspace_rows, table=table, workspace=collection_id,
+                    batch=batch_rows))
                 if rows:
-                    ledger.count_dropped(collection_id, table, rows)
                     progress(table, rows)
                 if rows < batch_rows:
                     break

@@ -1,7 +1,7 @@
 """Dropping a collection, as the ledger sees it (the steps are `rag_pipeline/removal.py`):
 asked once (`request_drop`: from then on the collection takes no message, its queued jobs
-fail with `collection_dropped`), its LightRAG rows counted as they go (`count_dropped`),
-and done (`finish_drop`: its documents and payloads gone, its alias answering nothing).
+fail with `collection_dropped`), its LightRAG rows deleted and counted a batch at a time
+(`delete_batch`), and done (`finish_drop`: its documents and payloads gone, its alias answering nothing).
 Every step can be repeated: a drop killed midway is finished by running it again."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import psycopg
 from psycopg.rows import dict_row
 
 from rag_pipeline.ledger.connection import LedgerConnection
@@ -111,14 +112,20 @@ class RemovalQueries(LedgerConnection):
             raise LookupError(f"no drop of collection {collection_id!r} was asked")
         return Drop(row[0], row[1], DropCause(row[2]), row[3], row[4], dict(row[5]))
 
-    def count_dropped(self, collection_id: str, table: str, rows: int) -> None:
-        """Rows of one LightRAG table removed, added to the drop's record."""
+    def delete_batch(self, collection_id: str, table: str,
+                     delete: Callable[[psycopg.Connection], int]) -> int:
+        """One batch of a drop: `delete(conn)` removes rows of one LightRAG table, and they
+        are added to the drop's record in the same transaction (a drop killed anywhere
+        leaves an exact count)."""
         with self.transaction() as conn:
-            conn.execute(
-                "UPDATE rag_pipeline.collections SET dropped_rows = coalesce(dropped_rows, "
-                "'{}'::jsonb) || jsonb_build_object(%s::text, coalesce((dropped_rows ->> "
-                "%s::text)::bigint, 0) + %s) WHERE collection_id = %s",
-                (table, table, rows, collection_id))
+            rows = delete(conn)
+            if rows:
+                conn.execute(
+                    "UPDATE rag_pipeline.collections SET dropped_rows = coalesce(dropped_rows, "
+                    "'{}'::jsonb) || jsonb_build_object(%s::text, coalesce((dropped_rows ->> "
+                    "%s::text)::bigint, 0) + %s) WHERE collection_id = %s",
+                    (table, table, rows, collection_id))
+        return rows
 
     def finish_drop(self, collection_id: str) -> Drop:
         """In one transaction: the collection's documents forgotten, its jobs' payloads
