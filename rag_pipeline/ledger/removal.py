@@ -1,8 +1,8 @@
 """Dropping a collection, as the ledger sees it (the steps are `rag_pipeline/removal.py`):
 asked once (`request_drop`: from then on the collection takes no message, its queued jobs
 fail with `collection_dropped`), its LightRAG rows deleted and counted a batch at a time
-(`delete_batch`), and done (`finish_drop`: its documents and payloads gone, its alias answering nothing).
-Every step can be repeated: a drop killed midway is finished by running it again."""
+(`delete_batch`), and done (`finish_drop`: its documents and payloads gone, its alias
+answering nothing). Every step can be repeated: a drop killed midway is finished by running it again."""
 
 from __future__ import annotations
 
