@@ -2,7 +2,8 @@
 asked once (`request_drop`: from then on the collection takes no message, its queued jobs
 fail with `collection_dropped`), its LightRAG rows deleted and counted a batch at a time
 (`delete_batch`), and done (`finish_drop`: its documents and payloads gone, its alias
-answering nothing). Every step can be repeated: a drop killed midway is finished by running it again."""
+answering nothing). Every step can be repeated: a drop killed midway is finished by
+running it again."""
 
 from __future__ import annotations
 
