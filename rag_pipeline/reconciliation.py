@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from rag_pipeline.ledger import CrawlSummary, JobLedger, RequestSummary
+from rag_pipeline.ledger import CrawlSummary, Drop, JobLedger, RequestSummary
 from rag_pipeline.observability.events import event_line
 from rag_pipeline.outbox import DeliveryReport, Outbox
 from rag_pipeline.vocabulary import JobState
@@ -144,12 +143,12 @@ def inspection_lines(ledger: JobLedger, collection_id: str | None = None) -> lis
     return lines
 
 
-def drop_line(drop: dict[str, Any]) -> str:
-    done = (f"done {drop['dropped_at'].isoformat(timespec='seconds')}" if drop["dropped_at"]
+def drop_line(drop: Drop) -> str:
+    done = (f"done {drop.dropped_at.isoformat(timespec='seconds')}" if drop.dropped_at
             else "not finished (run the drop again)")
-    return (f"  {drop['collection_id']} (alias {drop['alias'] or 'none'}): "
-            f"{drop['drop_cause']}, asked {drop['drop_requested_at'].isoformat(timespec='seconds')}"
-            f", {done}, {sum(drop['rows'].values())} LightRAG rows removed")
+    return (f"  {drop.collection_id} (alias {drop.alias or 'none'}): {drop.cause}, asked "
+            f"{drop.requested_at.isoformat(timespec='seconds')}, {done}, "
+            f"{sum(drop.rows.values())} LightRAG rows removed")
 
 
 def crawl_line(crawl: CrawlSummary) -> str:
@@ -161,14 +160,14 @@ def crawl_line(crawl: CrawlSummary) -> str:
             f"{crawl.request_id}, {crawl.received} pages received, {said}")
 
 
-def drop_table(drops: list[dict[str, Any]]) -> str:
+def drop_table(drops: list[Drop]) -> str:
     """Markdown table of dropped and retired collections (`crawl_requests`)."""
     rows = ["| collection | alias | cause | asked | done | LightRAG rows removed |",
             "|---|---|---|---|---|---:|"]
-    rows += [f"| {d['collection_id']} | {d['alias'] or ''} | {d['drop_cause']} | "
-             f"{d['drop_requested_at'].isoformat(timespec='seconds')} | "
-             f"{d['dropped_at'].isoformat(timespec='seconds') if d['dropped_at'] else 'not yet'}"
-             f" | {sum(d['rows'].values())} |" for d in drops]
+    rows += [f"| {d.collection_id} | {d.alias or ''} | {d.cause} | "
+             f"{d.requested_at.isoformat(timespec='seconds')} | "
+             f"{d.dropped_at.isoformat(timespec='seconds') if d.dropped_at else 'not yet'}"
+             f" | {sum(d.rows.values())} |" for d in drops]
     return "\n".join(rows)
 
 

@@ -7,7 +7,6 @@ running it again."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
@@ -15,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
-from psycopg.rows import dict_row
 
 from rag_pipeline.ledger.connection import LedgerConnection
 from rag_pipeline.ledger.counters import add_counters, labels
@@ -104,14 +102,12 @@ class RemovalQueries(LedgerConnection):
 
     def drop_of(self, collection_id: str) -> Drop:
         with self.pool.connection() as conn:
-            row = conn.execute(
-                "SELECT collection_id, alias, drop_cause, drop_requested_at, dropped_at, "
-                "coalesce(dropped_rows, '{}'::jsonb) FROM rag_pipeline.collections "
-                "WHERE collection_id = %s AND drop_requested_at IS NOT NULL",
-                (collection_id,)).fetchone()
+            row = conn.execute(f"SELECT {DROP_COLUMNS} FROM rag_pipeline.collections "
+                               "WHERE collection_id = %s AND drop_requested_at IS NOT NULL",
+                               (collection_id,)).fetchone()
         if row is None:
             raise LookupError(f"no drop of collection {collection_id!r} was asked")
-        return Drop(row[0], row[1], DropCause(row[2]), row[3], row[4], dict(row[5]))
+        return _drop(row)
 
     def delete_batch(self, collection_id: str, table: str,
                      delete: Callable[[psycopg.Connection], int]) -> int:
@@ -183,15 +179,18 @@ class RemovalQueries(LedgerConnection):
                 (after_seconds, limit)).fetchall()
         return [r[0] for r in rows]
 
-    def drops(self, limit: int = 50) -> list[dict[str, object]]:
+    def drops(self, limit: int = 50) -> list[Drop]:
         """Drops asked, newest first, with what they removed (for `inspect`)."""
-        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(
-                "SELECT collection_id, alias, drop_cause, drop_requested_at, dropped_at, "
-                "coalesce(dropped_rows, '{}'::jsonb) AS rows FROM rag_pipeline.collections "
-                "WHERE drop_requested_at IS NOT NULL ORDER BY drop_requested_at DESC LIMIT %s",
-                (limit,)).fetchall()
-        for row in rows:
-            if isinstance(row["rows"], str):
-                row["rows"] = json.loads(row["rows"])
-        return rows
+        with self.pool.connection() as conn:
+            rows = conn.execute(f"SELECT {DROP_COLUMNS} FROM rag_pipeline.collections "
+                                "WHERE drop_requested_at IS NOT NULL "
+                                "ORDER BY drop_requested_at DESC LIMIT %s", (limit,)).fetchall()
+        return [_drop(r) for r in rows]
+
+
+DROP_COLUMNS = ("collection_id, alias, drop_cause, drop_requested_at, dropped_at, "
+                "coalesce(dropped_rows, '{}'::jsonb)")
+
+
+def _drop(row: tuple) -> Drop:
+    return Drop(row[0], row[1], DropCause(row[2]), row[3], row[4], dict(row[5]))
