@@ -46,7 +46,7 @@ from bench.harness import (
 from rag_pipeline.contract import IndexingJob
 from rag_pipeline.decoding import decode_html
 from rag_pipeline.identity import doc_id, file_path, normalize_url
-from rag_pipeline.indexing.cleaning import page_text
+from rag_pipeline.indexing.page_text import page_text
 from rag_pipeline.indexing.pages import PageLimits
 from rag_pipeline.knowledge.workspaces import LightRAGOptions, WorkspacePool
 from rag_pipeline.local.stack.deployment import create_databases, drop_databases

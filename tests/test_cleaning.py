@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rag_pipeline.indexing.cleaning import clean_html, page_text
+from rag_pipeline.indexing.cleaning import clean_html
+from rag_pipeline.indexing.page_text import page_text
 
 SAMPLES = Path(__file__).parent / "samples"
 # The demo's real pages; the ones the tests need besides them are in tests/samples.
@@ -103,7 +104,32 @@ def test_degenerate_html_gives_empty_text(html):
 def test_prefer_extracted_text_uses_crawler_text():
     page = page_text("  Crawler   text\n\n\n\nsecond  ", "T", "<p>html text</p>",
                      "prefer_extracted")
-    assert (page.text, page.title, page.source) == ("Crawler text\n\nsecond", "T", "extracted")
+    assert (page.text, page.title, page.source) == ("# T\n\nCrawler text\n\nsecond", "T",
+                                                    "extracted")
+
+
+SPHINX_FAQ = """<html><head><title>Programming FAQ — Python 3 documentation</title></head><body>
+<div class="body" role="main"><section id="programming-faq">
+<h1>Programming FAQ<a class="headerlink" href="#programming-faq">¶</a></h1>
+<section id="how-do-i-run-a-program"><h2><a class="toc-backref" href="#id2">How do I run a
+program?</a><a class="headerlink" href="#x">¶</a></h2>
+<p>""" + "Run it with the interpreter and pass the script's path as its argument. " * 6 + """</p>
+</section></section></div></body></html>"""
+
+
+def test_a_heading_whose_text_is_a_link_keeps_its_text_and_drops_its_pilcrow():
+    text = clean_html(SPHINX_FAQ).text
+    assert "## How do I run a program?" in text
+    assert "# Programming FAQ" in text
+    assert "¶" not in text
+
+
+def test_the_page_title_heads_the_indexed_text_unless_the_text_opens_with_it():
+    page = page_text("", "Joins Between Tables", SPHINX_FAQ, "reextract")
+    assert page.text.startswith("# Joins Between Tables\n\n# Programming FAQ")
+    # The crawler's title holds the first heading: not repeated.
+    page = page_text("", "Programming FAQ — Python 3 documentation", SPHINX_FAQ, "reextract")
+    assert page.text.startswith("# Programming FAQ\n\n## How do I run")
 
 
 def test_reextract_ignores_crawler_text():

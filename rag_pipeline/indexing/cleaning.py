@@ -37,11 +37,11 @@ from lxml import etree
 
 from rag_pipeline.indexing.rendering import (
     CODE_MARK,
+    HEADINGS,
     SPACES,
     Renderer,
     normalise_whitespace,
 )
-from rag_pipeline.vocabulary import TextSource
 
 # trafilatura logs every page it finds little in; our caller decides what is empty.
 logging.getLogger("trafilatura").setLevel(logging.ERROR)
@@ -147,6 +147,15 @@ def _has_heading(el: etree._Element) -> bool:
     return any(True for _ in el.iter("h1", "h2", "h3"))
 
 
+def _words_of_a_heading(el: etree._Element) -> bool:
+    """A heading's own words, whatever their class says: Sphinx writes a section title as
+    `<h2><a class="toc-backref">Title</a><a class="headerlink">¶</a></h2>`; the title stays,
+    the pilcrow (no word) goes."""
+    if not any(True for _ in el.iterancestors(*HEADINGS)):
+        return False
+    return any(ch.isalnum() for text in el.itertext() for ch in text)
+
+
 def _is_boilerplate(el: etree._Element, page_text_len: int) -> bool:
     tag = el.tag
     if tag in DROP_TAGS:
@@ -161,6 +170,8 @@ def _is_boilerplate(el: etree._Element, page_text_len: int) -> bool:
     role = el.get("role")
     verdict = "negative" if role in DROP_ROLES else _class_verdict(el)
     if verdict is None:
+        return False
+    if _words_of_a_heading(el):
         return False
     if verdict == "header":  # an article's own header keeps its title
         return not _has_heading(el)
@@ -367,21 +378,3 @@ def _main_text(root: etree._Element | None, drop_links: bool) -> str:
     if drop_links:
         drop_link_lists(main)
     return Renderer().render(main)
-
-
-def normalise_text(text: str) -> str:
-    """Whitespace normalisation for pre-extracted text (keeps paragraph breaks)."""
-    return normalise_whitespace(text.replace("\x00", "").replace(CODE_MARK, ""))
-
-
-def page_text(extracted_text: str, extracted_title: str, html: str | None,
-              text_source: TextSource) -> CleanedPage:
-    """The text to index: the crawler's pre-extracted text, or a re-extraction from HTML."""
-    if text_source == TextSource.PREFER_EXTRACTED and extracted_text.strip():
-        return CleanedPage(title=extracted_title.strip(), text=normalise_text(extracted_text),
-                           source="extracted")
-    cleaned = clean_html(html or "")
-    title = extracted_title.strip() or cleaned.title
-    if not cleaned.text and extracted_text.strip():
-        return CleanedPage(title=title, text=normalise_text(extracted_text), source="extracted")
-    return CleanedPage(title=title, text=cleaned.text, source="html")

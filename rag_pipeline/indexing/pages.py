@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from rag_pipeline.contract import IndexingJob
 from rag_pipeline.decoding import DecodeError, decode_html
 from rag_pipeline.identity import content_hash
-from rag_pipeline.indexing.cleaning import page_text
+from rag_pipeline.indexing.page_text import page_text
 from rag_pipeline.ledger import JobOutcome, PageText, RunJob
 from rag_pipeline.settings.views import PageView
 from rag_pipeline.vocabulary import JobState, Reason, TextSource
