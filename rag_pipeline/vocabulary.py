@@ -166,3 +166,28 @@ class DeathCause(StrEnum):
     SILENT = "silent"
     # Launched (or queued with a free slot) for RUN_START_TIMEOUT_SECONDS, never beat.
     NEVER_STARTED = "never_started"
+
+
+class QueryMode(StrEnum):
+    """LightRAG's retrieval modes the query service offers (`bypass`, no retrieval, is not)."""
+
+    NAIVE = "naive"  # chunks by vector similarity
+    LOCAL = "local"  # entities near the question, and their chunks
+    GLOBAL = "global"  # relations near the question
+    HYBRID = "hybrid"  # local + global
+    MIX = "mix"  # the graph and the chunks' vectors
+
+
+class QueryRefusal(StrEnum):
+    """Why the query service refused or failed a request (its metrics' `reason` label and
+    the `reason` of every error body)."""
+
+    UNAUTHORIZED = "unauthorized"  # 401: no bearer token, or not one of API_TOKENS
+    FORBIDDEN = "forbidden"  # 403: the token is limited to other collections
+    UNKNOWN_COLLECTION = "unknown_collection"  # 404: no collection has this id or alias
+    UNKNOWN_REQUEST = "unknown_request"  # 404: no job of this crawl request
+    INVALID_QUERY = "invalid_query"  # 422: empty, too short or too long, top_k out of range
+    MODELS_DIFFER = "models_differ"  # 409: the collection was embedded with other models
+    SATURATED = "saturated"  # 429: QUERY_MAX_CONCURRENCY queries in progress
+    TIMEOUT = "timeout"  # 504: the query outlived QUERY_TIMEOUT_SECONDS
+    FAILED = "failed"  # 502: LightRAG or the model failed

@@ -19,8 +19,9 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import Future
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -80,6 +81,9 @@ class LightRAGOptions:
     # otherwise each process bounds its own.
     shared_slots: bool
     working_dir: str = "/tmp/rag-pipeline-lightrag"
+    # LightRAG caches query answers in the workspace's tables; the query service is
+    # read-only and turns it off (extraction answers stay cached: indexing needs them).
+    cache_query_answers: bool = True
 
     @classmethod
     def from_settings(cls, s: LightRAGView, shared_slots: bool = True) -> LightRAGOptions:
@@ -136,6 +140,7 @@ def _export_postgres_env(pg: PostgresOptions) -> None:
 class _Entry:
     rag: Any
     last_used: float
+    users: int = 0  # leases in progress: an instance in use is never finalized
 
 
 class WorkspacePool:
@@ -153,6 +158,12 @@ class WorkspacePool:
             self.models = ModelClient(options.models)
         self._slots_started = False
         self._instances: OrderedDict[str, _Entry] = OrderedDict()
+        # One creation per collection at a time: concurrent first queries share its result.
+        self._opening: dict[str, asyncio.Future[_Entry]] = {}
+        # Told of each instance initialised, and of each finalized with its cause ("lru",
+        # "ttl"): the query service counts them.
+        self.on_open: Callable[[str], None] = lambda _collection_id: None
+        self.on_evict: Callable[[str, str], None] = lambda _collection_id, _cause: None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever,
                                         name="lightrag-loop", daemon=True)
@@ -173,6 +184,33 @@ class WorkspacePool:
     # --- instances ---------------------------------------------------------------------------
     async def workspace(self, collection_id: str) -> Any:
         """The initialised LightRAG instance of a collection (created on first use)."""
+        entry = await self._entry(collection_id)
+        entry.last_used = time.monotonic()
+        return entry.rag
+
+    @asynccontextmanager
+    async def lease(self, collection_id: str) -> AsyncIterator[Any]:
+        """A collection's instance for one piece of work: concurrent leases of a collection
+        share one instance, and a leased instance is never finalized under its user."""
+        entry = await self._entry(collection_id)
+        entry.users += 1
+        try:
+            yield entry.rag
+        finally:
+            entry.users -= 1
+            entry.last_used = time.monotonic()
+
+    @property
+    def size(self) -> int:
+        """Initialised instances held now."""
+        return len(self._instances)
+
+    async def sweep(self) -> None:
+        """Finalize the instances idle longer than the TTL (a server calls this now and
+        then: an idle pool sees no lookups that would do it)."""
+        await self._evict(time.monotonic())
+
+    async def _entry(self, collection_id: str) -> _Entry:
         if not self._slots_started:
             for slots in self._slots:
                 await slots.start()
@@ -180,16 +218,31 @@ class WorkspacePool:
         await self._evict(time.monotonic())
         entry = self._instances.get(collection_id)
         if entry is None:
-            rag = self._create(collection_id)
-            await rag.initialize_storages()
-            entry = _Entry(rag, time.monotonic())
-            self._instances[collection_id] = entry
-            while len(self._instances) > self.options.max_rag_instances:
-                oldest, old = self._instances.popitem(last=False)
-                await self._finalize(oldest, old.rag)
+            opening = self._opening.get(collection_id)
+            if opening is None:
+                opening = asyncio.ensure_future(self._open(collection_id))
+                self._opening[collection_id] = opening
+                opening.add_done_callback(lambda _f: self._opening.pop(collection_id, None))
+            entry = await asyncio.shield(opening)
         self._instances.move_to_end(collection_id)
-        entry.last_used = time.monotonic()
-        return entry.rag
+        return entry
+
+    async def _open(self, collection_id: str) -> _Entry:
+        rag = self._create(collection_id)
+        await rag.initialize_storages()
+        entry = _Entry(rag, time.monotonic())
+        self._instances[collection_id] = entry
+        self.on_open(collection_id)
+        # Least recently used first; an instance in use stays (the bound holds again once
+        # its users are done).
+        for key in list(self._instances):
+            if len(self._instances) <= self.options.max_rag_instances:
+                break
+            old = self._instances[key]
+            if key != collection_id and old.users == 0:
+                del self._instances[key]
+                await self._finalize(key, old.rag, "lru")
+        return entry
 
     def _create(self, collection_id: str) -> Any:
         from lightrag import LightRAG
@@ -211,20 +264,23 @@ class WorkspacePool:
                                          model_name=m.openai_embedding_model, max_token_size=8192),
             embedding_func_max_async=m.embedding_max_concurrency,
             max_parallel_insert=self.options.max_workers,
+            enable_llm_cache=self.options.cache_query_answers,
             tokenizer=offline_tokenizer(),
         )
 
     async def _evict(self, now: float) -> None:
         expired = [k for k, e in self._instances.items()
-                   if now - e.last_used > self.options.rag_instance_ttl_seconds]
+                   if e.users == 0 and now - e.last_used > self.options.rag_instance_ttl_seconds]
         for key in expired:
-            await self._finalize(key, self._instances.pop(key).rag)
+            await self._finalize(key, self._instances.pop(key).rag, "ttl")
 
-    async def _finalize(self, collection_id: str, rag: Any) -> None:
+    async def _finalize(self, collection_id: str, rag: Any, cause: str = "close") -> None:
         try:
             await rag.finalize_storages()
         except Exception as exc:  # a broken connection must not block the other instances
             log.warning("finalizing LightRAG workspace %s failed: %s", collection_id, exc)
+        if cause != "close":
+            self.on_evict(collection_id, cause)
 
     def close(self) -> None:
         if self._closed:

@@ -61,6 +61,7 @@ from rag_pipeline.ledger.removal import Drop, RemovalQueries
 from rag_pipeline.ledger.retention import PruneBatch, RetentionQueries
 from rag_pipeline.ledger.runs import RunQueries
 from rag_pipeline.ledger.schema import SchemaQueries
+from rag_pipeline.ledger.serving import ServingQueries
 from rag_pipeline.ledger.staging import ConcurrentStaging, StagingQueries
 
 __all__ = ["CollectionLife", "ConcurrentStaging", "CrawlSummary", "Drop", "FailedMessage",
@@ -72,7 +73,7 @@ __all__ = ["CollectionLife", "ConcurrentStaging", "CrawlSummary", "Drop", "Faile
 
 class JobLedger(SchemaQueries, StagingQueries, RunQueries, OutcomeQueries, LivenessQueries,
                 OutboxQueries, InspectionQueries, CounterQueries, RetentionQueries,
-                CollectionQueries, RemovalQueries):
+                CollectionQueries, RemovalQueries, ServingQueries):
     """Named queries over the ledger, on a psycopg 3 connection pool."""
 
 

@@ -92,4 +92,12 @@ COLLECTION_MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE rag_pipeline.aliases ADD COLUMN dropped_at timestamptz;
         """,
     ),
+    (
+        15,
+        """
+        -- The query service cites a retrieved chunk by its file_path: the page's url and
+        -- title are found from it (rag_pipeline/ledger/serving.py).
+        CREATE INDEX documents_file_path ON rag_pipeline.documents (collection_id, file_path);
+        """,
+    ),
 ]

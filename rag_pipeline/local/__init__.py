@@ -4,7 +4,7 @@ the pipeline, and production never runs.
 - `cli`: the `rag-pipeline` command (stack, dev, env, publish, query, inspect);
 - `stack/`: the local Kafka, PostgreSQL + pgvector and the stand-ins, started as processes;
 - `devservers/`: the stand-ins of the services outside the system (Go API, model);
-- `demo`, `corpus`, `publishing`, `querying`, `samples/`: the demo crawl and its pages.
+- `demo`, `corpus`, `publishing`, `samples/`: the demo crawl and its pages.
 
 The code location (`rag_pipeline.definitions`) imports nothing from here (a test checks).
 """

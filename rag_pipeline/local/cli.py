@@ -6,6 +6,7 @@ stack trace.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -254,6 +255,13 @@ def dev(no_stack: bool, no_demo: bool) -> None:
             cwd=dagster_dev.home)
         click.echo(f"Metrics: http://{settings.metrics_host}:{settings.metrics_port}/metrics "
                    "(also /healthz, /readyz)")
+        # The query service beside them; on this machine alone it may serve without tokens.
+        api_env = environment | ({} if settings.api_tokens else {"API_ALLOW_ANONYMOUS": "true"})
+        ServiceProcess("api", settings.stack_path).start(
+            [str(Path(sys.executable).parent / "rag-pipeline"), "api"], env=api_env,
+            cwd=dagster_dev.home)
+        click.echo(f"Query service: http://{settings.api_host}:{settings.api_port}/docs "
+                   f"(MCP: http://{settings.api_host}:{settings.api_port}/mcp/)")
         click.echo(f"Dagster UI: {ui}  (Ctrl-C stops Dagster; `rag-pipeline stack down` "
                    "stops the stack)")
         if not no_demo:
@@ -264,6 +272,23 @@ def dev(no_stack: bool, no_demo: bool) -> None:
         click.echo("Stopping Dagster ...")
     finally:
         dagster_dev.stop()
+
+
+@main.command("api")
+@user_errors
+def api() -> None:
+    """The query service: HTTP (/v1/query, /v1/collections, /v1/requests/ID) and MCP (/mcp/),
+    on API_HOST:API_PORT, answering with bearer tokens from API_TOKENS."""
+    from rag_pipeline.ledger import LedgerUnavailable
+    from rag_pipeline.serving.server import check_access, run_api
+
+    settings = cli_settings()
+    configure_logging(settings.log_format)
+    try:
+        check_access(settings)
+        run_api(settings)
+    except (ValueError, LedgerUnavailable) as exc:
+        raise UserError(str(exc)) from None
 
 
 @main.command("serve")
@@ -318,9 +343,16 @@ def _run_demo(settings: Settings) -> None:
     with open_ledger(settings) as ledger:
         if follow(ledger, jobs, click.echo):
             click.echo("Demo crawl processed. Query it:")
+            api = f"http://{settings.api_host}:{settings.api_port}"
             for collection in COLLECTIONS:
                 click.echo(f"  rag-pipeline query --collection {collection.collection_id} "
                            f"\"{collection.question}\"")
+                body = json.dumps({"collection": collection.collection_id,
+                                   "question": collection.question, "mode": "naive"})
+                click.echo(f"  curl -s {api}/v1/query -H 'Content-Type: application/json' "
+                           f"-d '{body}'")
+            click.echo(f"An MCP client (streamable HTTP) connects to {api}/mcp/; e.g. "
+                       f"`claude mcp add --transport http rag-pipeline {api}/mcp/`")
             click.echo(f"Go API stand-in's record of statuses: {settings.go_backend_url}/jobs")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from rag_pipeline.local.cli_common import UserError, cli_settings, open_ledger, user_errors
+from rag_pipeline.vocabulary import QueryMode
 
 
 # --- inspection ------------------------------------------------------------------------------
@@ -25,43 +26,49 @@ def inspect_jobs(collection_id: str | None) -> None:
 @click.option("--collection", "collection_id", default=None, help="The collection to ask.")
 @click.option("--alias", default=None,
               help="Or the alias to ask: the collection it answers from now.")
-@click.option("--mode", type=click.Choice(["naive", "local", "global", "hybrid", "mix"]),
-              default="hybrid", show_default=True)
-@click.option("--top-k", type=int, default=5, show_default=True,
-              help="Chunks to print.")
+@click.option("--mode", type=click.Choice([m.value for m in QueryMode]),
+              default="mix", show_default=True)
+@click.option("--top-k", type=int, default=10, show_default=True,
+              help="Chunks (and entities) to retrieve.")
+@click.option("--context-only", is_flag=True, help="The pages and passages, no answer.")
 @click.argument("question")
 @user_errors
 def query(collection_id: str | None, alias: str | None, mode: str, top_k: int,
-          question: str) -> None:
-    """Ask a collection (or an alias): the answer and the chunks it was built from."""
-    from rag_pipeline.contract import COLLECTION_ID
-    from rag_pipeline.local.querying import ask
+          context_only: bool, question: str) -> None:
+    """Ask a collection (or an alias): the answer and the pages it drew on, by URL and title
+    (the query service's own code path, in this process)."""
+    import asyncio
+
+    from rag_pipeline.ledger import LedgerUnavailable
+    from rag_pipeline.serving.access import Grant, Refused
+    from rag_pipeline.serving.queries import QueryService
 
     if (collection_id is None) == (alias is None):
         raise UserError("say which collection to ask: --collection ID or --alias NAME")
-    if collection_id is not None and not COLLECTION_ID.fullmatch(collection_id):
-        raise UserError(f"--collection {collection_id!r}: use a UUID or 1-64 of the characters "
-                        "A-Z a-z 0-9 _ -")
     settings = cli_settings()
-    with open_ledger(settings) as ledger:
-        if alias is not None:
-            collection_id = ledger.alias_collection(alias)
-            if collection_id is None:
-                raise UserError(f"alias {alias!r} answers from no collection yet: its first "
-                                "crawl has not completed (`rag-pipeline inspect` lists crawls)")
-            click.echo(f"alias {alias} answers from collection {collection_id}")
-        if not ledger.job_states(collection_id):
-            raise UserError(f"collection {collection_id!r} has no jobs in the ledger; "
-                            "`rag-pipeline inspect` lists what there is")
-    result = ask(settings, collection_id, question, mode)
-    if settings.uses_stand_in_model:
-        click.echo("(stand-in model: the answer is not a real LLM answer; the retrieved chunks "
-                   "are real)")
-    click.echo(f"\nAnswer ({mode}):\n{result.answer}\n")
-    click.echo(f"Retrieved chunks ({len(result.chunks)}):")
-    for chunk in result.chunks[:top_k]:
-        snippet = " ".join(chunk["content"].split())[:200]
-        click.echo(f"- [{chunk['file_path']}] {snippet}")
+    try:
+        service = QueryService.from_settings(settings)
+    except LedgerUnavailable as exc:
+        raise UserError(str(exc)) from None
+    try:
+        result = asyncio.run(service.ask(str(collection_id or alias), question, grant=Grant(),
+                                         mode=mode, top_k=top_k, context_only=context_only))
+    except Refused as refused:
+        raise UserError(refused.message) from None
+    finally:
+        service.close()
+    click.echo(f"collection {result.collection_id}"
+               + (f" (alias {result.alias})" if result.alias else ""))
+    if result.answer is not None:
+        if settings.uses_stand_in_model:
+            click.echo("(stand-in model: the answer is not a real LLM answer; the references "
+                       "are real)")
+        click.echo(f"\nAnswer ({mode}):\n{result.answer}\n")
+    click.echo(f"References ({len(result.references)} pages):")
+    for n, ref in enumerate(result.references, 1):
+        click.echo(f"[{n}] {ref.title or '(no title)'} <{ref.url}>")
+        for passage in ref.passages[:2]:
+            click.echo(f"    {' '.join(passage.split())[:200]}")
 
 
 @click.group()

@@ -33,7 +33,7 @@ MIN_KAFKA_MESSAGE_BYTES = 16 * MIB
 ENV_FILE = ".env"
 LOCAL_ENV_FILE = "local.env"
 SECRET_FIELDS = frozenset({"postgres_password", "openai_api_key", "kafka_sasl_password",
-                           "go_api_token"})
+                           "go_api_token", "api_tokens"})
 
 
 class Settings(BaseSettings):
@@ -133,6 +133,29 @@ class Settings(BaseSettings):
     )
     embedding_max_concurrency: int = Field(
         8, ge=1, description="embedding requests in flight across all concurrent runs"
+    )
+
+    # --- The query service (`rag-pipeline api`) ----------------------------------------------
+    api_host: str = Field("127.0.0.1", description="address the query service listens on")
+    api_port: int = Field(8400, ge=1, le=65535, description="port of the query service")
+    api_tokens: SecretStr | None = Field(
+        None, description="bearer tokens of the query service, comma-separated; `TOKEN:a|b` "
+        "limits a token to collections (ids or aliases) a and b (secret)"
+    )
+    api_allow_anonymous: bool = Field(
+        False, description="serve without API_TOKENS (only on a loopback API_HOST)"
+    )
+    query_max_chars: int = Field(2000, ge=3, description="longest question accepted")
+    query_max_top_k: int = Field(100, ge=1, description="largest top_k a query may ask for")
+    query_max_concurrency: int = Field(
+        8, ge=1, description="queries answered at once; more get 429"
+    )
+    query_llm_max_concurrency: int = Field(
+        4, ge=1, description="model requests in flight for queries (their own budget, apart "
+        "from indexing's LLM_MAX_CONCURRENCY)"
+    )
+    query_timeout_seconds: float = Field(
+        120.0, gt=0, description="deadline of one query (retrieval and answer)"
     )
 
     # --- PostgreSQL (LightRAG tables and the rag_pipeline ledger) ---------------------------
