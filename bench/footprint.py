@@ -43,7 +43,7 @@ from rag_pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 HELM = ROOT / "deploy" / "helm"
-HELM_FILES = (HELM / "values.yaml", HELM / "exporter.yaml")
+HELM_FILES = (HELM / "values.yaml", HELM / "exporter.yaml", HELM / "api.yaml")
 WEBSERVER_PORT = 28300
 ROLES = ("code_server", "daemon", "webserver", "exporter", "run_worker")
 MIB = 1024 * 1024

@@ -12,6 +12,7 @@ from bench import capacity
 from bench.harness import RESULTS, ROOT
 from bench.renewal_report import drop_section, renewal_section
 from bench.scale_report import scale_section
+from bench.serving_report import serving_section
 from bench.streaming_report import plot_in_flight, streaming_section
 
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -241,6 +242,7 @@ def main() -> None:
         lines += [notes.read_text().strip(), ""]
     lines += renewal_section(load("renewal"))
     lines += drop_section(load("drop"))
+    lines += serving_section(load("serving"))
     lines += scale_section(load("scale"), load("retention"))
     DOC.write_text("\n".join(lines))
     print(f"wrote {DOC}")

@@ -3,7 +3,7 @@
     make bench        # = python -m bench.run_all
 
 Each benchmark also runs alone: python -m bench.cleaning | staging | cost | pipeline |
-latency | fairness | scrape | footprint | start | renewal | drop; `python -m bench.report`
+latency | fairness | scrape | footprint | start | renewal | drop | serving; `python -m bench.report`
 rebuilds the report from bench/results/*.json.
 """
 
@@ -22,6 +22,7 @@ from bench import (
     renewal,
     report,
     scrape,
+    serving,
     staging,
     start,
 )
@@ -40,6 +41,7 @@ def main() -> None:
         fairness.main([])
         renewal.main([])
         drop.main([])
+        serving.main([])
         scrape.main([])
         # Its cold page waits 10 minutes on a deployment with nothing else running (an idle
         # deployment still ticks its sensors: it would slow the others down).

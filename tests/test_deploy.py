@@ -32,8 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "docker"
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 REQUIRED = {"POSTGRES_PASSWORD": "compose-secret", "OPENAI_API_KEY": "sk-compose",
+            "API_TOKENS": "compose-token-0123456789",
             "GO_BACKEND_URL": "http://go-api.internal:8080", "DOCKER_GID": "998"}
-PIPELINE_SERVICES = ("code", "webserver", "daemon", "exporter")
+PIPELINE_SERVICES = ("code", "webserver", "daemon", "exporter", "api")
 
 
 def composecheck(go_bin: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -97,6 +98,14 @@ def test_compose_services_agree_with_the_code(compose):
     exporter = services["exporter"]
     metrics_port = int(exporter["environment"]["METRICS_PORT"])
     assert [p["target"] for p in exporter["ports"]] == [metrics_port]
+    # The query service: the CLI's `api`, listening where Compose publishes it, checked by
+    # its readiness route.
+    api = services["api"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts[api["command"][0]] == "rag_pipeline.local.cli:main"
+    assert api["command"][1:] == ["api"]
+    assert [p["target"] for p in api["ports"]] == [int(api["environment"]["API_PORT"])]
+    assert f":{api['environment']['API_PORT']}/readyz" in " ".join(api["healthcheck"]["test"])
     # Runs get containers on the Compose network.
     instance = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
     network = instance["run_launcher"]["config"]["network"]

@@ -232,7 +232,26 @@ def test_the_exporter_and_its_scrape_config_agree_with_the_code():
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-@pytest.mark.parametrize("path", ["values.yaml", "exporter.yaml"])
+def test_the_query_service_manifest_agrees_with_the_code():
+    deployment, service = yaml.safe_load_all((HELM / "api.yaml").read_text())
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts[container["command"][0]] == "rag_pipeline.local.cli:main"
+    assert container["command"][1:] == ["api"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert set(env) <= set(SETTINGS)
+    port = int(env["API_PORT"])
+    assert [p["containerPort"] for p in container["ports"]] == [port]
+    assert service["spec"]["ports"][0]["port"] == port
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    # The tokens come from the Secret, never from the manifest.
+    assert "API_TOKENS" not in env
+    assert [s["secretRef"]["name"] for s in container["envFrom"]] == ["rag-pipeline"]
+    paths = {container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe")}
+    assert paths == {"/readyz", "/healthz"}
+
+
+@pytest.mark.parametrize("path", ["values.yaml", "exporter.yaml", "api.yaml"])
 def test_every_resources_block_was_measured(path):
     from kubernetes.utils import parse_quantity
 
@@ -240,7 +259,8 @@ def test_every_resources_block_was_measured(path):
     blocks = re.findall(r"# footprint:begin (\w+)\n(.*?)# footprint:end", text, re.S)
     assert blocks
     for role, block in blocks:
-        assert re.search(r"# python -m bench.footprint, commit [0-9a-f]{12}", block), role
+        assert re.search(r"# python -m bench.(footprint|serving), commit [0-9a-f]{12}",
+                         block), role
         resources = yaml.safe_load(block)["resources"]
         for key in ("cpu", "memory"):
             request = parse_quantity(resources["requests"][key])
