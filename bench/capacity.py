@@ -228,8 +228,27 @@ def section() -> list[str]:
         *(f"{n}. {name}: {fmt(rate)} pages/s ({rate * DAY:,.0f} a day)"
           for n, (name, rate) in enumerate(ceilings(i), start=1)),
         "",
+        *queries_paragraph(load("serving")),
     ]
     return lines
+
+
+def queries_paragraph(serving: dict[str, Any] | None) -> list[str]:
+    """What queries cost the query service, per core (bench.serving)."""
+    if not serving:
+        return []
+    tp, fp = serving["throughput"], serving["footprint"]
+    per_core = tp["queries_per_cpu_second"]
+    return [
+        f"Queries: the query service answers {per_core:g} `{tp['mode']}` queries (with "
+        f"answers) per CPU-second of its own process, with the stand-in model at 0 ms so that "
+        f"only the service's work counts (`serving.json`, commit {origin(serving)}): a peak "
+        f"of Q queries/s needs Q / {per_core:g} cores of `rag-pipeline api` replicas "
+        f"(10 queries/s: {10 / per_core:.1f} cores), each holding up to "
+        f"{fp['peak_rss_mib']:.0f} MiB resident as measured. The model sets the rest: a "
+        "`mix` query makes two LLM requests (keywords, answer) and one embedding, so "
+        "QUERY_LLM_MAX_CONCURRENCY per replica must reach Q x 2 x (seconds per request) / "
+        "replicas.", ""]
 
 
 def write() -> None:

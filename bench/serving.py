@@ -31,6 +31,7 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ from bench.harness import (
     wait_terminal,
 )
 from rag_pipeline.identity import file_path, normalize_url
-from rag_pipeline.knowledge.workspaces import WorkspacePool
+from rag_pipeline.knowledge.workspaces import LightRAGOptions, WorkspacePool
 from rag_pipeline.local.publishing import build_message, completion_message, message_for
 from rag_pipeline.local.stack.deployment import free_port
 from rag_pipeline.serving.queries import query_pool_options
@@ -122,11 +123,11 @@ class ServiceSampler:
 
 
 @contextmanager
-def api(settings: Settings) -> Any:
+def api(settings: Settings, changed: dict[str, str]) -> Any:
     """`rag-pipeline api` on the pipeline's database; (base URL, its psutil.Process)."""
     port = free_port()
     env = {**os.environ, "POSTGRES_DB": settings.postgres_db, "API_PORT": str(port),
-           "API_TOKENS": TOKEN, "EMBEDDING_DIM": str(settings.embedding_dim)}
+           "API_TOKENS": TOKEN, "EMBEDDING_DIM": str(settings.embedding_dim), **changed}
     log = (RESULTS / "tmp" / f"api-{port}.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
@@ -206,18 +207,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 time.sleep(0.5)
             print(f"pipeline indexed {len(paths)} pages in {index_seconds:.1f} s")
 
-            # The baseline: the same pages as get_text, straight into LightRAG.
-            pool = WorkspacePool(query_pool_options(s))
+            # The baseline: the same pages as get_text, straight into LightRAG with its own
+            # chunking (a pool of its own, closed before the next: LightRAG has one
+            # PostgreSQL pool per process).
             baseline = unique_name("baseline")
             urls_by_path = {file_path(normalize_url(url(p))): url(p) for p in paths}
+            plain = WorkspacePool(replace(LightRAGOptions.from_settings(s, shared_slots=False),
+                                          headed_chunks=False))
 
             async def insert() -> None:
-                rag = await pool.workspace(baseline)
+                rag = await plain.workspace(baseline)
                 await rag.ainsert([get_text(p.read_bytes()) for p in paths],
                                   ids=[f"base-{i}" for i in range(len(paths))],
                                   file_paths=[file_path(normalize_url(url(p))) for p in paths])
 
-            pool.run(insert(), timeout=1800)
+            try:
+                plain.run(insert(), timeout=1800)
+            finally:
+                plain.close()
+            pool = WorkspacePool(query_pool_options(s))
 
             async def direct(question: str, mode: str, workspace: str, answer: bool
                              ) -> tuple[float, list[str]]:
@@ -237,8 +245,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "clients": args.clients, "backlog": args.backlog,
                 "latency_ms": args.latency_ms, "top_k": TOP_K,
                 "index_seconds": round(index_seconds, 1)}
+            # Every client admitted at once (the default, 8, would refuse the ninth of 10).
+            changed = {"QUERY_MAX_CONCURRENCY": str(max(args.clients,
+                                                        s.query_max_concurrency))}
+            results["settings_differing_from_defaults"] = changed
             try:
-                with api(s) as (base, service):
+                with api(s, changed) as (base, service):
                     sampler = ServiceSampler(service)
                     results["recall"] = recall_phase(base, collection, baseline, questions,
                                                      truth, pool, direct)

@@ -24,7 +24,9 @@ def serving_section(results: dict[str, Any] | None) -> list[str]:
         f"the pipeline (default settings) and the same pages inserted directly into LightRAG "
         f"as BeautifulSoup `get_text` output; `rag-pipeline api` serving the pipeline's "
         f"collection. Commit {m['commit'][:10]}{' (dirty)' if m['dirty'] else ''}, "
-        f"{m['date']}, {m['cpus']} cores.", "",
+        f"{m['date']}, {m['cpus']} cores. Settings differing from the defaults: "
+        + (", ".join(f"{k}={v}" for k, v in results.get("settings_differing_from_defaults",
+                                                          {}).items()) or "none") + ".", "",
         f"**Retrieval quality** ({results['questions']} questions: every h1-h3 heading of two "
         "words or more that names one page only, asked as a question; references ranked by "
         f"their first retrieved chunk, top_k {results['top_k']}; stand-in model at 0 ms, its "

@@ -149,3 +149,25 @@ def test_a_table_of_contents_page_keeps_its_links_rather_than_nothing():
     text = clean_html(html).text
     assert text.startswith("## Chapter 2. The SQL Language")
     assert "2.6. Joins Between Tables" in text
+
+
+def test_every_chunk_is_headed_by_the_title_and_sections_above_where_it_starts():
+    from rag_pipeline.knowledge.chunking import headed_chunks
+    from rag_pipeline.knowledge.workspaces import offline_tokenizer
+
+    body = "Words about cursors and how they move through rows. " * 40
+    text = (f"# Cursors\n\n{body}\n\n## Declaring Cursors\n\n{body}\n\n### Note\n\nA box.\n\n"
+            f"### Opening Cursors\n\n{body}\n\n```\n# a shell comment, not a heading\n"
+            f"{body}\n```\n\n{body}")
+    chunks = headed_chunks(offline_tokenizer(), text, None, False, 20, 200)
+    assert len(chunks) > 5
+    assert chunks[0]["content"].startswith("# Cursors")  # the first chunk shows its title
+    later = [c["content"].split("\n\n", 1)[0] for c in chunks[1:]]
+    assert later[0] == "Cursors"
+    assert "Cursors > Declaring Cursors" in later
+    # The admonition's title and the code block's comment are no sections.
+    assert later[-1] == "Cursors > Declaring Cursors > Opening Cursors"
+    assert not any("Note" in h or "shell comment" in h for h in later)
+    # The windows are LightRAG's own: without its header each chunk is a piece of the text.
+    for chunk in chunks[1:]:
+        assert chunk["content"].split("\n\n", 1)[1][:50] in text

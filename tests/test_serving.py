@@ -320,3 +320,24 @@ def test_the_cli_query_prints_urls_and_titles_and_the_service_refuses_to_start_o
                                                 "API_HOST": "0.0.0.0"},
                              capture_output=True, text=True, timeout=60)
     assert exposed.returncode == 2 and "loopback" in exposed.stderr
+
+
+def test_api_tokens_that_would_open_the_service_too_wide_are_refused_with_what_to_do():
+    from rag_pipeline.serving.access import Access, Refused
+
+    with pytest.raises(ValueError, match="shorter than 16"):
+        Access.parse("short", False, "127.0.0.1")
+    with pytest.raises(ValueError, match="names no collection"):
+        Access.parse(f"{ALL_TOKEN}:", False, "127.0.0.1")
+    with pytest.raises(ValueError, match="loopback"):
+        Access.parse("", True, "0.0.0.0")
+    access = Access.parse(f"{ALL_TOKEN}, {LIMITED_TOKEN}:docs|c-1", False, "0.0.0.0")
+    assert access.grant(f"Bearer {ALL_TOKEN}").refs is None
+    limited = access.grant(f"bearer {LIMITED_TOKEN}")
+    assert limited.allows("docs", "c-9", "docs") and limited.allows("c-1", "c-1", None)
+    assert not limited.allows("other", "c-2", "other")
+    with pytest.raises(Refused) as refused:
+        access.grant(f"Basic {ALL_TOKEN}")
+    assert refused.value.status == 401
+    # Secrets never in what is printed of the settings.
+    assert ALL_TOKEN not in repr(access)

@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from rag_pipeline.knowledge.chunking import headed_chunks_async
 from rag_pipeline.knowledge.model_slots import SharedSlots
 from rag_pipeline.knowledge.models import ModelClient, ModelOptions
 from rag_pipeline.ledger.connection import (
@@ -84,6 +85,9 @@ class LightRAGOptions:
     # LightRAG caches query answers in the workspace's tables; the query service is
     # read-only and turns it off (extraction answers stay cached: indexing needs them).
     cache_query_answers: bool = True
+    # Each chunk headed by the page title and sections above it (knowledge/chunking.py);
+    # False: LightRAG's plain token windows (the retrieval benchmark's baseline).
+    headed_chunks: bool = True
 
     @classmethod
     def from_settings(cls, s: LightRAGView, shared_slots: bool = True) -> LightRAGOptions:
@@ -265,6 +269,7 @@ class WorkspacePool:
             embedding_func_max_async=m.embedding_max_concurrency,
             max_parallel_insert=self.options.max_workers,
             enable_llm_cache=self.options.cache_query_answers,
+            **({"chunking_func": headed_chunks_async} if self.options.headed_chunks else {}),
             tokenizer=offline_tokenizer(),
         )
 

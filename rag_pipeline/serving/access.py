@@ -46,14 +46,14 @@ class Access:
         token itself) or why the service must not start without any."""
         tokens = []
         for n, entry in enumerate(e.strip() for e in api_tokens.split(",") if e.strip()):
-            token, _, refs = entry.partition(":")
+            token, colon, refs = entry.partition(":")
             token = token.strip()
             if len(token) < MIN_TOKEN_CHARS:
                 raise ValueError(f"API_TOKENS entry {n + 1} has a token shorter than "
                                  f"{MIN_TOKEN_CHARS} characters; use a random one, e.g. "
                                  "`openssl rand -hex 24`")
             names = frozenset(r.strip() for r in refs.split("|") if r.strip())
-            if refs and not names:
+            if colon and not names:
                 raise ValueError(f"API_TOKENS entry {n + 1} ends with ':' but names no "
                                  "collection; write TOKEN:alias-or-id|... or only TOKEN")
             tokens.append((token.encode(), Grant(names or None)))
