@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from rag_pipeline.local.stack.dagster_dev import DagsterDev, processes_with_dagster_home
-from rag_pipeline.local.stack.deployment import create_databases, drop_databases
+from rag_pipeline.local.stack.deployment import create_databases, drop_databases, free_port
 from rag_pipeline.settings import Settings, load_settings
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +36,7 @@ def quickstart(stack, settings: Settings, unique: str, tmp_path: Path) -> Iterat
     create_databases(settings, pipeline_db, dagster_db)
     env = {**os.environ, "STACK_DIR": str(tmp_path / "stack"), "DAGSTER_PORT": str(PORT),
            "POSTGRES_DB": pipeline_db, "DAGSTER_POSTGRES_DB": dagster_db,
-           "KAFKA_TOPIC": f"quickstart_{unique}"}
+           "KAFKA_TOPIC": f"quickstart_{unique}", "API_PORT": str(free_port())}
     yield env
     # (A fresh Settings: a model_copy would keep the cached stack_path of the test stack.)
     DagsterDev(load_settings(stack_dir=tmp_path / "stack")).stop()
@@ -73,6 +73,16 @@ def test_a_hang_up_ends_dagster_and_a_second_start_is_refused(quickstart):
     dev = start_dev(quickstart)
     wait_for_ui(dev)
     assert len(processes_with_dagster_home(home)) >= 3  # dagster dev, webserver, daemon, ...
+    # The query service beside them, on loopback without tokens (API_ALLOW_ANONYMOUS).
+    api = f"http://127.0.0.1:{quickstart['API_PORT']}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{api}/readyz", timeout=2).status_code == 200:
+                break
+        time.sleep(0.5)
+    collections = httpx.get(f"{api}/v1/collections", timeout=10)
+    assert collections.status_code == 200 and collections.json() == {"collections": []}
 
     second = subprocess.run([sys.executable, "-m", "rag_pipeline.local.cli", "dev",
                              "--no-stack", "--no-demo"], env=quickstart, capture_output=True,
