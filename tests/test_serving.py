@@ -163,7 +163,7 @@ def test_queries_by_id_and_alias_cite_each_page_by_url_and_title(indexed):
         assert status["jobs_by_state"] == {"completed": 12} and status["complete"]
         assert len(status["jobs"]) == 5 and status["total"] == 12
         assert status["collections"] == {indexed.collection: indexed.alias}
-        missing = httpx.get(f"{url}/v1/requests/1", headers={
+        missing = httpx.get(f"{url}/v1/requests/{2**62 + 7}", headers={
             "Authorization": f"Bearer {ALL_TOKEN}"})
         assert missing.status_code == 404 and missing.json()["reason"] == "unknown_request"
 
