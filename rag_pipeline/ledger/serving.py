@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from rag_pipeline.ledger.connection import LedgerConnection
-from rag_pipeline.ledger.inspection import read_state_counts
 from rag_pipeline.ledger.records import IndexModels
 
 
@@ -111,7 +110,15 @@ class ServingQueries(LedgerConnection):
                 "FROM rag_pipeline.documents WHERE collection_id = ANY(%s) "
                 "AND deleted_at IS NULL AND llm_model IS NOT NULL",
                 ([r[0] for r in rows],)).fetchall()
-            states = {r[0]: read_state_counts(conn, "jobs", r[0]) for r in rows}
+            # Jobs per state of every listed collection in one read (state counts + deltas).
+            states: dict[str, dict[str, int]] = {r[0]: {} for r in rows}
+            for scope, state, n in conn.execute(
+                    "SELECT scope, state, sum(n)::bigint FROM (SELECT scope, state, n "
+                    "FROM rag_pipeline.state_counts WHERE tbl = 'jobs' AND scope = ANY(%(c)s) "
+                    "UNION ALL SELECT scope, state, n FROM rag_pipeline.state_count_deltas "
+                    "WHERE tbl = 'jobs' AND scope = ANY(%(c)s)) c GROUP BY 1, 2 "
+                    "HAVING sum(n) <> 0", {"c": list(states)}).fetchall():
+                states[scope][state] = int(n)
         by_collection: dict[str, list[IndexModels]] = {}
         for collection_id, *m in models:
             by_collection.setdefault(collection_id, []).append(IndexModels(*m))

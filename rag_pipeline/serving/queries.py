@@ -236,5 +236,7 @@ class QueryService:
         return status
 
     async def sweep(self) -> None:
-        """Finalize idle instances (the server calls it now and then)."""
-        await asyncio.wrap_future(self.pool.submit(self.pool.sweep()))
+        """Finalize idle instances (the server calls it now and then), within the query
+        deadline: a finalize stuck on a dead connection must not stop the next sweeps."""
+        await asyncio.wait_for(asyncio.wrap_future(self.pool.submit(self.pool.sweep())),
+                               self.limits.timeout_seconds)
