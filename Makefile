@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install up down status test lint bench scale reliability screenshots clean
+.PHONY: install up down status test lint bench scale reliability screenshots clean lock
 
 install: $(VENV)/.installed
 
@@ -36,8 +36,9 @@ test: tools-test install lint
 
 lint: install
 	$(BIN)/ruff check .
-	@test -z "$$(gofmt -l go)" || { echo "gofmt: these files need formatting:"; gofmt -l go; exit 1; }
+	@test -z "$$(gofmt -l go tools)" || { echo "gofmt: these files need formatting:"; gofmt -l go tools; exit 1; }
 	cd go && go vet ./...
+	cd tools/composecheck && go vet ./...
 
 bench: tools-bench install
 	$(BIN)/python -m bench.run_all
@@ -64,3 +65,7 @@ tools-%:
 
 clean:
 	rm -rf $(VENV) .stack-test
+
+# The image's dependency lock with hashes (requirements/image.txt), after a dependency change.
+lock: install
+	$(BIN)/python scripts/lock-image

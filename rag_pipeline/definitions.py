@@ -31,6 +31,7 @@ from rag_pipeline.sensors.liveness import run_liveness
 from rag_pipeline.sensors.run_failures import build_run_failure_sensors
 from rag_pipeline.sensors.staging import build_indexing_jobs_sensor
 from rag_pipeline.settings import SECRET_FIELDS, Settings, env_name, load_settings, reveal
+from rag_pipeline.settings.dotenv_shadow import warn_if_shadowed
 
 
 def setting_value(s: Settings, name: str) -> object:
@@ -83,4 +84,5 @@ def build_definitions(s: Settings,
     )
 
 
+warn_if_shadowed()
 defs = build_definitions(load_settings())

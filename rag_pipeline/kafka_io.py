@@ -92,6 +92,10 @@ def producer_config(options: KafkaOptions) -> dict[str, Any]:
         "message.max.bytes": options.kafka_max_message_bytes,
         "acks": "all",
         "enable.idempotence": True,
+        # Kafka's murmur2 of the key, as the Go crawler (franz-go) and Java clients do: a
+        # collection lands on one partition whoever produced it (librdkafka's default,
+        # consistent_random, is CRC32). contract/vectors/partitions.json holds the vectors.
+        "partitioner": "murmur2_random",
         "linger.ms": 5,
         "delivery.timeout.ms": 60000,
     }

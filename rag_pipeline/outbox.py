@@ -38,6 +38,7 @@ import httpx
 from rag_pipeline.contract import DeadLetter, JobResultEvent, ResultMetrics, StatusUpdate
 from rag_pipeline.kafka_io import KafkaOptions, produce_confirmed, producer_config
 from rag_pipeline.ledger import JobLedger, JobOutcome, OutboxRow
+from rag_pipeline.ledger.records import NO_ENVELOPE, KafkaEnvelope
 from rag_pipeline.observability.events import event_line
 from rag_pipeline.settings import reveal
 from rag_pipeline.settings.views import DeliveryView, KafkaTopicsView
@@ -187,10 +188,12 @@ def _retry(ledger: JobLedger, row: OutboxRow, policy: DeliveryPolicy, error: str
 # --- dead letters ----------------------------------------------------------------------------
 def dead_letter_record(*, original: bytes | None, reason: str, error_msg: str, topic: str,
                        partition: int, offset: int, max_bytes: int, retry_count: int = 0,
-                       job_id: int | None = None, collection_id: str | None = None
-                       ) -> KafkaRecord:
-    """The DLQ record of one message: key (its collection), value and Kafka Connect-style
-    headers locating the original (`__connect.errors.topic/partition/offset`).
+                       job_id: int | None = None, collection_id: str | None = None,
+                       envelope: KafkaEnvelope = NO_ENVELOPE) -> KafkaRecord:
+    """The DLQ record of one message: the original's key and headers, then Kafka
+    Connect-style headers locating the original (`__connect.errors.topic/partition/offset`)
+    and saying what went wrong. A message without a key (or one the ledger staged before
+    keys were kept) is keyed by its collection, so a collection's letters stay in order.
 
     The record's `error_class` is the reason code and `error` the error_msg (the design's
     wire names). The original message is embedded as text when it is UTF-8, else base64; one
@@ -209,13 +212,16 @@ def dead_letter_record(*, original: bytes | None, reason: str, error_msg: str, t
         retry_count=retry_count, job_id=job_id, collection_id=collection_id,
     )
     headers = [
+        *envelope.headers,
         ("__connect.errors.topic", topic.encode()),
         ("__connect.errors.partition", str(partition).encode()),
         ("__connect.errors.offset", str(offset).encode()),
         ("__connect.errors.exception.class.name", reason.encode()),
         ("__connect.errors.exception.message", error_msg[:1000].encode("utf-8", "replace")),
     ]
-    key = collection_id.encode() if collection_id else None
+    key = envelope.key
+    if key is None and collection_id:
+        key = collection_id.encode()
     return key, record.model_dump_json().encode(), headers
 
 
@@ -227,6 +233,7 @@ def dead_letter_failures(producer: Any, ledger: JobLedger, outcomes: Sequence[Jo
         return 0
     messages = ledger.messages([o.job_id for o in failed])
     coordinates = ledger.kafka_coordinates([o.job_id for o in failed])
+    envelopes = ledger.kafka_envelopes([o.job_id for o in failed])
     records = []
     for o in failed:
         partition, offset, attempts = coordinates.get(o.job_id, (-1, -1, 0))
@@ -234,7 +241,8 @@ def dead_letter_failures(producer: Any, ledger: JobLedger, outcomes: Sequence[Jo
             original=messages.get(o.job_id), reason=o.reason or o.state,
             error_msg=o.error_msg or o.state, topic=source_topic, partition=partition,
             offset=offset, retry_count=attempts, job_id=o.job_id,
-            collection_id=o.collection_id, max_bytes=max_message_bytes))
+            collection_id=o.collection_id, envelope=envelopes.get(o.job_id, NO_ENVELOPE),
+            max_bytes=max_message_bytes))
     produce_confirmed(producer, dlq_topic, records)
     return len(records)
 

@@ -30,6 +30,7 @@ from rag_pipeline.contract import (
 )
 from rag_pipeline.kafka_io import produce_confirmed
 from rag_pipeline.ledger import FailedMessage, JobLedger, StagedCompletion, StagedJob
+from rag_pipeline.ledger.records import KafkaEnvelope
 from rag_pipeline.outbox import dead_letter_record
 from rag_pipeline.settings.views import KafkaTopicsView, PageView
 from rag_pipeline.staging_rules import (
@@ -246,10 +247,12 @@ def stage_messages(*, consumer: Any, producer: Any, ledger: JobLedger, config: S
         if isinstance(parsed, CrawlCompleted):
             completions.append(StagedCompletion(
                 parsed.collection_id, parsed.request_id, parsed.alias, parsed.pages,
-                parsed.completed_at, value, topic, partition, offset))
+                parsed.completed_at, value, topic, partition, offset,
+                KafkaEnvelope.of(message)))
             continue
         if isinstance(parsed, IndexingJob | PageDeleted):
-            job = staged_job(parsed, value, topic, partition, offset, produced_at(message))
+            job = staged_job(parsed, value, topic, partition, offset, produced_at(message),
+                             KafkaEnvelope.of(message))
             first = seen.get(job.job_id)
             if first is None:
                 seen[job.job_id] = job
@@ -262,7 +265,8 @@ def stage_messages(*, consumer: Any, producer: Any, ledger: JobLedger, config: S
         report.rejected += 1
         report.rejected_reasons[parsed.reason] = report.rejected_reasons.get(parsed.reason, 0) + 1
         failed.append(FailedMessage(parsed.job_id, parsed.collection_id, parsed.reason,
-                                    parsed.error_msg, topic, partition, offset, value))
+                                    parsed.error_msg, topic, partition, offset, value,
+                                    KafkaEnvelope.of(message)))
     messages.clear()  # the values live on in `staged` / `failed` only
 
     # A job_id already staged from another message: the first one wins, this one is dead-lettered.
@@ -289,13 +293,13 @@ def stage_messages(*, consumer: Any, producer: Any, ledger: JobLedger, config: S
     records = [dead_letter_record(
         original=f.message, reason=f.reason, error_msg=f.error_msg, topic=f.topic,
         partition=f.partition, offset=f.offset, job_id=f.job_id, collection_id=f.collection_id,
-        max_bytes=config.max_message_bytes) for f in failed]
+        envelope=f.envelope, max_bytes=config.max_message_bytes) for f in failed]
     records += [dead_letter_record(
         original=job.message, reason=Reason.CONFLICTING_JOB_ID,
         error_msg=f"{Reason.CONFLICTING_JOB_ID}: job_id {job.job_id} was already staged from "
         "another message; this one is ignored", topic=job.topic, partition=job.partition,
         offset=job.offset, job_id=job.job_id, collection_id=job.collection_id,
-        max_bytes=config.max_message_bytes) for job in conflicts]
+        envelope=job.envelope, max_bytes=config.max_message_bytes) for job in conflicts]
     report.conflicts = len(conflicts)
     # Delivery is confirmed before the offsets advance: a rejected message is never lost.
     produce_confirmed(producer, config.dlq_topic, records)

@@ -13,18 +13,20 @@ from typing import TypeVar
 from rag_pipeline.contract import IndexingJob, PageDeleted
 from rag_pipeline.identity import doc_id
 from rag_pipeline.ledger import FailedMessage, StagedCompletion, StagedJob
+from rag_pipeline.ledger.records import NO_ENVELOPE, KafkaEnvelope
 from rag_pipeline.vocabulary import JobKind, Reason
 
 
 def staged_job(job: IndexingJob | PageDeleted, value: bytes, topic: str, partition: int,
-               offset: int, produced_at: datetime | None) -> StagedJob:
+               offset: int, produced_at: datetime | None,
+               envelope: KafkaEnvelope = NO_ENVELOPE) -> StagedJob:
     """A page or a page deletion as a job (the message kept as it came)."""
     normalized = job.normalized_url
     common = {"job_id": job.job_id, "request_id": job.request_id,
               "collection_id": job.collection_id, "url": job.url, "normalized_url": normalized,
               "doc_id": doc_id(job.collection_id, normalized), "message": value,
               "topic": topic, "partition": partition, "offset": offset,
-              "produced_at": produced_at, "alias": job.alias}
+              "produced_at": produced_at, "alias": job.alias, "envelope": envelope}
     if isinstance(job, PageDeleted):
         return StagedJob(project_id=0, user_id="", title="", details={},
                          kind=JobKind.PAGE_DELETED, **common)
@@ -67,7 +69,7 @@ def alias_conflict(item: StagedJob | StagedCompletion, alias: str | None) -> Fai
               f"{alias!r}; this message names {item.alias!r} (one collection, one alias)")
     return FailedMessage(getattr(item, "job_id", None), item.collection_id,
                          Reason.ALIAS_CONFLICT, detail, item.topic, item.partition,
-                         item.offset, item.message)
+                         item.offset, item.message, item.envelope)
 
 
 def split_dropped(dropped: Iterable[str], items: Sequence[Aliased]
@@ -80,6 +82,6 @@ def split_dropped(dropped: Iterable[str], items: Sequence[Aliased]
         getattr(i, "job_id", None), i.collection_id, Reason.COLLECTION_DROPPED,
         f"{Reason.COLLECTION_DROPPED}: collection {i.collection_id} was dropped; nothing is "
         "indexed into it again (crawl into a new collection id, with the same alias to "
-        "answer under the same name)", i.topic, i.partition, i.offset, i.message)
+        "answer under the same name)", i.topic, i.partition, i.offset, i.message, i.envelope)
         for i in items if i.collection_id in gone]
     return kept, failed

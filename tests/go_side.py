@@ -16,15 +16,19 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 GO_MODULE = ROOT / "go"
+COMPOSECHECK = ROOT / "tools" / "composecheck"
 
 
 def build_go(target: Path) -> Path:
-    """`go build` the commands of go/ into `target` (Go fetches modules from its proxy)."""
+    """`go build` the commands of go/ and the Compose checking tool (tools/composecheck, a
+    module of its own) into `target` (Go fetches modules from its proxy)."""
     go = shutil.which("go")
     assert go, "the Go toolchain is missing: make test needs it (scripts/require-tools test)"
     target.mkdir(parents=True, exist_ok=True)
     subprocess.run([go, "build", "-o", str(target), "./cmd/..."], cwd=GO_MODULE, check=True,
                    timeout=600)
+    subprocess.run([go, "build", "-o", str(target / "composecheck"), "."], cwd=COMPOSECHECK,
+                   check=True, timeout=600)
     return target
 
 

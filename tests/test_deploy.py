@@ -5,12 +5,14 @@ container engine allows (docs/deployment.md says what was and was not run):
   every service's command, port and variable agrees with the code;
 - the deployment's dagster.yaml loads as a real Dagster instance on PostgreSQL, with the
   DockerRunLauncher configured and validated by Dagster's config machinery;
-- the image's install step runs in a clean virtual environment, and its command serves the
-  code location there, answering the image's health check.
+- the image's install steps run in a clean virtual environment from the build context
+  .dockerignore leaves (no workshop), with the launchers' packages, and its command serves
+  the code location there, answering the Compose file's health check.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -34,7 +36,7 @@ DOCKERFILE = (ROOT / "Dockerfile").read_text()
 REQUIRED = {"POSTGRES_PASSWORD": "compose-secret", "OPENAI_API_KEY": "sk-compose",
             "API_TOKENS": "compose-token-0123456789",
             "GO_BACKEND_URL": "http://go-api.internal:8080", "DOCKER_GID": "998"}
-PIPELINE_SERVICES = ("code", "webserver", "daemon", "exporter", "api")
+PIPELINE_SERVICES = ("code", "webserver", "daemon", "exporter", "api", "migrate", "topics")
 
 
 def composecheck(go_bin: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -50,19 +52,51 @@ def compose(go_bin) -> dict:
     return json.loads(done.stdout)
 
 
-def dockerfile_instruction(name: str) -> str:
-    """The text of a Dockerfile instruction (continuation lines joined)."""
+def dockerfile_instructions(name: str) -> list[str]:
+    """The texts of a Dockerfile instruction, in order (continuation lines joined)."""
     joined = DOCKERFILE.replace("\\\n", " ")
-    [line] = [line for line in joined.splitlines() if line.startswith(name + " ")]
-    return line.removeprefix(name + " ").strip()
+    return [line.removeprefix(name + " ").strip() for line in joined.splitlines()
+            if line.startswith(name + " ")]
+
+
+def dockerfile_instruction(name: str) -> str:
+    [text] = dockerfile_instructions(name)
+    return text
 
 
 def image_command() -> list[str]:
     return json.loads(dockerfile_instruction("CMD"))
 
 
+def compose_file() -> dict:
+    return yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+
+
 def health_check() -> list[str]:
-    return json.loads(dockerfile_instruction("HEALTHCHECK").split("CMD", 1)[1])
+    """The code server's health check (the Compose file's: the image has none)."""
+    test = compose_file()["services"]["code"]["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    return test[1:]
+
+
+def build_context(target: Path) -> Path:
+    """The files `docker build` would send: the checkout minus what .dockerignore names."""
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+
+    def ignored(directory: str, names: list[str]) -> set[str]:
+        relative = Path(directory).relative_to(ROOT)
+        out = set()
+        for name in names:
+            path = (relative / name).as_posix()
+            # Docker's rules: a pattern matches from the context's root; `**/` anywhere.
+            if any(fnmatch.fnmatch(name, p.removeprefix("**/")) if p.startswith("**/")
+                   else fnmatch.fnmatch(path, p) for p in patterns):
+                out.add(name)
+        return out
+
+    shutil.copytree(ROOT, target, ignore=ignored, symlinks=True)
+    return target
 
 
 def test_compose_names_every_secret_it_needs(go_bin):
@@ -102,8 +136,27 @@ def test_compose_services_agree_with_the_code(compose):
     # its readiness route.
     api = services["api"]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts[api["command"][0]] == "rag_pipeline.local.cli:main"
+    assert scripts[api["command"][0]] == "rag_pipeline.operations.cli:run"
     assert api["command"][1:] == ["api"]
+    # The one-shot steps: the pipeline's processes start after both succeeded.
+    assert services["migrate"]["command"] == ["rag-pipeline", "migrate"]
+    assert services["topics"]["command"] == ["rag-pipeline", "kafka", "ensure-topics"]
+    for name in ("code", "api"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == \
+            "service_completed_successfully"
+    assert services["code"]["depends_on"]["topics"]["condition"] == \
+        "service_completed_successfully"
+    assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert dockerfile_instructions("HEALTHCHECK") == []  # run containers would inherit it
+    # Run containers are kept after they exit and write compute logs the webserver reads.
+    launcher = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
+    assert launcher["run_launcher"]["config"]["container_kwargs"]["auto_remove"] is False
+    [logs_volume] = launcher["run_launcher"]["config"]["container_kwargs"]["volumes"]
+    volume, mount = logs_volume.split(":")
+    assert mount == launcher["compute_logs"]["config"]["base_dir"]
+    assert compose["volumes"]["compute_logs"]["name"] == volume
+    assert f"compute_logs:{mount}" in " ".join(
+        str(v) for v in compose_file()["services"]["webserver"]["volumes"])
     assert [p["target"] for p in api["ports"]] == [int(api["environment"]["API_PORT"])]
     assert f":{api['environment']['API_PORT']}/readyz" in " ".join(api["healthcheck"]["test"])
     # Runs get containers on the Compose network.
@@ -156,17 +209,27 @@ def test_the_deployment_instance_loads_with_the_docker_run_launcher(stack, setti
 
 def test_the_image_install_serves_the_code_location_and_answers_its_health_check(
         stack, settings, tmp_path):
-    """The Dockerfile's RUN pip install in a clean virtual environment (pip's cache allowed),
-    then the image's CMD from it, with the settings a container gets: the gRPC server loads
-    the code location and the HEALTHCHECK command succeeds."""
+    """The Dockerfile's RUN pip installs, in order, in a clean virtual environment (pip's cache
+    allowed) inside the build context .dockerignore leaves; then the launchers' packages
+    import, the workshop is absent, the daemon's liveness check runs, and the image's CMD
+    serves the code location, answering the Compose file's health check."""
     venv = tmp_path / "image"
+    context = build_context(tmp_path / "context")
+    assert not (context / "rag_pipeline" / "local").exists()
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    install = dockerfile_instruction("RUN").split("&&")[0].strip()
-    argv = shlex.split(install)
-    assert argv[:2] == ["pip", "install"]
-    argv = [a for a in argv if a != "--no-cache-dir"]
-    subprocess.run([str(venv / "bin" / "pip"), *argv[1:]], cwd=ROOT, check=True, timeout=1200,
-                   capture_output=True)
+    installs = [run.split("&&")[0].strip() for run in dockerfile_instructions("RUN")]
+    assert [shlex.split(i)[:2] for i in installs] == [["pip", "install"]] * 2
+    assert "--require-hashes" in installs[0]
+    for install in installs:
+        argv = [a for a in shlex.split(install) if a != "--no-cache-dir"]
+        done = subprocess.run([str(venv / "bin" / "pip"), *argv[1:]], cwd=context,
+                              timeout=1200, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+    python = str(venv / "bin" / "python")
+    probe = ("import importlib.util, dagster_docker, dagster_k8s, dagster_postgres, "
+             "rag_pipeline.definitions, rag_pipeline.observability.exporter, "
+             "rag_pipeline.serving.server; "
+             "print(importlib.util.find_spec('rag_pipeline.local'))")
     port = str(free_port())
     command = image_command()
     command[command.index("-p") + 1] = port
@@ -177,6 +240,18 @@ def test_the_image_install_serves_the_code_location_and_answers_its_health_check
            "POSTGRES_PORT": str(settings.postgres_port),
            "POSTGRES_PASSWORD": settings.postgres_password.get_secret_value(),
            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers}
+    imported = subprocess.run([python, "-c", probe], env=env, capture_output=True, text=True,
+                              timeout=120, cwd=tmp_path)
+    assert imported.returncode == 0 and imported.stdout.strip() == "None", imported.stderr
+    commands = subprocess.run([str(venv / "bin" / "rag-pipeline"), "--help"], env=env,
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert {"migrate", "kafka", "api"} <= set(commands.stdout.split()), commands.stderr
+    assert "stack" not in commands.stdout.split()
+    liveness = subprocess.run([str(venv / "bin" / "dagster-daemon"), "liveness-check"],
+                              env=env, capture_output=True, text=True, timeout=120,
+                              cwd=tmp_path)
+    # No daemon runs here: the check itself runs and says so (no import error).
+    assert liveness.returncode == 1 and "Traceback" not in liveness.stderr, liveness.stderr
     assert subprocess.run(check, env=env, capture_output=True, timeout=60).returncode != 0
     server = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT)

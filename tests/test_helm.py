@@ -2,10 +2,9 @@
 manifest, Prometheus's scrape config), checked as far as a machine without a cluster, Helm or
 the chart allows (docs/deployment.md says what was and was not run):
 
-- the dagster.yaml the chart makes from these values (its instance template, mirrored below
-  for every key the values set; a key the mirror does not know fails the test) loads as a
-  real Dagster instance on PostgreSQL, building and validating dagster-k8s's
-  K8sRunLauncher and the queued run coordinator with Dagster's config machinery;
+- what the values decide for a fresh install (the Secret is the operator's, TLS, no
+  superuser, kept run Jobs) and the release hooks (migrate, ensure-topics) that are ours;
+  the chart's own templates are not re-implemented here, nor rendered (no Helm, no chart);
 - the user deployment, the Secret, the exporter and the scrape config agree with the code;
 - every resources block was written by the footprint benchmark and is a valid quantity.
 """
@@ -22,7 +21,6 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from rag_pipeline.local.stack.deployment import create_databases, drop_databases
 from rag_pipeline.settings import Settings, env_name
 from tests.test_metrics import tool
 
@@ -40,135 +38,47 @@ def user_deployment() -> dict[str, Any]:
     return deployment
 
 
-def _only(values: dict[str, Any], known: set[str], where: str) -> dict[str, Any]:
-    unknown = set(values) - known
-    assert not unknown, f"{where}: {unknown} not mirrored from the chart's templates"
-    return values
+def test_the_values_install_on_a_fresh_cluster():
+    """What `helm install` needs from these values (the chart itself is not rendered here:
+    docs/deployment.md): the storage password's Secret is the operator's, so the chart must
+    not generate one of the same name; TLS to PostgreSQL for Dagster's storage as for the
+    pipeline; no superuser anywhere."""
+    assert VALUES["global"]["postgresqlSecretName"]
+    assert VALUES["generatePostgresqlPasswordSecret"] is False
+    pg = VALUES["postgresql"]
+    assert pg["enabled"] is False and pg["postgresqlParams"]["sslmode"] == "require"
+    env = {item["name"]: item["value"] for item in user_deployment()["env"]}
+    assert env["POSTGRES_SSLMODE"] == "require"
+    assert "postgres" not in {pg["postgresqlUsername"], env["POSTGRES_USER"]}
+    # A finished run's Job stays for inspection.
+    k8s = VALUES["runLauncher"]["config"]["k8sRunLauncher"]
+    assert k8s["runK8sConfig"]["jobSpecConfig"]["ttlSecondsAfterFinished"] >= 3600
 
 
-def chart_instance(values: dict[str, Any]) -> dict[str, Any]:
-    """dagster.yaml as the chart's configmap-instance.yaml renders it from these values."""
-    pg = _only(values["postgresql"], {"enabled", "postgresqlHost", "postgresqlUsername",
-                                      "postgresqlDatabase", "postgresqlScheme",
-                                      "postgresqlParams", "service"}, "postgresql")
-    postgres_db = {"username": pg["postgresqlUsername"], "password": {"env": "DAGSTER_PG_PASSWORD"},
-                   "hostname": pg["postgresqlHost"], "db_name": pg["postgresqlDatabase"],
-                   "port": pg["service"]["port"], "params": pg["postgresqlParams"],
-                   "scheme": pg["postgresqlScheme"]}
-    storage = {"config": {"postgres_db": postgres_db}}
-    k8s = _only(values["runLauncher"]["config"]["k8sRunLauncher"], {
-        "imagePullPolicy", "loadInclusterConfig", "envConfigMaps", "envSecrets", "envVars",
-        "volumeMounts", "volumes", "failPodOnRunFailure", "runK8sConfig"}, "k8sRunLauncher")
-    launcher: dict[str, Any] = {
-        "load_incluster_config": k8s["loadInclusterConfig"], "job_namespace": NAMESPACE,
-        "image_pull_policy": k8s["imagePullPolicy"], "service_account_name": RELEASE,
-        "dagster_home": {"env": "DAGSTER_HOME"},
-        "instance_config_map": {"env": "DAGSTER_K8S_INSTANCE_CONFIG_MAP"},
-        "postgres_password_secret": {"env": "DAGSTER_K8S_PG_PASSWORD_SECRET"},
-        "env_config_maps": [{"env": "DAGSTER_K8S_PIPELINE_RUN_ENV_CONFIGMAP"}] + [
-            c["name"] for c in k8s["envConfigMaps"]],
-        "env_secrets": [s["name"] for s in k8s["envSecrets"]]}
-    for key, chart_key in (("envVars", "env_vars"), ("volumeMounts", "volume_mounts"),
-                           ("volumes", "volumes")):
-        if k8s[key]:
-            launcher[chart_key] = k8s[key]
-    if k8s.get("failPodOnRunFailure"):
-        launcher["fail_pod_on_run_failure"] = True
-    run_k8s = _only(k8s.get("runK8sConfig", {}), {"containerConfig"}, "runK8sConfig")
-    if run_k8s:
-        launcher["run_k8s_config"] = {"container_config": run_k8s["containerConfig"]}
-    daemon = _only(values["dagsterDaemon"], {"enabled", "resources", "runCoordinator",
-                                             "runMonitoring", "sensors"}, "dagsterDaemon")
-    queued = _only(daemon["runCoordinator"]["config"]["queuedRunCoordinator"],
-                   {"maxConcurrentRuns", "tagConcurrencyLimits", "dequeueIntervalSeconds"},
-                   "queuedRunCoordinator")
-    monitoring = daemon["runMonitoring"]
-    return {
-        "schedule_storage": {"module": "dagster_postgres.schedule_storage",
-                             "class": "PostgresScheduleStorage", **storage},
-        "run_storage": {"module": "dagster_postgres.run_storage", "class": "PostgresRunStorage",
-                        **storage},
-        "event_log_storage": {"module": "dagster_postgres.event_log",
-                              "class": "PostgresEventLogStorage", **storage},
-        "run_launcher": {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": launcher},
-        "run_coordinator": {"module": "dagster._core.run_coordinator",
-                            "class": "QueuedRunCoordinator",
-                            "config": {"max_concurrent_runs": queued["maxConcurrentRuns"],
-                                       "tag_concurrency_limits": queued["tagConcurrencyLimits"],
-                                       "dequeue_interval_seconds":
-                                           queued["dequeueIntervalSeconds"]}},
-        "run_monitoring": {"enabled": monitoring["enabled"],
-                           "start_timeout_seconds": monitoring["startTimeoutSeconds"],
-                           "cancel_timeout_seconds": monitoring["cancelTimeoutSeconds"],
-                           "poll_interval_seconds": monitoring["pollIntervalSeconds"],
-                           "free_slots_after_run_end_seconds":
-                               monitoring["freeSlotsAfterRunEndSeconds"]},
-        "sensors": {"use_threads": daemon["sensors"]["useThreads"],
-                    "num_workers": daemon["sensors"]["numWorkers"]},
-        "telemetry": {"enabled": values["telemetry"]["enabled"]},
-        **({"retention": {kind: {"purge_after_days": _only(
-            values["retention"][kind], {"purgeAfterDays"}, f"retention.{kind}")["purgeAfterDays"]}
-            for kind in ("sensor", "schedule") if kind in values["retention"]}}
-           if _only(values["retention"], {"enabled", "sensor", "schedule"}, "retention")[
-               "enabled"] else {}),
-    }
-
-
-KUBECONFIG = """apiVersion: v1
-kind: Config
-clusters: [{name: test, cluster: {server: "https://127.0.0.1:6443"}}]
-users: [{name: test, user: {token: not-a-real-token}}]
-contexts: [{name: test, context: {cluster: test, user: test, namespace: rag-pipeline}}]
-current-context: test
-"""
-
-
-def test_the_chart_instance_loads_with_the_k8s_run_launcher(stack, settings, tmp_path, unique,
-                                                            monkeypatch):
-    import dagster as dg
-
-    config = chart_instance(VALUES)
-    # Outside a cluster: this test's PostgreSQL, and a kubeconfig instead of the pod's
-    # service account (loading it contacts no server).
-    for storage in ("run_storage", "event_log_storage", "schedule_storage"):
-        config[storage]["config"]["postgres_db"].update(
-            hostname=settings.postgres_host, port=settings.postgres_port,
-            username=settings.postgres_user, db_name=f"helm_{unique}")
-    (tmp_path / "kubeconfig").write_text(KUBECONFIG)
-    config["run_launcher"]["config"].update(load_incluster_config=False,
-                                            kubeconfig_file=str(tmp_path / "kubeconfig"))
-    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
-    # What the chart sets on the daemon's and webserver's pods.
-    for key, value in {"DAGSTER_PG_PASSWORD": settings.postgres_password.get_secret_value(),
-                       "DAGSTER_HOME": "/opt/dagster/dagster_home",
-                       "DAGSTER_K8S_INSTANCE_CONFIG_MAP": f"{RELEASE}-instance",
-                       "DAGSTER_K8S_PG_PASSWORD_SECRET": VALUES["global"]["postgresqlSecretName"],
-                       "DAGSTER_K8S_PIPELINE_RUN_ENV_CONFIGMAP": f"{RELEASE}-pipeline-env"
-                       }.items():
-        monkeypatch.setenv(key, value)
-    create_databases(settings, f"helm_pipeline_{unique}", f"helm_{unique}")
-    try:
-        with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
-            launcher = instance.run_launcher
-            assert type(launcher).__name__ == "K8sRunLauncher"
-            assert launcher.job_namespace == NAMESPACE
-            assert launcher.env_secrets == ["rag-pipeline"]
-            resources = VALUES["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"][
-                "containerConfig"]["resources"]
-            assert launcher.run_k8s_config["container_config"]["resources"] == resources
-            limits = instance.get_concurrency_config().run_queue_config
-            assert limits.max_concurrent_runs == 4
-            assert [(t["key"], t["value"], t["limit"]) for t in limits.tag_concurrency_limits] == [
-                ("dagster/partition", {"applyLimitPerUniqueValue": True}, 1)]
-            assert instance.run_monitoring_enabled
-            assert instance.get_runs() == []  # its storage answers
-            from dagster._core.definitions.run_request import InstigatorType
-            from dagster._core.scheduler.instigation import TickStatus
-
-            ticks = instance.get_tick_retention_settings(InstigatorType.SENSOR)
-            assert ticks[TickStatus.SKIPPED] == 1 and ticks[TickStatus.SUCCESS] == 7
-    finally:
-        drop_databases(settings, f"helm_pipeline_{unique}", f"helm_{unique}")
+def test_the_release_hooks_migrate_and_ensure_the_topics_before_the_code():
+    jobs = {m["metadata"]["name"]: m for m in VALUES["extraManifests"]}
+    deployment = user_deployment()
+    image = f"{deployment['image']['repository']}:{deployment['image']['tag']}"
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    commands = {}
+    for name, job in jobs.items():
+        assert job["kind"] == "Job"
+        hooks = job["metadata"]["annotations"]
+        assert set(hooks["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}, name
+        [container] = job["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == image
+        assert scripts[container["command"][0]] == "rag_pipeline.operations.cli:run"
+        commands[tuple(container["command"][1:])] = int(hooks["helm.sh/hook-weight"])
+        env = {item["name"]: item["value"] for item in container["env"]}
+        assert set(env) <= set(SETTINGS)
+        assert [s["secretRef"]["name"] for s in container["envFrom"]] == ["rag-pipeline"]
+        Settings(_env_file=None, postgres_password="from-the-secret",
+                 **{k.lower(): v for k, v in env.items()})
+        if container["command"][1] == "migrate":  # the database the code server uses
+            user_env = {item["name"]: item["value"] for item in deployment["env"]}
+            assert {k: env[k] for k in env if k.startswith("POSTGRES_")} == {
+                k: v for k, v in user_env.items() if k.startswith("POSTGRES_")}
+    assert commands == {("migrate",): 0, ("kafka", "ensure-topics"): 1}
 
 
 def test_the_per_collection_limit_is_the_one_of_every_deployment():
@@ -179,8 +89,10 @@ def test_the_per_collection_limit_is_the_one_of_every_deployment():
             runs["max_concurrent_runs"], runs["tag_concurrency_limits"]), path
         dequeue = yaml.safe_load(path.read_text())["run_queue"]["dequeue_interval_seconds"]
         assert queued["dequeueIntervalSeconds"] == dequeue, path
-        assert chart_instance(VALUES)["retention"] == yaml.safe_load(path.read_text())[
-            "retention"], path
+        retention = yaml.safe_load(path.read_text())["retention"]
+        for kind in ("sensor", "schedule"):
+            assert VALUES["retention"][kind]["purgeAfterDays"] == \
+                retention[kind]["purge_after_days"], path
 
 
 def test_the_user_deployment_serves_the_image_code_location_with_settings_only():
@@ -236,7 +148,7 @@ def test_the_query_service_manifest_agrees_with_the_code():
     deployment, service = yaml.safe_load_all((HELM / "api.yaml").read_text())
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts[container["command"][0]] == "rag_pipeline.local.cli:main"
+    assert scripts[container["command"][0]] == "rag_pipeline.operations.cli:run"
     assert container["command"][1:] == ["api"]
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert set(env) <= set(SETTINGS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -149,3 +150,32 @@ def test_a_dagster_process_started_as_documented_uses_exported_values(tmp_path):
     refused = validate(KAFKA_BOOTSTRAP_SERVERS="no-port-here")
     assert refused.returncode != 0
     assert "KAFKA_BOOTSTRAP_SERVERS" in refused.stdout + refused.stderr
+
+
+def test_a_copied_env_example_changes_nothing(tmp_path, monkeypatch):
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAG_PIPELINE_ENV_FILE")
+    monkeypatch.setenv("KAFKA_GROUP_ID", "group_exported")
+    monkeypatch.setenv("POSTGRES_PORT", "6543")
+    s = load_settings()
+    assert (s.kafka_group_id, s.postgres_port) == ("group_exported", 6543)
+    from rag_pipeline.settings.dotenv_shadow import shadowed_variables
+
+    assert shadowed_variables(str(tmp_path)) == []
+
+
+def test_dagster_cli_warns_when_its_env_file_overrides_an_exported_variable(tmp_path):
+    """Dagster's CLI loads .env over the environment; the code location names what it
+    overrode (never a value), and nothing when the file agrees with the environment."""
+    (tmp_path / ".env").write_text("KAFKA_GROUP_ID=from-dotenv\nKAFKA_TOPIC=same\n")
+    env = {**os.environ, "RAG_PIPELINE_ENV_FILE": "", "KAFKA_GROUP_ID": "exported",
+           "KAFKA_TOPIC": "same"}
+    dagster = Path(sys.executable).parent / "dagster"
+    done = subprocess.run([str(dagster), "definitions", "validate", "-m",
+                           "rag_pipeline.definitions"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    [warning] = [json.loads(line) for line in done.stderr.splitlines()
+                 if "env_file_overrides_environment" in line]
+    assert warning["variables"] == ["KAFKA_GROUP_ID"]
+    assert "from-dotenv" not in json.dumps(warning)

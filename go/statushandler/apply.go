@@ -8,7 +8,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
-	"ragpipeline/contract"
+	"github.com/rag-pipeline/rag-pipeline/go/contract"
 )
 
 // Outcome says what a report did.

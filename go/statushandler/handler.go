@@ -9,7 +9,7 @@ import (
 
 	"gorm.io/gorm"
 
-	"ragpipeline/contract"
+	"github.com/rag-pipeline/rag-pipeline/go/contract"
 )
 
 // Route is the pattern the handler serves.

@@ -11,7 +11,7 @@ import (
 
 	"gorm.io/gorm"
 
-	"ragpipeline/statushandler"
+	"github.com/rag-pipeline/rag-pipeline/go/statushandler"
 )
 
 // The backend's tables as GORM made them before the pipeline's changes (the seed's models).

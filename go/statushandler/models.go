@@ -14,7 +14,7 @@ package statushandler
 import (
 	"time"
 
-	"ragpipeline/contract"
+	"github.com/rag-pipeline/rag-pipeline/go/contract"
 )
 
 // Job states: pending until the pipeline reports, then what it reported last.

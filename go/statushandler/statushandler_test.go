@@ -25,8 +25,8 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
-	"ragpipeline/contract"
-	"ragpipeline/statushandler"
+	"github.com/rag-pipeline/rag-pipeline/go/contract"
+	"github.com/rag-pipeline/rag-pipeline/go/statushandler"
 )
 
 type step struct {

@@ -37,6 +37,7 @@ from rag_pipeline.ledger.connection import (
 from rag_pipeline.ledger.counters import CounterQueries
 from rag_pipeline.ledger.inspection import InspectionQueries
 from rag_pipeline.ledger.liveness import LivenessQueries
+from rag_pipeline.ledger.migrating import SchemaOutOfDate, SchemaQueries
 from rag_pipeline.ledger.outbox import OutboxQueries
 from rag_pipeline.ledger.outcomes import OutcomeQueries
 from rag_pipeline.ledger.records import (
@@ -60,15 +61,14 @@ from rag_pipeline.ledger.records import (
 from rag_pipeline.ledger.removal import Drop, RemovalQueries
 from rag_pipeline.ledger.retention import PruneBatch, RetentionQueries
 from rag_pipeline.ledger.runs import RunQueries
-from rag_pipeline.ledger.schema import SchemaQueries
 from rag_pipeline.ledger.serving import ServingQueries
 from rag_pipeline.ledger.staging import ConcurrentStaging, StagingQueries
 
 __all__ = ["CollectionLife", "ConcurrentStaging", "CrawlSummary", "Drop", "FailedMessage",
            "IndexModels", "IndexedDocument", "JobLedger", "JobOutcome", "LedgerUnavailable",
            "OutboxRow", "PageText", "PendingCollection", "PruneBatch", "RebuildPlan", "Release",
-           "RequestSummary", "RunFenced", "RunJob", "StageResult", "StagedCompletion",
-           "StagedJob", "is_permanent_connection_error", "shared_ledger"]
+           "RequestSummary", "RunFenced", "RunJob", "SchemaOutOfDate", "StageResult",
+           "StagedCompletion", "StagedJob", "is_permanent_connection_error", "shared_ledger"]
 
 
 class JobLedger(SchemaQueries, StagingQueries, RunQueries, OutcomeQueries, LivenessQueries,
@@ -83,7 +83,8 @@ _shared_lock = threading.Lock()
 
 
 def shared_ledger(conninfo: str, password: str, max_size: int = 4) -> JobLedger:
-    """The process's open, migrated ledger for these connection settings.
+    """The process's open ledger for these connection settings, at this code's schema
+    (SchemaOutOfDate otherwise: `rag-pipeline migrate` is an explicit step).
 
     The code server evaluates a sensor tick every few seconds and a run's steps share a
     process: opening a pool (TLS-less SCRAM handshakes, a migration check) for each would
@@ -94,7 +95,11 @@ def shared_ledger(conninfo: str, password: str, max_size: int = 4) -> JobLedger:
         ledger = _shared.get(key)
         if ledger is None:
             ledger = JobLedger(conninfo, password, max_size=max_size).open()
-            ledger.migrate()
+            try:
+                ledger.require_current_schema()
+            except BaseException:
+                ledger.close()
+                raise
             _shared[key] = ledger
         return ledger
 

@@ -6,6 +6,7 @@ texts, indexed documents, job outcomes, outbox rows, crawl request summaries.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +33,7 @@ __all__ = [
     "IndexedDocument",
     "JobOutcome",
     "JobState",
+    "KafkaEnvelope",
     "OutboxRow",
     "OutboxState",
     "Outcome",
@@ -47,6 +49,33 @@ __all__ = [
     "StagedCompletion",
     "StagedJob",
 ]
+
+
+@dataclass(frozen=True)
+class KafkaEnvelope:
+    """A message's key and headers as the producer sent them: its dead letter carries them
+    on (docs/design.md, the DLQ record)."""
+
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @classmethod
+    def of(cls, message: Any) -> KafkaEnvelope:
+        """The envelope of a confluent_kafka message."""
+        headers = message.headers() or []
+        return cls(message.key(), tuple((name, value or b"") for name, value in headers))
+
+    def to_json(self) -> list[list[str]]:
+        """The headers as stored in the ledger (jobs.kafka_headers): [name, base64]."""
+        return [[name, base64.b64encode(value).decode("ascii")] for name, value in self.headers]
+
+    @classmethod
+    def from_row(cls, key: bytes | None, headers: list[list[str]] | None) -> KafkaEnvelope:
+        return cls(bytes(key) if key is not None else None,
+                   tuple((n, base64.b64decode(v)) for n, v in headers or []))
+
+
+NO_ENVELOPE = KafkaEnvelope()
 
 
 @dataclass(frozen=True)
@@ -71,6 +100,7 @@ class StagedJob:
     produced_at: datetime | None = None
     alias: str | None = None
     kind: JobKind = JobKind.PAGE
+    envelope: KafkaEnvelope = NO_ENVELOPE
     # Computed once: it is compared in memory, against the ledger, and stored.
     message_sha256: bytes = field(init=False)
 
@@ -92,6 +122,7 @@ class StagedCompletion:
     topic: str
     partition: int
     offset: int
+    envelope: KafkaEnvelope = NO_ENVELOPE
 
 
 @dataclass(frozen=True)
@@ -167,6 +198,7 @@ class FailedMessage:
     partition: int
     offset: int
     message: bytes | None
+    envelope: KafkaEnvelope = NO_ENVELOPE
 
 
 @dataclass

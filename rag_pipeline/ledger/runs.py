@@ -16,6 +16,7 @@ from rag_pipeline.ledger.connection import LedgerConnection, fence_run
 from rag_pipeline.ledger.records import (
     IndexedDocument,
     IndexModels,
+    KafkaEnvelope,
     PageText,
     RunJob,
 )
@@ -123,6 +124,15 @@ class RunQueries(LedgerConnection):
                 (list(job_ids),),
             ).fetchall()
         return {job_id: bytes(message or b"") for job_id, message in rows}
+
+    def kafka_envelopes(self, job_ids: Sequence[int]) -> dict[int, KafkaEnvelope]:
+        """Each job's message key and headers as the producer sent them."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT job_id, kafka_key, kafka_headers FROM rag_pipeline.jobs "
+                "WHERE job_id = ANY(%s)", (list(job_ids),),
+            ).fetchall()
+        return {r[0]: KafkaEnvelope.from_row(r[1], r[2]) for r in rows}
 
     def kafka_coordinates(self, job_ids: Sequence[int]) -> dict[int, tuple[int, int, int]]:
         """(partition, offset, attempts) of each job's message."""

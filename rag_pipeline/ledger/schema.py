@@ -15,7 +15,6 @@ A migration is never edited once released: a change is a new migration.
 
 from __future__ import annotations
 
-from rag_pipeline.ledger.connection import SCHEMA, LedgerConnection
 from rag_pipeline.ledger.schema_collections import COLLECTION_MIGRATIONS
 
 # Each migration runs once, in order, inside one transaction, recorded in schema_migrations.
@@ -360,27 +359,3 @@ MIGRATIONS: list[tuple[int, str]] = [
     ),
     *COLLECTION_MIGRATIONS,
 ]
-
-
-class SchemaQueries(LedgerConnection):
-    """Creating and upgrading the schema."""
-
-    def migrate(self) -> int:
-        """Create or upgrade the schema; safe to call from many processes at once."""
-        with self.transaction() as conn:
-            # Serialises concurrent migrators (sensor ticks, run workers) on one key.
-            # A migration may build an index on a large table: no statement deadline here.
-            conn.execute("SET LOCAL statement_timeout = 0")
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('rag_pipeline:migrate'))")
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-            conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {SCHEMA}.schema_migrations "
-                "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = {r[0] for r in conn.execute(f"SELECT version FROM {SCHEMA}.schema_migrations")}
-            for version, ddl in MIGRATIONS:
-                if version not in done:
-                    conn.execute(ddl)
-                    conn.execute(f"INSERT INTO {SCHEMA}.schema_migrations (version) VALUES (%s)",
-                                 (version,))
-        return MIGRATIONS[-1][0]

@@ -100,4 +100,12 @@ COLLECTION_MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX documents_file_path ON rag_pipeline.documents (collection_id, file_path);
         """,
     ),
+    (
+        16,
+        """
+        -- A job's dead letter carries its message's own key and headers (the DLQ record).
+        ALTER TABLE rag_pipeline.jobs ADD COLUMN kafka_key bytea,
+            ADD COLUMN kafka_headers jsonb;
+        """,
+    ),
 ]

@@ -141,7 +141,7 @@ class StagingQueries(LedgerConnection):
         columns = ("job_id", "request_id", "project_id", "user_id", "collection_id", "url",
                    "normalized_url", "doc_id", "title", "details", "message", "message_sha256",
                    "message_bytes", "kafka_topic", "kafka_partition", "kafka_offset",
-                   "produced_at", "kind")
+                   "produced_at", "kind", "kafka_key", "kafka_headers")
         conn.execute(
             "CREATE TEMP TABLE incoming_jobs (LIKE rag_pipeline.jobs INCLUDING DEFAULTS "
             "INCLUDING STORAGE) "
@@ -154,13 +154,14 @@ class StagingQueries(LedgerConnection):
         ) as copy:
             copy.set_types(["int8", "int8", "int8", "text", "text", "text", "text", "text",
                             "text", "jsonb", "bytea", "bytea", "int4", "text", "int4", "int8",
-                            "timestamptz", "text", "text"])
+                            "timestamptz", "text", "bytea", "jsonb", "text"])
             for j in jobs:
                 copy.write_row((
                     j.job_id, j.request_id, j.project_id, j.user_id, j.collection_id, j.url,
                     j.normalized_url, j.doc_id, j.title, Jsonb(j.details), j.message,
                     j.message_sha256, len(j.message), j.topic, j.partition, j.offset,
-                    j.produced_at, j.kind, "queued",
+                    j.produced_at, j.kind, j.envelope.key, Jsonb(j.envelope.to_json()),
+                    "queued",
                 ))
         # ON CONFLICT DO NOTHING on both job_id and the Kafka coordinates: a redelivered
         # message or a job_id already in the ledger changes nothing.
@@ -174,12 +175,12 @@ class StagingQueries(LedgerConnection):
     def _insert_failed(self, conn: psycopg.Connection, item: FailedMessage) -> bool:
         row = conn.execute(
             "INSERT INTO rag_pipeline.jobs (job_id, collection_id, url, message, message_bytes, "
-            "kafka_topic, kafka_partition, kafka_offset, state, reason, error_msg, "
-            "finished_at) VALUES (%s, %s, '', %s, %s, %s, %s, %s, 'failed', %s, %s, now()) "
-            "ON CONFLICT DO NOTHING RETURNING job_id",
+            "kafka_topic, kafka_partition, kafka_offset, kafka_key, kafka_headers, state, reason, "
+            "error_msg, finished_at) VALUES (%s, %s, '', %s, %s, %s, %s, %s, %s, %s, 'failed', "
+            "%s, %s, now()) ON CONFLICT DO NOTHING RETURNING job_id",
             (item.job_id, item.collection_id or "", item.message,
-             len(item.message or b""), item.topic, item.partition, item.offset, item.reason,
-             item.error_msg),
+             len(item.message or b""), item.topic, item.partition, item.offset,
+             item.envelope.key, Jsonb(item.envelope.to_json()), item.reason, item.error_msg),
         ).fetchone()
         if row is None:
             return False

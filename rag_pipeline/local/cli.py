@@ -1,4 +1,6 @@
-"""`rag-pipeline`: the chores around the pipeline (local stack, Dagster dev, sample data).
+"""The workshop's `rag-pipeline` commands (local stack, Dagster dev, sample data), added to
+the operator's group of rag_pipeline.operations.cli; `python -m rag_pipeline.local.cli`
+runs the whole group.
 
 Every failure a user can cause ends in one readable message and exit status 2, never a
 stack trace.
@@ -7,7 +9,6 @@ stack trace.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import secrets
 import shutil
@@ -20,12 +21,11 @@ from typing import Any
 import click
 
 from rag_pipeline.local import PROJECT_ROOT
-from rag_pipeline.local.cli_common import UserError, cli_settings, open_ledger, user_errors
-from rag_pipeline.local.cli_ledger import drop, inspect_jobs, outbox, query, rebuild
 from rag_pipeline.local.stack import LocalStack
 from rag_pipeline.local.stack.dagster_dev import DagsterDev
 from rag_pipeline.local.stack.processes import ServiceProcess
-from rag_pipeline.observability.logs import configure_logging
+from rag_pipeline.operations.cli import main
+from rag_pipeline.operations.common import UserError, cli_settings, open_ledger, user_errors
 from rag_pipeline.settings import (
     LOCAL_ENV_FILE,
     Settings,
@@ -33,14 +33,6 @@ from rag_pipeline.settings import (
     env_files_by_absolute_path,
     load_settings,
 )
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """rag-pipeline: Kafka -> Dagster -> LightRAG on PostgreSQL, and its local stack."""
-    # Log lines of the libraries below (text for a person at a terminal; LOG_FORMAT=json
-    # exported makes them JSON objects, as everywhere else).
-    configure_logging(os.environ.get("LOG_FORMAT", "text"), level=logging.WARNING)
 
 
 # --- env -----------------------------------------------------------------------------------
@@ -274,23 +266,6 @@ def dev(no_stack: bool, no_demo: bool) -> None:
         dagster_dev.stop()
 
 
-@main.command("api")
-@user_errors
-def api() -> None:
-    """The query service: HTTP (/v1/query, /v1/collections, /v1/requests/ID) and MCP (/mcp/),
-    on API_HOST:API_PORT, answering with bearer tokens from API_TOKENS."""
-    from rag_pipeline.ledger import LedgerUnavailable
-    from rag_pipeline.serving.server import check_access, run_api
-
-    settings = cli_settings()
-    configure_logging(settings.log_format)
-    try:
-        check_access(settings)
-        run_api(settings)
-    except (ValueError, LedgerUnavailable) as exc:
-        raise UserError(str(exc)) from None
-
-
 @main.command("serve")
 @click.option("--no-stack", is_flag=True,
               help="Do not start the local stack (use existing services).")
@@ -354,13 +329,6 @@ def _run_demo(settings: Settings) -> None:
             click.echo(f"An MCP client (streamable HTTP) connects to {api}/mcp/; e.g. "
                        f"`claude mcp add --transport http rag-pipeline {api}/mcp/`")
             click.echo(f"Go API stand-in's record of statuses: {settings.go_backend_url}/jobs")
-
-
-main.add_command(inspect_jobs)
-main.add_command(rebuild)
-main.add_command(drop)
-main.add_command(query)
-main.add_command(outbox)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,7 @@ class QueryService:
         ledger = JobLedger(s.postgres_conninfo(), reveal(s.postgres_password),
                            max_size=s.ledger_pool_size).open()
         try:
+            ledger.require_current_schema()
             return cls(ledger, WorkspacePool(query_pool_options(s)), QueryLimits.from_settings(s))
         except Exception:
             ledger.close()

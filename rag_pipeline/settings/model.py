@@ -58,7 +58,17 @@ class Settings(BaseSettings):
         "earliest", description="where to start a partition that has no stored offset"
     )
     kafka_topic_partitions: int = Field(
-        12, ge=1, description="partitions of indexing_jobs when the local stack creates it"
+        12, ge=1, description="partitions of indexing_jobs (`rag-pipeline kafka ensure-topics`)"
+    )
+    kafka_dlq_partitions: int = Field(3, ge=1, description="partitions of the DLQ and results")
+    kafka_replication_factor: int = Field(
+        1, ge=1, description="replicas of each topic ensure-topics creates (3 in production)"
+    )
+    kafka_retention_hours: float = Field(
+        168, gt=0, description="how long indexing_jobs and the results keep a message"
+    )
+    kafka_dlq_retention_hours: float = Field(
+        720, gt=0, description="how long the DLQ keeps a dead letter"
     )
     kafka_max_message_bytes: int = Field(
         20 * MIB, description="largest Kafka message accepted end to end (>= 16 MiB)"

@@ -60,6 +60,21 @@ class KafkaTopicsView(KafkaClientView, Protocol):
     def sensor_time_budget_seconds(self) -> float: ...
 
 
+class KafkaAdminView(KafkaTopicsView, Protocol):
+    """What `rag-pipeline kafka ensure-topics` sets on each topic (kafka_topics.py)."""
+
+    @property
+    def kafka_topic_partitions(self) -> int: ...
+    @property
+    def kafka_dlq_partitions(self) -> int: ...
+    @property
+    def kafka_replication_factor(self) -> int: ...
+    @property
+    def kafka_retention_hours(self) -> float: ...
+    @property
+    def kafka_dlq_retention_hours(self) -> float: ...
+
+
 class PageView(Protocol):
     """How much a page may carry and which text is indexed (contract.ContentLimits,
     indexing.pages.PageLimits)."""

@@ -10,7 +10,9 @@
 //	producer -brokers 127.0.0.1:9092 -collection <id> -delete https://docs.example.com/a.html
 //
 // It prints the collection_id and the job_ids as JSON on stdout, so a caller can follow
-// them; messages are produced with acks=all and each delivery is confirmed.
+// them; messages are produced with acks=all and each delivery is confirmed. Security
+// options come from KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME,
+// KAFKA_SASL_PASSWORD and KAFKA_SSL_CA_LOCATION, as on the Python side.
 package main
 
 import (
@@ -29,7 +31,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"ragpipeline/contract"
+	"github.com/rag-pipeline/rag-pipeline/go/contract"
+	"github.com/rag-pipeline/rag-pipeline/go/kafkaclient"
 )
 
 type result struct {
@@ -215,14 +218,10 @@ func aliasOption(alias string) (*string, error) {
 	return &alias, nil
 }
 
+// newClient reads the security options from the variables the Python side reads
+// (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_CA_LOCATION).
 func newClient(brokers string) (*kgo.Client, error) {
-	client, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...),
-		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerBatchMaxBytes(16<<20),
-		kgo.ProduceRequestTimeout(30*time.Second))
-	if err != nil {
-		return nil, fmt.Errorf("Kafka client for %s: %w", brokers, err)
-	}
-	return client, nil
+	return kafkaclient.NewClient(kafkaclient.FromEnv(brokers))
 }
 
 func htmlFiles(dir string) ([]string, error) {

@@ -26,7 +26,7 @@ import (
 	"sync"
 	"time"
 
-	"ragpipeline/contract"
+	"github.com/rag-pipeline/rag-pipeline/go/contract"
 )
 
 type call struct {

@@ -28,6 +28,7 @@ import psycopg
 
 from rag_pipeline.local import PROJECT_ROOT
 from rag_pipeline.local.stack.dagster_dev import processes_with_dagster_home
+from rag_pipeline.local.stack.postgres import migrate_ledger
 from rag_pipeline.settings import Settings
 
 DEFINITIONS_MODULE = "rag_pipeline.definitions"
@@ -53,6 +54,8 @@ def create_databases(settings: Settings, pipeline_db: str, dagster_db: str | Non
     with psycopg.connect(settings.postgres_conninfo(pipeline_db), **settings.postgres_kwargs(),
                          autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    migrate_ledger(settings, pipeline_db)
+
 
 
 def drop_databases(settings: Settings, *names: str) -> None:

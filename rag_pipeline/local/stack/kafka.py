@@ -206,27 +206,17 @@ class KafkaService:
         self.create_topics()
 
     def create_topics(self) -> None:
-        """Create the project's topics if missing (idempotent)."""
-        from confluent_kafka.admin import AdminClient, NewTopic
+        """What `rag-pipeline kafka ensure-topics` does in a deployment (idempotent)."""
+        from confluent_kafka.admin import AdminClient
 
-        s = self.settings
-        admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers})
-        existing = set(admin.list_topics(timeout=10).topics)
-        size = {"max.message.bytes": str(s.kafka_max_message_bytes)}
-        wanted = [
-            NewTopic(s.kafka_topic, s.kafka_topic_partitions, 1, config=size),
-            NewTopic(s.kafka_dlq_topic, 3, 1, config=size),
-            NewTopic(s.kafka_results_topic, 3, 1),
-        ]
-        missing = [t for t in wanted if t.topic not in existing]
-        if not missing:
-            return
-        for topic, future in admin.create_topics(missing, operation_timeout=30).items():
-            try:
-                future.result(timeout=60)
-            except Exception as exc:  # already created by a concurrent `up` is fine
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise StackError(f"Creating Kafka topic {topic} failed: {exc}") from None
+        from rag_pipeline.kafka_io import KafkaOptions, client_config
+        from rag_pipeline.kafka_topics import TopicsError, ensure_topics, wanted_topics
+
+        admin = AdminClient(client_config(KafkaOptions.from_settings(self.settings)))
+        try:
+            ensure_topics(admin, wanted_topics(self.settings))
+        except TopicsError as exc:
+            raise StackError(str(exc)) from None
 
     def stop(self) -> bool:
         return self.process.stop(timeout=30)

@@ -202,6 +202,7 @@ class PostgresService:
                         )
             with self.connect(s.postgres_db) as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            migrate_ledger(s, s.postgres_db)  # a deployment's `rag-pipeline migrate`
         except psycopg.OperationalError as exc:
             if "password authentication failed" in str(exc):
                 raise StackError(WRONG_PASSWORD) from None
@@ -214,3 +215,12 @@ class PostgresService:
         if result.returncode != 0 and self.pid is not None:
             self._pg_ctl("-m", "immediate", "stop")
         return True
+
+
+def migrate_ledger(settings: Settings, database: str) -> None:
+    """What a deployment's `rag-pipeline migrate` step does, for a database of the stack."""
+    from rag_pipeline.ledger import JobLedger
+
+    with JobLedger(settings.postgres_conninfo(database),
+                   settings.postgres_password.get_secret_value(), max_size=1) as ledger:
+        ledger.migrate()

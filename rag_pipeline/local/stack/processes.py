@@ -15,8 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from rag_pipeline.operations.common import OperatorError
 
-class StackError(Exception):
+
+class StackError(OperatorError):
     """Something the user can fix stopped the local stack; the message says what to do."""
 
 

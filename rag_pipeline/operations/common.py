@@ -1,5 +1,5 @@
 """What every `rag-pipeline` command shares: errors a user can cause become one message and
-exit status 2, never a stack trace; the settings; an open ledger."""
+exit status 2, never a stack trace; the settings; an open ledger at the current schema."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ from typing import Any
 
 import click
 
-from rag_pipeline.local.stack import StackError
 from rag_pipeline.settings import Settings, SettingsError, load_settings
 
 
 class UserError(click.ClickException):
     exit_code = 2
+
+
+class OperatorError(Exception):
+    """A failure the operator can fix; its message says how (shown without a traceback)."""
 
 
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -25,7 +28,7 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (SettingsError, StackError) as exc:
+        except (SettingsError, OperatorError) as exc:
             raise UserError(str(exc)) from None
 
     return wrapper
@@ -36,7 +39,7 @@ def cli_settings() -> Settings:
 
 
 @contextmanager
-def open_ledger(settings: Settings) -> Iterator[Any]:
+def open_ledger(settings: Settings, *, check_schema: bool = True) -> Iterator[Any]:
     from rag_pipeline.ledger import JobLedger, LedgerUnavailable
 
     try:
@@ -48,7 +51,10 @@ def open_ledger(settings: Settings) -> Iterator[Any]:
         raise UserError(f"PostgreSQL at {settings.postgres_host}:{settings.postgres_port} is "
                         f"unreachable ({type(exc).__name__}); is the stack up?") from None
     try:
-        ledger.migrate()
+        if check_schema:
+            ledger.require_current_schema()
         yield ledger
+    except LedgerUnavailable as exc:
+        raise UserError(str(exc)) from None
     finally:
         ledger.close()

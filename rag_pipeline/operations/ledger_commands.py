@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from rag_pipeline.local.cli_common import UserError, cli_settings, open_ledger, user_errors
+from rag_pipeline.operations.common import UserError, cli_settings, open_ledger, user_errors
 from rag_pipeline.vocabulary import QueryMode
 
 
