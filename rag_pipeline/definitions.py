@@ -24,6 +24,8 @@ from rag_pipeline.jobs import (
     rebuild_alias_job,
     reconcile_stuck_jobs_job,
 )
+from rag_pipeline.loggers import json_run_logger
+from rag_pipeline.observability.logs import configure_process_logging
 from rag_pipeline.resources import RESOURCE_TYPES
 from rag_pipeline.schedules import build_reconcile_schedule, build_retention_schedule
 from rag_pipeline.sensors.delivery import status_deliverer
@@ -76,7 +78,7 @@ def build_definitions(s: Settings,
                                             s.retire_superseded_after_seconds)],
         resources={**build_resources(s), **(resources or {})},
         # Run logs on the console: one JSON object per line, or text (LOG_FORMAT).
-        loggers={"console": dg.json_console_logger if s.log_format == "json"
+        loggers={"console": json_run_logger if s.log_format == "json"
                  else dg.colored_console_logger},
         # Every job in the run's own process: a run is already a process that imports the
         # whole code location; a process per step would pay that again per step.
@@ -84,5 +86,7 @@ def build_definitions(s: Settings,
     )
 
 
+_settings = load_settings()
+configure_process_logging(_settings.log_format)
 warn_if_shadowed()
-defs = build_definitions(load_settings())
+defs = build_definitions(_settings)

@@ -99,7 +99,8 @@ def test_the_user_deployment_serves_the_image_code_location_with_settings_only()
     deployment = user_deployment()
     tool_dagster = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["dagster"]
     assert deployment["dagsterApiGrpcArgs"] == [
-        "-m", tool_dagster["module_name"], "--location-name", tool_dagster["code_location_name"]]
+        "-m", tool_dagster["module_name"], "--location-name", tool_dagster["code_location_name"],
+        "--log-format", "json"]
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert f'"-p", "{deployment["port"]}"' in dockerfile  # the image's own CMD port
     uid = re.search(r"--uid (\d+)", dockerfile).group(1)
@@ -131,6 +132,9 @@ def test_the_exporter_and_its_scrape_config_agree_with_the_code():
     assert service["spec"]["ports"][0]["port"] == port
     assert service["metadata"]["annotations"]["prometheus.io/port"] == str(port)
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    from rag_pipeline.observability.exporter import HEALTH_DEADLINE_SECONDS
+
+    assert container["readinessProbe"]["timeoutSeconds"] > HEALTH_DEADLINE_SECONDS
     [volume] = deployment["spec"]["template"]["spec"]["volumes"]
     assert volume["configMap"]["name"] == f"{RELEASE}-instance"
     [mount] = container["volumeMounts"]

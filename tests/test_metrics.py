@@ -1,6 +1,7 @@
 """Observability, checked by a real Prometheus: the exporter (rag-pipeline-exporter) scraped
 every second while a crawl is indexed by the daemon; the alert rules under deploy/prometheus
-checked and unit-tested by promtool; /readyz following PostgreSQL, Kafka and the daemon."""
+checked and unit-tested by promtool; /readyz holding through outages while the health series
+follow PostgreSQL, Kafka and the daemon."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from rag_pipeline.kafka_io import KafkaOptions, consumer_config
 from rag_pipeline.knowledge.workspaces import close_shared_pool
@@ -46,7 +48,21 @@ def test_alert_rules_are_valid_and_pass_their_unit_tests():
     check = subprocess.run([tool("promtool"), "check", "rules", "alerts.yml"], cwd=RULES,
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 10 rules found" in check.stdout
+    assert "SUCCESS: 13 rules found" in check.stdout
+    # Every alert links its runbook section, and the section exists.
+    import re
+
+    import yaml
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    anchors = {heading.lower() for heading in re.findall(r"^## (\w+)$", runbook, flags=re.M)}
+    for rule in yaml.safe_load((RULES / "alerts.yml").read_text())["groups"][0]["rules"]:
+        url = rule["annotations"]["runbook_url"]
+        assert url.endswith(f"docs/runbook.md#{rule['alert'].lower()}"), url
+        assert rule["alert"].lower() in anchors, rule["alert"]
+    # An exporter that is down, or not scraped at all, alerts.
+    exprs = " ".join(r["expr"] for r in yaml.safe_load((RULES / "alerts.yml").read_text())[
+        "groups"][0]["rules"])
+    assert 'up{job="rag-pipeline"} == 0' in exprs and 'absent(up{job="rag-pipeline"})' in exprs
     tested = subprocess.run([tool("promtool"), "test", "rules", "alerts_test.yml"], cwd=RULES,
                             capture_output=True, text=True, timeout=120)
     assert tested.returncode == 0, tested.stdout + tested.stderr
@@ -202,39 +218,78 @@ def test_prometheus_sees_what_the_ledger_and_kafka_say(deployment, ledger_e2e, e
         assert resets and set(resets.values()) == {0.0}, (counter, resets)
 
 
-def test_readyz_follows_postgres_kafka_and_the_daemon(deployment, exporter, stack):
+def test_the_exporter_speaks_prometheus_conventions(exporter):
+    text = httpx.get(exporter.url + "/metrics", timeout=30).text
+    check = subprocess.run([tool("promtool"), "check", "metrics"], input=text,
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0 and not check.stdout.strip(), check.stdout + check.stderr
+    assert 'outcome=""' not in text and 'reason=""' not in text
+    # Fixed buckets from the first scrape, whether or not anything was observed.
+    for bound in ("1.0", "1800.0", "+Inf"):
+        assert f'rag_pipeline_page_indexing_seconds_bucket{{le="{bound}"}}' in text
+    assert "rag_pipeline_dagster_daemon_heartbeat_timestamp_seconds" in text
+    assert "_age_seconds{daemon" not in text
+    # prometheus_client's handler: OpenMetrics when asked, and a query string is fine.
+    open_metrics = httpx.get(exporter.url + "/metrics", timeout=30,
+                             headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert open_metrics.headers["content-type"].startswith("application/openmetrics-text")
+    assert open_metrics.text.rstrip().endswith("# EOF")
+    only = httpx.get(exporter.url + "/metrics", params={"name[]": "rag_pipeline_jobs"},
+                     timeout=30)
+    assert only.status_code == 200 and "rag_pipeline_jobs{" in only.text
+    assert "rag_pipeline_outbox_pending" not in only.text
+
+
+def test_readiness_holds_through_outages_while_the_health_series_say_down(
+        deployment, exporter, prometheus, stack):
+    """The only exporter stays in its Service during an outage (readiness means "can
+    serve"), so Prometheus keeps scraping it and the health series carry the outage."""
     status, body = exporter.readyz()
-    assert status == 200 and body["ready"], body
+    assert status == 200 and body["ready"] and body["checks"]["postgres"]["ok"], body
 
-    def unready_on(check: str) -> dict:
-        def probe():
-            code, answer = exporter.readyz()
-            return answer if code == 503 and not answer["checks"][check]["ok"] else None
-        return _wait(f"/readyz to fail on {check}", probe, 120)
+    def healthy_series(source: str) -> float | None:
+        """The exporter's own answer (a scrape during an outage takes longer than the
+        test Prometheus's 1 s timeout, so its series there would only go stale)."""
+        text = httpx.get(exporter.url + "/metrics", timeout=30).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "rag_pipeline_source_healthy" and \
+                        sample.labels["source"] == source:
+                    return sample.value
+        return None
 
-    def ready_again() -> None:
-        _wait("/readyz to be ready again", lambda: exporter.readyz()[0] == 200, 240, every=2)
+    def down_in_prometheus(source: str) -> None:
+        _wait(f"{source} reported down", lambda: healthy_series(source) == 0.0, 180, every=1)
+        code, answer = exporter.readyz()
+        assert code == 200 and not answer["checks"][source]["ok"], answer
+
+    def up_again(source: str) -> None:
+        fresh(prometheus, f'rag_pipeline_source_healthy{{source="{source}"}}',
+              {(("source", source),): 1.0}, timeout=240)
 
     deployment.dagster.kill("daemon", signal.SIGTERM)
-    assert "heartbeat" in unready_on("daemon")["checks"]["daemon"]["why"]
-    deployment.dagster.start_daemon()
-    ready_again()
+    try:
+        down_in_prometheus("dagster_daemon")
+        assert "heartbeat" in exporter.readyz()[1]["checks"]["dagster_daemon"]["why"]
+    finally:
+        deployment.dagster.start_daemon()
+    up_again("dagster_daemon")
 
     stack.postgres.stop()
     try:
-        unready_on("postgres")
+        down_in_prometheus("postgres")
     finally:
         stack.postgres.start()
         # This process's LightRAG pool held connections to the stopped server.
         close_shared_pool()
-    ready_again()
+    up_again("postgres")
 
     stack.kafka.stop()
     try:
-        unready_on("kafka")
+        down_in_prometheus("kafka")
     finally:
         stack.kafka.start()
-    ready_again()
+    up_again("kafka")
 
 
 def test_a_second_exporter_on_a_taken_port_says_what_to_do(exporter):

@@ -1,11 +1,13 @@
 """The metrics exporter: one long-running process serving
 
-- `/metrics`: Prometheus text format, read at scrape time from the ledger, Kafka and the
-  Dagster instance (rag_pipeline/metrics.py);
+- `/metrics`: prometheus_client's own handler (the text format, or OpenMetrics when the
+  scraper asks for it; `?name[]=` filters), read at scrape time from the ledger, Kafka and
+  the Dagster instance (observability/metrics.py), with the health of each source as
+  `rag_pipeline_source_healthy{source}`;
 - `/healthz`: 200 while the process lives;
-- `/readyz`: 200 when PostgreSQL and Kafka answer, the Dagster daemon's heartbeat is fresh
-  and the indexing sensor ticks; 503 otherwise. The JSON body names each check and why it
-  failed.
+- `/readyz`: 200 whenever the exporter can serve scrapes, whatever its sources say: during
+  an outage it is the exporter that reports it (Kubernetes must not take it out of its
+  Service then). The JSON body names each source's check and why it failed.
 
     rag-pipeline-exporter          (settings from the environment; DAGSTER_HOME for Dagster)
 
@@ -19,12 +21,17 @@ import logging
 import os
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import psycopg
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client import make_wsgi_app
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from rag_pipeline import dagster_internals
 from rag_pipeline.kafka_io import KafkaOptions, consumer_config
@@ -36,8 +43,11 @@ from rag_pipeline.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("rag_pipeline.exporter")
 CHECK_TIMEOUT_SECONDS = 3.0
-# A daemon beats every 20 s or so; Dagster itself calls one silent for 60 s unhealthy.
-DAEMON_HEARTBEAT_TOLERANCE_SECONDS = 60.0
+# Every source's check at once, answered within this (a probe's timeout must exceed it).
+HEALTH_DEADLINE_SECONDS = 5.0
+# A daemon beats every 20 s or so: five missed beats, not two (a busy host delays one).
+DAEMON_HEARTBEAT_TOLERANCE_SECONDS = 120.0
+SOURCES = ("postgres", "kafka", "dagster_daemon", "indexing_sensor")
 
 
 class Kafka:
@@ -78,19 +88,31 @@ class Exporter:
         self.kafka = Kafka(settings)
         self.dagster = dagster_instance()
         self.registry = CollectorRegistry(auto_describe=True)
+        self.checks: dict[str, Callable[[], str]] = {
+            "postgres": self._postgres, "kafka": self._kafka,
+            "dagster_daemon": self._daemon, "indexing_sensor": self._sensor}
+        self.pool = ThreadPoolExecutor(max_workers=2 * len(SOURCES),
+                                       thread_name_prefix="health")
+        self.registry.register(HealthCollector(self))
         self.registry.register(PipelineCollector(Sources(
             ledger=self.ledger, kafka_watermarks=self.kafka.watermarks, dagster=self.dagster,
             topic=settings.kafka_topic,
             model_bounds={"llm": settings.llm_max_concurrency,
                           "embedding": settings.embedding_max_concurrency})))
 
-    def metrics(self) -> bytes:
-        return generate_latest(self.registry)
-
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        checks = {"postgres": self._check(self._postgres), "kafka": self._check(self._kafka),
-                  "daemon": self._check(self._daemon), "sensor": self._check(self._sensor)}
-        return all(c["ok"] for c in checks.values()), checks
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Each source's check, run at once; one that does not answer in time is down."""
+        futures = {source: self.pool.submit(self._check, probe)
+                   for source, probe in self.checks.items()}
+        deadline = time.monotonic() + HEALTH_DEADLINE_SECONDS
+        out: dict[str, dict[str, Any]] = {}
+        for source, future in futures.items():
+            try:
+                out[source] = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                out[source] = {"ok": False,
+                               "why": f"no answer within {HEALTH_DEADLINE_SECONDS:.0f} s"}
+        return out
 
     @staticmethod
     def _check(probe: Any) -> dict[str, Any]:
@@ -138,6 +160,22 @@ class Exporter:
         return self.dagster
 
 
+class HealthCollector(Collector):
+    """`rag_pipeline_source_healthy{source}`: the readiness checks, as series."""
+
+    def __init__(self, exporter: Exporter) -> None:
+        self.exporter = exporter
+
+    def collect(self) -> Iterator[Metric]:
+        healthy = GaugeMetricFamily(
+            "rag_pipeline_source_healthy", "1 when the source passed its check this scrape "
+            "(postgres and kafka answer, the dagster-daemon beats, the indexing sensor ticks).",
+            labels=["source"])
+        for source, check in self.exporter.health().items():
+            healthy.add_metric([source], 1.0 if check["ok"] else 0.0)
+        yield healthy
+
+
 def dagster_instance() -> Any | None:
     if not os.environ.get("DAGSTER_HOME"):
         return None
@@ -146,31 +184,36 @@ def dagster_instance() -> Any | None:
     return dg.DagsterInstance.get()
 
 
-def handler_for(exporter: Exporter) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path == "/metrics":
-                self._send(200, exporter.metrics(), CONTENT_TYPE_LATEST)
-            elif self.path == "/healthz":
-                self._send(200, b'{"status": "alive"}', "application/json")
-            elif self.path == "/readyz":
-                ready, checks = exporter.readiness()
-                body = json.dumps({"ready": ready, "checks": checks}).encode()
-                self._send(200 if ready else 503, body, "application/json")
-            else:
-                self._send(404, b"/metrics, /healthz or /readyz\n", "text/plain")
+class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
 
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug(format, *args)
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug(format, *args)
 
-    return Handler
+
+def app_for(exporter: Exporter) -> Callable[..., Iterable[bytes]]:
+    """/metrics through prometheus_client's handler; /healthz and /readyz as JSON."""
+    metrics = make_wsgi_app(exporter.registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return metrics(environ, start_response)
+        if path == "/healthz":
+            status, body = "200 OK", {"status": "alive"}
+        elif path == "/readyz":
+            status, body = "200 OK", {"ready": True, "checks": exporter.health()}
+        else:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"/metrics, /healthz or /readyz\n"]
+        data = json.dumps(body).encode()
+        start_response(status, [("Content-Type", "application/json"),
+                                ("Content-Length", str(len(data)))])
+        return [data]
+
+    return app
 
 
 def main() -> None:
@@ -181,8 +224,8 @@ def main() -> None:
     configure_logging(settings.log_format)
     exporter = Exporter(settings)
     try:
-        server = ThreadingHTTPServer((settings.metrics_host, settings.metrics_port),
-                                     handler_for(exporter))
+        server = make_server(settings.metrics_host, settings.metrics_port, app_for(exporter),
+                             ThreadingWSGIServer, handler_class=QuietHandler)
     except OSError as exc:
         exporter.ledger.close()
         raise SystemExit(

@@ -47,3 +47,49 @@ def configure_logging(log_format: str, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+# Loggers that write on their own instead of through the root: LightRAG's (propagate=False,
+# its own text handler) and Dagster's (the CLI gives it a handler of its own).
+OWN_HANDLER_LOGGERS = ("lightrag", "dagster")
+
+
+def configure_process_logging(log_format: str) -> None:
+    """A code server or run worker (they import the code location): our lines, LightRAG's
+    and Dagster's own alike, as one JSON object per line (LOG_FORMAT=json), never plain text
+    beside JSON."""
+    if log_format != "json":
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    # Plain console handlers give way to ours; others (a test runner's capture) stay.
+    kept = [h for h in root.handlers if type(h) is not logging.StreamHandler
+            and not isinstance(h.formatter, JsonFormatter)]
+    root.handlers[:] = [*kept, handler]
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    for name in OWN_HANDLER_LOGGERS:
+        own = logging.getLogger(name)
+        own.handlers[:] = [handler]
+        own.propagate = False
+
+
+class RunEventFormatter(JsonFormatter):
+    """A run's log line as one flat object: Dagster's metadata (run_id, job_name, step_key,
+    the Dagster event's type) beside the fields of our event, not a JSON string inside
+    Dagster's JSON."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        meta = getattr(record, "dagster_meta", None) or {}
+        original = meta.get("orig_message")
+        if isinstance(original, str):
+            record = logging.makeLogRecord({**record.__dict__, "msg": original, "args": ()})
+        entry = json.loads(super().format(record))
+        for key in ("run_id", "job_name", "step_key"):
+            if meta.get(key):
+                entry.setdefault(key, meta[key])
+        event = meta.get("dagster_event")
+        if event is not None:
+            entry.setdefault("dagster_event", getattr(event, "event_type_value", str(event)))
+        return json.dumps(entry, default=str, ensure_ascii=False)

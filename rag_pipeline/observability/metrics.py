@@ -5,14 +5,15 @@ Nothing is kept in the exporter's memory between scrapes: counters are the ledge
 (rag_pipeline.counters, written with what they count), gauges are queries. So a restarted
 exporter, or two of them, report the same values, and no counter goes backwards. Label
 values come from closed sets (states, outcomes, reason codes, kinds, partitions, the N
-largest backlogs plus "_other"), never from message content.
+largest backlogs plus "_other"), never from message content, and never empty: a job
+without an outcome or a reason says "none". One unit per metric (its name's suffix); points
+in time are `*_timestamp_seconds`, histograms have their fixed buckets from the start.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from rag_pipeline.ledger import JobLedger
+from rag_pipeline.ledger.counters import LATENCY_SECONDS_BUCKETS, PAGE_SECONDS_BUCKETS
 from rag_pipeline.vocabulary import JobState
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,10 @@ log = logging.getLogger(__name__)
 PREFIX = "rag_pipeline"
 TOP_COLLECTIONS = 20
 OTHER = "_other"
+NONE = "none"  # the label value of an absent outcome or reason
+# The count figures of the sensor's last tick (its cursor), one gauge; its bytes another.
+TICK_COUNTS = ("read", "staged", "completions", "duplicates", "rejected", "conflicts",
+               "failed_recorded", "total_lag")
 INDEXING_JOB_NAMES = ("index_collection", "reindex_collection")
 SENSOR_NAME = "indexing_jobs_sensor"
 # Counter rows of the ledger -> (metric name, help, label names).
@@ -61,9 +67,11 @@ COUNTERS = {
                             "asked for; retired: superseded under their alias).", ("cause",)),
 }
 HISTOGRAMS = {
-    "page_indexing_seconds": "Seconds from a run claiming a page to its completion.",
-    "job_latency_seconds": "Seconds from the crawler producing a job's message (its Kafka "
-                           "timestamp; staging when Kafka has none) to its terminal state.",
+    "page_indexing_seconds": ("Seconds from a run claiming a page to its completion.",
+                              PAGE_SECONDS_BUCKETS),
+    "job_latency_seconds": ("Seconds from the crawler producing a job's message (its Kafka "
+                            "timestamp; staging when Kafka has none) to its terminal state.",
+                            LATENCY_SECONDS_BUCKETS),
 }
 
 
@@ -195,22 +203,29 @@ class PipelineCollector(Collector):
                 job_name=job, statuses=[status]))
                         for job in INDEXING_JOB_NAMES)
             runs.add_metric([status.value], count)
-        now = time.time()
-        heartbeat = GaugeMetricFamily(name("dagster_daemon_heartbeat_age_seconds"),
-                                      "Seconds since each Dagster daemon last beat.",
+        heartbeat = GaugeMetricFamily(name("dagster_daemon_heartbeat_timestamp_seconds"),
+                                      "When each Dagster daemon last beat (Unix time).",
                                       labels=["daemon"])
         for daemon, beat in dagster_internals.daemon_heartbeats(instance).items():
-            heartbeat.add_metric([daemon], max(0.0, now - beat))
-        tick_age = GaugeMetricFamily(name("sensor_last_tick_age_seconds"),
-                                     "Seconds since the indexing sensor's last tick.")
-        figures = GaugeMetricFamily(name("sensor_last_tick"), "Figures of the indexing "
-                                    "sensor's last successful tick.", labels=["figure"])
+            heartbeat.add_metric([daemon], beat)
+        tick_time = GaugeMetricFamily(name("sensor_last_tick_timestamp_seconds"),
+                                      "When the indexing sensor last ticked (Unix time).")
+        counts = GaugeMetricFamily(name("sensor_last_tick_messages"), "Messages of the "
+                                   "indexing sensor's last successful tick, by figure.",
+                                   labels=["figure"])
+        size = GaugeMetricFamily(name("sensor_last_tick_read_bytes"),
+                                 "Bytes the indexing sensor's last successful tick read.")
+        took = GaugeMetricFamily(name("sensor_last_tick_duration_seconds"),
+                                 "How long the indexing sensor's last successful tick took.")
         tick = dagster_internals.last_sensor_tick(instance, SENSOR_NAME)
         if tick is not None:
-            tick_age.add_metric([], max(0.0, now - tick.timestamp))
-            for figure, value in tick_figures(tick.cursor).items():
-                figures.add_metric([figure], value)
-        return [runs, heartbeat, tick_age, figures]
+            tick_time.add_metric([], tick.timestamp)
+            figures = tick_figures(tick.cursor)
+            for figure in TICK_COUNTS:
+                counts.add_metric([figure], figures.get(figure, 0.0))
+            size.add_metric([], figures.get("bytes_read", 0.0))
+            took.add_metric([], figures.get("elapsed_ms", 0.0) / 1000)
+        return [runs, heartbeat, tick_time, counts, size, took]
 
 
 def counter_metrics(rows: dict[tuple[str, str], float]) -> Iterator[Metric]:
@@ -219,14 +234,15 @@ def counter_metrics(rows: dict[tuple[str, str], float]) -> Iterator[Metric]:
         for (row_name, row_labels), value in sorted(rows.items()):
             if row_name == key:
                 values = parse_labels(row_labels)
-                family.add_metric([values.get(label, "") for label in label_names], value)
+                family.add_metric([values.get(label) or NONE for label in label_names], value)
         yield family
-    for metric, help_text in HISTOGRAMS.items():
-        buckets = sorted(((parse_labels(labels)["le"], value)
-                          for (row, labels), value in rows.items() if row == f"{metric}_bucket"),
-                         key=lambda b: float(b[0]))
-        if not buckets:
-            buckets = [("+Inf", 0.0)]
+    for metric, (help_text, bounds) in HISTOGRAMS.items():
+        # Every bucket from the first scrape (0 until observed): rate() and
+        # histogram_quantile() need the series to exist before the first observation.
+        observed = {float(parse_labels(labels)["le"]): value
+                    for (row, labels), value in rows.items() if row == f"{metric}_bucket"}
+        buckets = [(str(float(b)), observed.get(float(b), 0.0)) for b in bounds]
+        buckets.append(("+Inf", observed.get(float("inf"), 0.0)))
         yield HistogramMetricFamily(name(metric), help_text, buckets=buckets,
                                     sum_value=rows.get((f"{metric}_sum", ""), 0.0))
 

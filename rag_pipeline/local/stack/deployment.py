@@ -102,6 +102,8 @@ class DagsterDeployment:
         return self.home / "workspace.yaml"
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        if argv[0].startswith("dagster") and self.env.get("LOG_FORMAT", "json") == "json":
+            argv = [*argv, "--log-format", "json"]  # as the deployments start them
         binary = str(Path(sys.executable).parent / argv[0])
         workdir = self.home / name  # its own, as each container has
         workdir.mkdir(exist_ok=True)
