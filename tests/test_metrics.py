@@ -28,7 +28,7 @@ from rag_pipeline.local.publishing import message_for
 
 # `deployment` and `ledger_e2e` (tests/conftest.py): module-scoped, a deployment of its own.
 from tests.e2e_deployment import _wait, crawl, wait_terminal
-from tests.helpers import job_id_base, produce
+from tests.helpers import job_id_base, json_log_lines, produce
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,7 +102,10 @@ class Exporter:
 
 @pytest.fixture(scope="module")
 def exporter(deployment, tmp_path_factory) -> Iterator[Exporter]:
-    env = {**deployment.env, "METRICS_PORT": str(EXPORTER_PORT), "LOG_FORMAT": "json"}
+    # The daemon counts as down after 45 s without a heartbeat (it beats every 30 s), not
+    # the default 120 s: the outage test waits that long once.
+    env = {**deployment.env, "METRICS_PORT": str(EXPORTER_PORT), "LOG_FORMAT": "json",
+           "DAEMON_HEARTBEAT_TOLERANCE_SECONDS": "45"}
     running = Exporter(env, tmp_path_factory.mktemp("exporter") / "exporter.log")
     running.start()
     yield running
@@ -299,3 +302,22 @@ def test_a_second_exporter_on_a_taken_port_says_what_to_do(exporter):
     assert f"cannot listen on 127.0.0.1:{EXPORTER_PORT}" in second.stderr
     assert "METRICS_PORT" in second.stderr
     assert "Traceback" not in second.stderr
+
+
+def test_every_process_writes_one_json_object_per_line(deployment, exporter):
+    """After a crawl and the outages above: the code server with the run workers it started,
+    the daemon, the webserver and the exporter, each line one object with the same fields
+    (Dagster's own lines, ours, LightRAG's, librdkafka's and Python warnings alike)."""
+    home = deployment.dagster.home
+    lines = {name: json_log_lines(home / f"{name}.log")
+             for name in ("code_server", "daemon", "webserver")}
+    lines["exporter"] = json_log_lines(exporter.log)
+    assert all(lines.values()), {name: len(found) for name, found in lines.items()}
+    code_server = lines["code_server"]
+    # Run workers write to the code server's output: their run events carry the run.
+    assert any(e.get("run_id") and e.get("job_name") for e in code_server)
+    assert any(e["logger"].startswith("lightrag") for e in code_server)
+    # The sensor's context.log, through our handler rather than Dagster's colored console.
+    assert any(e["event"] == "sensor_tick" for e in code_server)
+    # Kafka was stopped under the exporter: librdkafka's complaints are objects too.
+    assert any(e["logger"] == "rag_pipeline.kafka.librdkafka" for e in lines["exporter"])

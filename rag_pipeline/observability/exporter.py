@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -45,13 +46,17 @@ log = logging.getLogger("rag_pipeline.exporter")
 CHECK_TIMEOUT_SECONDS = 3.0
 # Every source's check at once, answered within this (a probe's timeout must exceed it).
 HEALTH_DEADLINE_SECONDS = 5.0
-# A daemon beats every 20 s or so: five missed beats, not two (a busy host delays one).
-DAEMON_HEARTBEAT_TOLERANCE_SECONDS = 120.0
 SOURCES = ("postgres", "kafka", "dagster_daemon", "indexing_sensor")
 
 
 class Kafka:
-    """One consumer (no group membership) for watermarks; scrapes may come concurrently."""
+    """One consumer (no group membership) for the topic's partitions and watermarks.
+
+    Scrapes and health checks come concurrently, and librdkafka queues concurrent metadata
+    requests behind each other: during an outage each waits its own timeout after all the
+    earlier ones, and scrapes arriving every few seconds would wait without end. So one call
+    at a time, a caller waiting at most CHECK_TIMEOUT_SECONDS for its turn, and a scrape's
+    reads ending within CHECK_TIMEOUT_SECONDS of it."""
 
     def __init__(self, settings: Settings) -> None:
         from confluent_kafka import Consumer
@@ -61,20 +66,44 @@ class Kafka:
                                   "group.id": f"{settings.kafka_group_id}-exporter"})
         self.lock = threading.Lock()
 
-    def partitions(self) -> list[int]:
-        described = self.consumer.list_topics(self.topic, timeout=CHECK_TIMEOUT_SECONDS)
+    @contextmanager
+    def _turn(self) -> Iterator[float]:
+        """The consumer to ourselves; yields the deadline of this turn's calls."""
+        if not self.lock.acquire(timeout=CHECK_TIMEOUT_SECONDS):
+            raise TimeoutError("Kafka has not answered the calls before this one yet")
+        try:
+            self.consumer.poll(0)  # hands librdkafka's queued log lines to logging
+            yield time.monotonic() + CHECK_TIMEOUT_SECONDS
+        finally:
+            self.lock.release()
+
+    def _partitions(self, deadline: float) -> list[int]:
+        described = self.consumer.list_topics(self.topic, timeout=_left(deadline))
         topic = described.topics.get(self.topic)
         if topic is None or topic.error is not None:
             raise RuntimeError(f"topic {self.topic} does not exist")
         return sorted(topic.partitions)
 
+    def partitions(self) -> list[int]:
+        with self._turn() as deadline:
+            return self._partitions(deadline)
+
     def watermarks(self) -> dict[int, int]:
         from confluent_kafka import TopicPartition
 
-        with self.lock:
+        with self._turn() as deadline:
             return {p: self.consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=CHECK_TIMEOUT_SECONDS, cached=False)[1]
-                for p in self.partitions()}
+                TopicPartition(self.topic, p), timeout=_left(deadline), cached=False)[1]
+                for p in self._partitions(deadline)}
+
+
+def _left(deadline: float) -> float:
+    """Seconds left before `deadline`; none left is a timeout, raised here rather than
+    passed to librdkafka as 0 (which means "do not wait")."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError(f"Kafka did not answer within {CHECK_TIMEOUT_SECONDS:.0f} s")
+    return left
 
 
 class Exporter:
@@ -91,11 +120,12 @@ class Exporter:
         self.checks: dict[str, Callable[[], str]] = {
             "postgres": self._postgres, "kafka": self._kafka,
             "dagster_daemon": self._daemon, "indexing_sensor": self._sensor}
+        self.kafka_checked: tuple[float, bool] = (0.0, True)  # when, and whether it answered
         self.pool = ThreadPoolExecutor(max_workers=2 * len(SOURCES),
                                        thread_name_prefix="health")
         self.registry.register(HealthCollector(self))
         self.registry.register(PipelineCollector(Sources(
-            ledger=self.ledger, kafka_watermarks=self.kafka.watermarks, dagster=self.dagster,
+            ledger=self.ledger, kafka_watermarks=self._watermarks, dagster=self.dagster,
             topic=settings.kafka_topic,
             model_bounds={"llm": settings.llm_max_concurrency,
                           "embedding": settings.embedding_max_concurrency})))
@@ -112,7 +142,16 @@ class Exporter:
             except FutureTimeout:
                 out[source] = {"ok": False,
                                "why": f"no answer within {HEALTH_DEADLINE_SECONDS:.0f} s"}
+        self.kafka_checked = (time.monotonic(), out["kafka"]["ok"])
         return out
+
+    def _watermarks(self) -> dict[int, int]:
+        """The topic's watermarks, unless this scrape's health check (a moment ago) found
+        Kafka down: asking again would only make the scrape wait out another timeout."""
+        at, ok = self.kafka_checked
+        if not ok and time.monotonic() - at < HEALTH_DEADLINE_SECONDS:
+            raise RuntimeError("Kafka did not answer this scrape's health check")
+        return self.kafka.watermarks()
 
     @staticmethod
     def _check(probe: Any) -> dict[str, Any]:
@@ -138,7 +177,7 @@ class Exporter:
         if sensor_beat is None:
             raise RuntimeError("no dagster-daemon has ever beaten on this instance")
         age = time.time() - sensor_beat
-        if age > DAEMON_HEARTBEAT_TOLERANCE_SECONDS:
+        if age > self.settings.daemon_heartbeat_tolerance_seconds:
             raise RuntimeError(f"the dagster-daemon's last heartbeat is {age:.0f} s old")
         return f"heartbeat {age:.0f} s ago"
 

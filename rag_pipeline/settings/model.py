@@ -260,6 +260,9 @@ class Settings(BaseSettings):
                               "on (0.0.0.0 in a container)")
     metrics_port: int = Field(9108, ge=1, le=65535, description="port of the metrics exporter "
                               "(/metrics, /healthz, /readyz)")
+    daemon_heartbeat_tolerance_seconds: float = Field(
+        120.0, gt=0, description="the exporter reports the dagster-daemon down once its last "
+        "heartbeat is this old (it beats every 30 s; a busy host delays one)")
     log_format: Literal["json", "text"] = Field(
         "json", description="logs as one JSON object per line, or text for people")
 
