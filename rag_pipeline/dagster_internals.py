@@ -9,6 +9,7 @@ calls a non-public `DagsterInstance` method.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import dagster as dg
@@ -19,7 +20,42 @@ from dagster._config.pythonic_config.resource import ConfigurableResourceFactory
 from dagster._core.definitions.run_request import InstigatorType
 
 __all__ = ["ConfigurableResourceFactory", "count_runs", "daemon_heartbeats",
-           "last_sensor_tick", "max_concurrent_runs", "report_run_failed"]
+           "default_run_logger", "instigation_console_through", "last_sensor_tick",
+           "max_concurrent_runs", "report_run_failed"]
+
+
+def default_run_logger(logger_def: dg.LoggerDefinition) -> None:
+    """Runs log through `logger_def` (at the instance's python_log_level, else INFO) unless
+    their run config names loggers.
+
+    Dagster uses a job's loggers only for runs whose run config names them; sensors,
+    schedules and the UI launch runs with none, and Dagster then falls back to its colored
+    text console at DEBUG (`default_system_loggers`), also for the run worker's own events
+    before the job starts. A job-level default run config cannot carry the loggers either:
+    it must then be complete, and rebuild_alias's alias has no default."""
+    from dagster._core.execution import context_creation_job
+
+    def system_loggers(instance: Any) -> list[tuple[dg.LoggerDefinition, dict[str, Any]]]:
+        level = getattr(instance, "python_log_level", None) or "INFO"
+        return [(logger_def, {"name": "dagster", "log_level": level})]
+
+    context_creation_job.default_system_loggers = system_loggers  # type: ignore[assignment]
+
+
+def instigation_console_through(handler: logging.Handler) -> None:
+    """Sensors' and schedules' `context.log` echo to the console through `handler`.
+
+    Dagster gives each evaluation's InstigationLogger a console logger of its own
+    (`create_console_logger`: coloredlogs text), which neither the CLI's --log-format nor
+    Python's logging configuration reaches; the UI's captured tick logs are unchanged."""
+    from dagster._core.definitions import instigation_logger
+
+    def console_logger(name: str, level: int | str) -> logging.Logger:
+        logger = logging.Logger(name, level=level)
+        logger.addHandler(handler)
+        return logger
+
+    instigation_logger.create_console_logger = console_logger  # type: ignore[assignment]
 
 
 def report_run_failed(instance: dg.DagsterInstance, run: dg.DagsterRun, message: str) -> None:

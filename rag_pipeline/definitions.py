@@ -12,6 +12,7 @@ import os
 
 import dagster as dg
 
+from rag_pipeline import dagster_internals
 from rag_pipeline.assets.collections import alias_rebuilds, collection_drops
 from rag_pipeline.assets.indexing import indexing_assets
 from rag_pipeline.assets.reconciliation import crawl_requests
@@ -88,5 +89,7 @@ def build_definitions(s: Settings,
 
 _settings = load_settings()
 configure_process_logging(_settings.log_format)
+if _settings.log_format == "json":
+    dagster_internals.default_run_logger(json_run_logger)
 warn_if_shadowed()
 defs = build_definitions(_settings)

@@ -6,6 +6,7 @@ All message-size limits derive from KAFKA_MAX_MESSAGE_BYTES (>= 16 MiB), so a 10
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ from rag_pipeline.settings import MIB, reveal
 from rag_pipeline.settings.views import KafkaClientView
 
 CLIENT_ID = "rag-pipeline"
+LIBRDKAFKA_LOG = logging.getLogger("rag_pipeline.kafka.librdkafka")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,9 @@ def client_config(options: KafkaOptions) -> dict[str, Any]:
         # librdkafka logs connection failures at error level on every retry; our callers
         # report unreachable brokers themselves with the address and what to do.
         "log_level": 3,
+        # What it does log goes through Python's logging (JSON like every other line), not
+        # as its own text on stderr; delivered when the client is polled.
+        "logger": LIBRDKAFKA_LOG,
         "security.protocol": options.kafka_security_protocol,
     }
     if options.kafka_security_protocol.startswith("SASL_"):

@@ -275,3 +275,29 @@ def execute(defs: dg.Definitions, job: str, instance, partition: str | None = No
         instance.add_dynamic_partitions("collections", [partition])
     return defs.resolve_job_def(job).execute_in_process(
         instance=instance, partition_key=partition, raise_on_error=False, **kwargs)
+
+
+# The fields every log line carries (docs/design.md, "Logs"), ours and Dagster's alike.
+LOG_FIELDS = ("timestamp", "level", "logger", "event")
+
+
+def json_log_lines(path: Path) -> list[dict[str, Any]]:
+    """Every line of a process's output as the JSON object it must be, with LOG_FIELDS; an
+    assertion naming the lines that are not."""
+    from datetime import datetime
+
+    objects, bad = [], []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            assert isinstance(entry, dict) and all(entry.get(f) for f in LOG_FIELDS)
+            datetime.fromisoformat(entry["timestamp"])
+        except (ValueError, AssertionError):
+            bad.append(f"{path.name}:{number}: {line[:200]}")
+            continue
+        objects.append(entry)
+    assert not bad, f"{len(bad)} lines are not JSON objects with {LOG_FIELDS}:\n" + \
+        "\n".join(bad[:10])
+    return objects

@@ -8,6 +8,7 @@ in the test, and nowhere in the package."""
 from __future__ import annotations
 
 import ast
+import logging
 import time
 from pathlib import Path
 
@@ -26,6 +27,16 @@ def noop() -> None:
 @dg.job
 def noop_job() -> None:
     noop()
+
+
+@dg.op
+def says_hello(context) -> None:  # Dagster reads the annotation: none here
+    context.log.info('{"event": "hello"}')
+
+
+@dg.job(executor_def=dg.in_process_executor)
+def in_process_job() -> None:
+    says_hello()
 
 
 def test_a_run_reported_failed_is_failed_and_counted():
@@ -96,3 +107,43 @@ def test_no_module_of_the_package_but_the_adapter_imports_dagster_internals():
             offenders += [f"{path.relative_to(PACKAGE)}: {n}" for n in names
                           if n.startswith("dagster._")]
     assert offenders == []
+
+
+def test_a_sensor_context_log_echoes_through_the_handler_given(monkeypatch):
+    from dagster._core.definitions import instigation_logger
+
+    monkeypatch.setattr(instigation_logger, "create_console_logger",
+                        instigation_logger.create_console_logger)  # restored after the test
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append  # type: ignore[method-assign]
+    dagster_internals.instigation_console_through(handler)
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, sensor_name="indexing_jobs_sensor")
+        context.log.info('{"event": "sensor_tick", "staged": 3}')
+    assert [r.getMessage() for r in seen] == ['{"event": "sensor_tick", "staged": 3}']
+
+
+def test_a_run_whose_config_names_no_logger_logs_through_the_logger_given(monkeypatch):
+    from dagster._core.execution import context_creation_job
+
+    monkeypatch.setattr(context_creation_job, "default_system_loggers",
+                        context_creation_job.default_system_loggers)  # restored after the test
+    seen: list[logging.LogRecord] = []
+
+    @dg.logger
+    def capture(_init_context: dg.InitLoggerContext) -> logging.Logger:
+        logger = logging.Logger("capture", level=logging.INFO)
+        handler = logging.Handler()
+        handler.emit = seen.append  # type: ignore[method-assign]
+        logger.addHandler(handler)
+        return logger
+
+    dagster_internals.default_run_logger(capture)
+    with dg.instance_for_test() as instance:
+        # As a run worker executes a launched run (execute_in_process names its loggers).
+        result = dg.execute_job(dg.reconstructable(in_process_job), instance)
+        assert result.success
+    # Our events at INFO; Dagster's own (RUN_START, STEP_SUCCESS: DEBUG) stay in its event
+    # log, not on the console.
+    assert [r.dagster_meta["orig_message"] for r in seen] == ['{"event": "hello"}']

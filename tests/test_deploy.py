@@ -125,9 +125,13 @@ def test_compose_services_agree_with_the_code(compose):
     copies = [line.split()[1:] for line in DOCKERFILE.splitlines() if line.startswith("COPY ")]
     assert ["deploy/docker/dagster.yaml", "deploy/docker/workspace.yaml",
             f"{dagster_home}/"] in copies
-    for name in ("webserver", "daemon"):
+    for name, dagster_command in (("webserver", "dagster-webserver"),
+                                  ("daemon", "dagster-daemon")):
         command = services[name]["command"]
         assert command[command.index("-w") + 1] == f"{dagster_home}/workspace.yaml"
+        # Dagster's command, its root logger in JSON too (observability/dagster_process.py).
+        assert command[:4] == ["python", "-m", "rag_pipeline.observability.dagster_process",
+                               dagster_command] and command[-2:] == ["--log-format", "json"]
     # The exporter listens where Compose publishes it.
     exporter = services["exporter"]
     metrics_port = int(exporter["environment"]["METRICS_PORT"])

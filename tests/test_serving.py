@@ -24,7 +24,15 @@ from rag_pipeline.local.corpus import pages as corpus_pages
 from rag_pipeline.local.corpus import postgres_docs
 from rag_pipeline.local.publishing import build_message, completion_message
 from rag_pipeline.local.stack.deployment import free_port
-from tests.helpers import ROOT, create_topic, delete_topic, job_id_base, produce, tick
+from tests.helpers import (
+    ROOT,
+    create_topic,
+    delete_topic,
+    job_id_base,
+    json_log_lines,
+    produce,
+    tick,
+)
 
 HOST = "www.postgresql.org"
 ALL_TOKEN = "all-" + "a" * 28
@@ -102,11 +110,11 @@ def api(env: dict[str, str] | None = None) -> Iterator[str]:
     full = {**os.environ, "API_PORT": str(port), "API_TOKENS": f"{ALL_TOKEN},{LIMITED_TOKEN}:"
             "someone-else|another", "POSTGRES_SERVER_SETTINGS":
             f"application_name=serving-test-{port}", **(env or {})}
-    log_path = Path(tempfile.gettempdir()) / f"rag-pipeline-api-{port}.log"
+    url = f"http://127.0.0.1:{port}"
+    log_path = api_log(url)
     log = log_path.open("wb")
     process = subprocess.Popen([str(Path(sys.executable).parent / "rag-pipeline"), "api"],
                                env=full, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -121,6 +129,10 @@ def api(env: dict[str, str] | None = None) -> Iterator[str]:
         process.terminate()
         process.wait(30)
         log.close()
+
+
+def api_log(url: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"rag-pipeline-api-{url.rsplit(':', 1)[1]}.log"
 
 
 def ask(url: str, body: dict, token: str | None = ALL_TOKEN) -> httpx.Response:
@@ -166,6 +178,9 @@ def test_queries_by_id_and_alias_cite_each_page_by_url_and_title(indexed):
         missing = httpx.get(f"{url}/v1/requests/{2**62 + 7}", headers={
             "Authorization": f"Bearer {ALL_TOKEN}"})
         assert missing.status_code == 404 and missing.json()["reason"] == "unknown_request"
+    # The service's own lines, uvicorn's and LightRAG's: one JSON object each (LOG_FORMAT).
+    logged = json_log_lines(api_log(url))
+    assert {"uvicorn.error", "uvicorn.access"} <= {e["logger"] for e in logged}
 
 
 def test_unauthorised_forbidden_and_bad_requests_are_refused_with_what_to_do(indexed):

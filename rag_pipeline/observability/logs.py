@@ -17,11 +17,16 @@ MAX_MESSAGE = 2000
 
 
 class JsonFormatter(logging.Formatter):
+    """The shape of Dagster's own JSON lines (`--log-format json`), so one process's output
+    is one kind of object: `timestamp` (ISO 8601, UTC), `level`, `logger`, `event`. Our
+    events put their name in `event` beside their fields; any other line puts its message
+    there, as Dagster's do; an exception's traceback is `exc_info`."""
+
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()[:MAX_MESSAGE]
         entry: dict[str, Any] = {
-            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(
-                timespec="milliseconds"),
+            "timestamp": datetime.fromtimestamp(record.created, UTC).strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ"),
             "level": record.levelname.lower(),
             "logger": record.name,
         }
@@ -32,26 +37,27 @@ class JsonFormatter(logging.Formatter):
         if isinstance(event, dict) and "event" in event:
             entry.update(event)
         else:
-            entry["event"] = "log"
-            entry["message"] = message
+            entry["event"] = message
         if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)[-MAX_MESSAGE:]
+            entry["exc_info"] = self.formatException(record.exc_info)[-MAX_MESSAGE:]
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+# Loggers that write on their own instead of through the root: LightRAG's (propagate=False,
+# its own text handler) and Dagster's (the CLI gives it a handler of its own).
+OWN_HANDLER_LOGGERS = ("lightrag", "dagster")
+
+
 def configure_logging(log_format: str, level: int = logging.INFO) -> None:
-    """The root logger of this process writes `log_format` lines to stderr."""
+    """The root logger of this process writes `log_format` lines to stderr; in JSON, the
+    loggers with handlers of their own (LightRAG's) write through the same handler."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-
-
-# Loggers that write on their own instead of through the root: LightRAG's (propagate=False,
-# its own text handler) and Dagster's (the CLI gives it a handler of its own).
-OWN_HANDLER_LOGGERS = ("lightrag", "dagster")
+    _one_handler(handler, log_format)
 
 
 def configure_process_logging(log_format: str) -> None:
@@ -69,6 +75,23 @@ def configure_process_logging(log_format: str) -> None:
     root.handlers[:] = [*kept, handler]
     if root.level == logging.NOTSET or root.level > logging.INFO:
         root.setLevel(logging.INFO)
+    _one_handler(handler, log_format)
+    # A sensor's `context.log` writes to a console logger Dagster builds itself (colored
+    # text, whatever the CLI's --log-format); it gets ours, which reads Dagster's metadata.
+    from rag_pipeline import dagster_internals
+
+    instigation = logging.StreamHandler()
+    instigation.setFormatter(RunEventFormatter())
+    dagster_internals.instigation_console_through(instigation)
+
+
+def _one_handler(handler: logging.Handler, log_format: str) -> None:
+    """Python warnings become log lines; in JSON, the libraries' own handlers give way."""
+    logging.captureWarnings(True)
+    # Dagster's storage runs Alembic, which narrates every plugin it sets up at INFO.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if log_format != "json":
+        return
     for name in OWN_HANDLER_LOGGERS:
         own = logging.getLogger(name)
         own.handlers[:] = [handler]
@@ -76,9 +99,9 @@ def configure_process_logging(log_format: str) -> None:
 
 
 class RunEventFormatter(JsonFormatter):
-    """A run's log line as one flat object: Dagster's metadata (run_id, job_name, step_key,
-    the Dagster event's type) beside the fields of our event, not a JSON string inside
-    Dagster's JSON."""
+    """A run's (or a sensor's) log line as one flat object: Dagster's metadata (run_id,
+    job_name, step_key, the Dagster event's type; the sensor's name as `instigator`) beside
+    the fields of our event, not our JSON inside Dagster's text."""
 
     def format(self, record: logging.LogRecord) -> str:
         meta = getattr(record, "dagster_meta", None) or {}
@@ -89,6 +112,8 @@ class RunEventFormatter(JsonFormatter):
         for key in ("run_id", "job_name", "step_key"):
             if meta.get(key):
                 entry.setdefault(key, meta[key])
+        if meta.get("name"):  # a sensor's or schedule's context.log
+            entry.setdefault("instigator", meta["name"])
         event = meta.get("dagster_event")
         if event is not None:
             entry.setdefault("dagster_event", getattr(event, "event_type_value", str(event)))

@@ -31,7 +31,8 @@ def run_api(settings: Settings) -> None:
         app = create_app(service, access, settings.api_host)
         log.info("query service on http://%s:%s (MCP at /mcp/)", settings.api_host,
                  settings.api_port)
+        # log_config=None: uvicorn's loggers go through ours (LOG_FORMAT), not its own text.
         uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="info",
-                    timeout_graceful_shutdown=10)
+                    log_config=None, timeout_graceful_shutdown=10)
     finally:
         service.close()

@@ -103,12 +103,15 @@ class DagsterDeployment:
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         if argv[0].startswith("dagster") and self.env.get("LOG_FORMAT", "json") == "json":
-            argv = [*argv, "--log-format", "json"]  # as the deployments start them
-        binary = str(Path(sys.executable).parent / argv[0])
+            # As the deployments start them: Dagster's lines and the root logger's in JSON.
+            command = [sys.executable, "-m", "rag_pipeline.observability.dagster_process",
+                       *argv, "--log-format", "json"]
+        else:
+            command = [str(Path(sys.executable).parent / argv[0]), *argv[1:]]
         workdir = self.home / name  # its own, as each container has
         workdir.mkdir(exist_ok=True)
         with (self.home / f"{name}.log").open("ab") as log:
-            process = subprocess.Popen([binary, *argv[1:]], env=self.env, cwd=workdir,
+            process = subprocess.Popen(command, env=self.env, cwd=workdir,
                                        stdout=log, stderr=subprocess.STDOUT,
                                        start_new_session=True)
         self.processes[name] = process
