@@ -8,7 +8,8 @@ The code server, daemon, webserver and exporter run as in a deployment
 process tree's resident memory and CPU time are sampled. A run worker is one tree (its
 executor's step processes included), as one Kubernetes Job's pod would hold it. Writes
 bench/results/footprint.json and the `resources` blocks of deploy/helm/values.yaml and
-exporter.yaml (between their `footprint:` markers), with the commit the figures came from.
+deploy/helm/rag-pipeline/values.yaml (between their `footprint:` markers), with the commit
+the figures came from.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from rag_pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 HELM = ROOT / "deploy" / "helm"
-HELM_FILES = (HELM / "values.yaml", HELM / "exporter.yaml", HELM / "api.yaml")
+HELM_FILES = (HELM / "values.yaml", HELM / "rag-pipeline" / "values.yaml")
 WEBSERVER_PORT = 28300
 ROLES = ("code_server", "daemon", "webserver", "exporter", "run_worker")
 MIB = 1024 * 1024
@@ -179,8 +180,8 @@ def _up(value: float, step: int) -> int:
 
 
 def write_helm(sized: dict[str, dict[str, dict[str, str]]], stamp: str) -> None:
-    """Replace each `# footprint:begin <role>` ... `# footprint:end` block of the Helm
-    values and the exporter's manifest."""
+    """Replace each `# footprint:begin <role>` ... `# footprint:end` block of the two
+    charts' values."""
     texts = {path: path.read_text() for path in HELM_FILES}
     for role, spec in sized.items():
         pattern = re.compile(rf"( *)# footprint:begin {role}\n.*?\1# footprint:end\n", re.S)
