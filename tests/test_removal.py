@@ -188,7 +188,8 @@ def test_a_dropped_collection_leaves_nothing_and_refuses_what_comes_after(topics
         assert conn.execute("SELECT count(*) FROM rag_pipeline.documents WHERE collection_id "
                             "= %s", (dropped,)).fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM rag_pipeline.jobs WHERE collection_id = %s "
-                            "AND (message IS NOT NULL OR clean_text IS NOT NULL)",
+                            "AND (message IS NOT NULL OR clean_text IS NOT NULL "
+                            "OR kafka_key IS NOT NULL OR kafka_headers IS NOT NULL)",
                             (dropped,)).fetchone()[0] == 0
     assert ledger.alias_collection(alias) is None
     assert ledger.alias_history(alias)[-1]["cause"] == "dropped"

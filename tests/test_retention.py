@@ -23,9 +23,12 @@ FAR = 3600.0  # a pass's time budget that never runs out here
 
 
 def payloads(ledger: JobLedger, job_ids: list[int]) -> dict[int, tuple]:
+    """Per job: (anything of the message kept: value, Kafka key or headers; the cleaned text
+    kept; pruned)."""
     with ledger.pool.connection() as conn:
         rows = conn.execute(
-            "SELECT job_id, message IS NOT NULL, clean_text IS NOT NULL, pruned_at IS NOT NULL "
+            "SELECT job_id, message IS NOT NULL OR kafka_key IS NOT NULL "
+            "  OR kafka_headers IS NOT NULL, clean_text IS NOT NULL, pruned_at IS NOT NULL "
             "FROM rag_pipeline.jobs WHERE job_id = ANY(%s)", (job_ids,)).fetchall()
     return {r[0]: r[1:] for r in rows}
 

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from rag_pipeline.knowledge.chunking import headed_chunks_async
 from rag_pipeline.knowledge.model_slots import SharedSlots
 from rag_pipeline.knowledge.models import ModelClient, ModelOptions
+from rag_pipeline.knowledge.tables_lock import TablesLock
 from rag_pipeline.ledger.connection import (
     PROCESS_NAME_PREFIX,
     STATEMENT_TIMEOUT_MS,
@@ -233,7 +234,13 @@ class WorkspacePool:
 
     async def _open(self, collection_id: str) -> _Entry:
         rag = self._create(collection_id)
-        await rag.initialize_storages()
+        postgres = self.options.postgres
+        lock = TablesLock(postgres.conninfo, postgres.postgres_password)
+        await asyncio.to_thread(lock.acquire)
+        try:
+            await rag.initialize_storages()  # creates LightRAG's tables the first time
+        finally:
+            await asyncio.to_thread(lock.release)
         entry = _Entry(rag, time.monotonic())
         self._instances[collection_id] = entry
         self.on_open(collection_id)

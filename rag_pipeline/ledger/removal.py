@@ -126,17 +126,19 @@ class RemovalQueries(LedgerConnection):
 
     def finish_drop(self, collection_id: str) -> Drop:
         """In one transaction: the collection's documents forgotten, its jobs' payloads
-        (message and text) removed, the drop done; its alias, if it answered from it,
-        answers nothing from now on. The jobs stay: what was reported stays on record."""
+        (message, key, headers and text) removed, the drop done; its alias, if it answered
+        from it, answers nothing from now on. The jobs stay: what was reported stays on record."""
         with self.transaction() as conn:
             alias, cause, dropped_at = conn.execute(
                 "SELECT alias, drop_cause, dropped_at FROM rag_pipeline.collections "
                 "WHERE collection_id = %s FOR UPDATE", (collection_id,)).fetchone()
             documents = conn.execute("DELETE FROM rag_pipeline.documents WHERE collection_id "
                                      "= %s", (collection_id,)).rowcount
-            conn.execute("UPDATE rag_pipeline.jobs SET message = NULL, clean_text = NULL "
-                         "WHERE collection_id = %s AND (message IS NOT NULL OR clean_text IS "
-                         "NOT NULL)", (collection_id,))
+            conn.execute("UPDATE rag_pipeline.jobs SET message = NULL, clean_text = NULL, "
+                         "kafka_key = NULL, kafka_headers = NULL WHERE collection_id = %s "
+                         "AND (message IS NOT NULL OR clean_text IS NOT NULL "
+                         "OR kafka_key IS NOT NULL OR kafka_headers IS NOT NULL)",
+                         (collection_id,))
             alias_dropped = alias is not None and conn.execute(
                 "UPDATE rag_pipeline.aliases SET dropped_at = now(), changed_at = now() "
                 "WHERE alias = %s AND collection_id = %s AND dropped_at IS NULL",
