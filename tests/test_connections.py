@@ -208,32 +208,40 @@ def test_model_slots_bound_requests_across_processes_and_pass_on_within_one(sett
 
 
 def test_lightrag_opens_one_process_at_a_time_while_it_creates_its_tables(topics, settings,
-                                                                        unique):
+                                                                        unique, monkeypatch):
     """An opening waits while another process holds the tables lock (concurrent first
-    openings would race LightRAG's CREATE TABLE on a fresh database), and goes on once it
-    is released."""
+    openings would race LightRAG's CREATE TABLE on a fresh database) and goes on once it is
+    released; a holder stuck for longer than the bound does not stall it for good."""
     from concurrent.futures import ThreadPoolExecutor
 
     import psycopg
 
-    from rag_pipeline.knowledge.tables_lock import TABLES_LOCK
+    from rag_pipeline.knowledge import tables_lock
     from rag_pipeline.knowledge.workspaces import LightRAGOptions, WorkspacePool
 
+    key = tables_lock.TABLES_LOCK
+    password = settings.postgres_password.get_secret_value()
     pool = WorkspacePool(LightRAGOptions.from_settings(topics, shared_slots=False))
     try:
         with psycopg.connect(settings.postgres_conninfo(), autocommit=True,
-                             password=settings.postgres_password.get_secret_value()) as other:
-            other.execute("SELECT pg_advisory_lock(hashtext(%s))", (TABLES_LOCK,))
+                             password=password) as other:
+            other.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
             with ThreadPoolExecutor(1) as executor:
                 opening = executor.submit(pool.run, pool.workspace(f"tables-{unique}"), 120)
                 time.sleep(3)
                 assert not opening.done()
-                other.execute("SELECT pg_advisory_unlock(hashtext(%s))", (TABLES_LOCK,))
+                other.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
                 assert opening.result(60) is not None
-        # Nothing of the lock stays held after the opening.
+            # Held for good: the next opening waits its bound, then goes on without it.
+            monkeypatch.setattr(tables_lock, "TABLES_LOCK_WAIT_SECONDS", 2.0)
+            other.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+            started = time.monotonic()
+            assert pool.run(pool.workspace(f"tables-{unique}-2"), 120) is not None
+            assert time.monotonic() - started >= 2.0
+        # Nothing of the lock stays held after the openings.
         with psycopg.connect(settings.postgres_conninfo(), autocommit=True,
-                             password=settings.postgres_password.get_secret_value()) as conn:
+                             password=password) as conn:
             assert conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
-                                (TABLES_LOCK,)).fetchone()[0]
+                                (key,)).fetchone()[0]
     finally:
         pool.close()

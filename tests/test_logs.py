@@ -59,3 +59,20 @@ def test_dagster_process_names_the_commands_it_starts():
                               "rm", "-rf"], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1
     assert "dagster|dagster-daemon|dagster-webserver" in refused.stderr
+
+
+def test_an_uncaught_exception_is_a_json_line_not_a_bare_traceback():
+    script = ("import threading\n"
+              "from rag_pipeline.observability.logs import configure_logging\n"
+              "configure_logging('json')\n"
+              "def fail(): raise ConnectionError('in a thread')\n"
+              "t = threading.Thread(target=fail, name='poller'); t.start(); t.join()\n"
+              "raise RuntimeError('in the main thread')\n")
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert ran.returncode == 1
+    lines = [json.loads(line) for line in ran.stderr.splitlines()]
+    assert [(e["level"], e["event"]) for e in lines] == [
+        ("error", "uncaught ConnectionError in thread poller: in a thread"),
+        ("critical", "uncaught RuntimeError: in the main thread")]
+    assert all("Traceback" in e["exc_info"] for e in lines)

@@ -5,24 +5,26 @@ EXISTS`, and the vector tables once per embedding model). Two processes doing it
 a fresh database, or after a model change, can both pass the existence check and one fails
 on PostgreSQL's catalog (a duplicate key in `pg_type`): concurrent first runs of a new
 deployment would fail a step each. Openings hold a session advisory lock while LightRAG
-initialises; an opening takes a few queries, so the wait is short and bounded.
+initialises. Creating the tables takes well under a second, so an opening waits at most
+TABLES_LOCK_WAIT_SECONDS and then goes on without the lock: a holder that takes longer is
+stuck on something else (a statement blocked by another lock, up to its deadline), and
+waiting for it would stall every collection's opening behind one stuck one.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 import psycopg
 
 from rag_pipeline.ledger.connection import DEADLINES, process_name
+from rag_pipeline.observability.events import event_line
 
 TABLES_LOCK = "rag_pipeline:lightrag_tables"
-TABLES_LOCK_WAIT_SECONDS = 120.0
+TABLES_LOCK_WAIT_SECONDS = 10.0
 POLL_SECONDS = 0.2
-
-
-class TablesLockTimeout(TimeoutError):
-    """Another process held the lock for longer than TABLES_LOCK_WAIT_SECONDS."""
+log = logging.getLogger(__name__)
 
 
 class TablesLock:
@@ -41,10 +43,10 @@ class TablesLock:
             while not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
                                    (TABLES_LOCK,)).fetchone()[0]:
                 if time.monotonic() > deadline:
-                    raise TablesLockTimeout(
-                        f"another process has been creating LightRAG's tables for more than "
-                        f"{TABLES_LOCK_WAIT_SECONDS:.0f} s (advisory lock {TABLES_LOCK!r}); "
-                        "see pg_locks for its holder")
+                    log.warning(event_line("tables_lock_busy", lock=TABLES_LOCK,
+                                           waited_seconds=TABLES_LOCK_WAIT_SECONDS))
+                    conn.close()
+                    return
                 time.sleep(POLL_SECONDS)
         except BaseException:
             conn.close()

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+import threading
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
 MAX_MESSAGE = 2000
@@ -86,16 +89,35 @@ def configure_process_logging(log_format: str) -> None:
 
 
 def _one_handler(handler: logging.Handler, log_format: str) -> None:
-    """Python warnings become log lines; in JSON, the libraries' own handlers give way."""
+    """Python warnings become log lines; in JSON, the libraries' own handlers give way and
+    an uncaught exception (of the process or of a thread) is a log line, not a bare
+    traceback on stderr."""
     logging.captureWarnings(True)
     # Dagster's storage runs Alembic, which narrates every plugin it sets up at INFO.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if log_format != "json":
         return
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
     for name in OWN_HANDLER_LOGGERS:
         own = logging.getLogger(name)
         own.handlers[:] = [handler]
         own.propagate = False
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException,
+                  trace: TracebackType | None) -> None:
+    logging.getLogger("uncaught").critical(f"uncaught {kind.__name__}: {error}",
+                                           exc_info=(kind, error, trace))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("uncaught").error(
+        f"uncaught {args.exc_type.__name__} in thread {name}: {args.exc_value}",
+        exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback))
 
 
 class RunEventFormatter(JsonFormatter):
