@@ -13,6 +13,8 @@ chart allows (docs/deployment.md says what was and was not run):
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import re
 import shutil
@@ -51,14 +53,22 @@ def user_deployment() -> dict[str, Any]:
     return deployment
 
 
+@functools.cache
+def stand_in_ca() -> str:
+    """One file for every check of this module (removed when the test process exits)."""
+    ca = tempfile.NamedTemporaryFile("w", suffix=".crt", delete=False)  # noqa: SIM115
+    ca.write("stand-in for the mounted CA certificate\n")
+    ca.close()
+    atexit.register(os.unlink, ca.name)
+    return ca.name
+
+
 def settings_from(env: dict[str, str]) -> Settings:
     """The settings a process with `env` (and the Secrets) would load; errors if invalid.
     Kafka's CA file is the pod's mount: here a stand-in file of the same name."""
     values = {k.lower(): v for k, v in env.items() if k in SETTINGS}
     if values.get("kafka_ssl_ca_location"):
-        with tempfile.NamedTemporaryFile("w", suffix=".crt", delete=False) as ca:
-            ca.write("stand-in for the mounted CA certificate\n")
-        values["kafka_ssl_ca_location"] = ca.name
+        values["kafka_ssl_ca_location"] = stand_in_ca()
     return Settings(_env_file=None, postgres_password="from-the-secret",
                     kafka_sasl_password="from-the-secret", **values)
 
