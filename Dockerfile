@@ -31,4 +31,6 @@ USER dagster
 # inherit it (and be reported unhealthy, having no gRPC server). The Compose file checks the
 # code server; the Helm chart's probes run `dagster api grpc-health-check` themselves.
 EXPOSE 4000
-CMD ["dagster", "api", "grpc", "-h", "0.0.0.0", "-p", "4000", "-m", "rag_pipeline.definitions", "--location-name", "rag_pipeline", "--log-format", "json"]
+# Through dagster_process: the root logger in JSON, and the run workers this code server
+# names for the run launchers start the same way.
+CMD ["python", "-m", "rag_pipeline.observability.dagster_process", "dagster", "api", "grpc", "-h", "0.0.0.0", "-p", "4000", "-m", "rag_pipeline.definitions", "--location-name", "rag_pipeline", "--log-format", "json"]

@@ -21,7 +21,7 @@ from dagster._core.definitions.run_request import InstigatorType
 
 __all__ = ["ConfigurableResourceFactory", "count_runs", "daemon_heartbeats",
            "default_run_logger", "instigation_console_through", "last_sensor_tick",
-           "max_concurrent_runs", "report_run_failed"]
+           "max_concurrent_runs", "report_run_failed", "run_workers_start_with"]
 
 
 def default_run_logger(logger_def: dg.LoggerDefinition) -> None:
@@ -40,6 +40,18 @@ def default_run_logger(logger_def: dg.LoggerDefinition) -> None:
         return [(logger_def, {"name": "dagster", "log_level": level})]
 
     context_creation_job.default_system_loggers = system_loggers  # type: ignore[assignment]
+
+
+def run_workers_start_with(entry_point: list[str]) -> None:
+    """A code server started after this (`dagster api grpc` in this process) names
+    `entry_point` as the command of its runs' workers (`<entry_point> api execute_run ...`),
+    which the Docker and Kubernetes run launchers start in their own containers.
+
+    Dagster's CLI offers only `dagster` or `python -m dagster` for it
+    (`--use-python-environment-entry-point`)."""
+    from dagster._cli import api
+
+    api.DEFAULT_DAGSTER_ENTRY_POINT = entry_point  # type: ignore[misc]
 
 
 def instigation_console_through(handler: logging.Handler) -> None:

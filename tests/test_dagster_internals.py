@@ -147,3 +147,40 @@ def test_a_run_whose_config_names_no_logger_logs_through_the_logger_given(monkey
     # Our events at INFO; Dagster's own (RUN_START, STEP_SUCCESS: DEBUG) stay in its event
     # log, not on the console.
     assert [r.dagster_meta["orig_message"] for r in seen] == ['{"event": "hello"}']
+
+
+def test_a_code_server_started_through_dagster_process_names_it_for_its_run_workers(tmp_path):
+    """The command the Docker and Kubernetes run launchers run for a run's worker is the one
+    the code server names: through dagster_process, whose logging is JSON from the start."""
+    import os
+    import subprocess
+    import sys
+
+    from dagster._api.list_repositories import sync_list_repositories_grpc
+    from dagster._grpc.client import DagsterGrpcClient
+
+    from rag_pipeline.local.stack.deployment import free_port
+    from rag_pipeline.observability import dagster_process
+
+    (tmp_path / "defs.py").write_text("import dagster as dg\ndefs = dg.Definitions()\n")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", dagster_process.MODULE, "dagster", "api", "grpc", "-f",
+         str(tmp_path / "defs.py"), "-h", "127.0.0.1", "-p", str(port)],
+        cwd=tmp_path, env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = DagsterGrpcClient(port=port, host="127.0.0.1")
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                client.ping("")
+                break
+            except Exception:
+                assert time.monotonic() < deadline and server.poll() is None, "no code server"
+                time.sleep(0.5)
+        assert sync_list_repositories_grpc(client).entry_point == [
+            sys.executable, "-m", "rag_pipeline.observability.dagster_process", "dagster"]
+    finally:
+        server.terminate()
+        server.wait(60)

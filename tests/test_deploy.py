@@ -111,7 +111,8 @@ def test_compose_services_agree_with_the_code(compose):
     # The code server: the image's own command, serving the project's code location.
     code = services["code"]
     assert code["command"] == image_command()
-    assert code["command"][code["command"].index("-m") + 1] == pyproject["module_name"]
+    grpc_args = code["command"][code["command"].index("grpc") + 1:]
+    assert grpc_args[grpc_args.index("-m") + 1] == pyproject["module_name"]
     assert code["command"][code["command"].index("--location-name") + 1] == \
         pyproject["code_location_name"]
     assert code["environment"]["DAGSTER_CURRENT_IMAGE"] == code["image"]
@@ -132,6 +133,9 @@ def test_compose_services_agree_with_the_code(compose):
         # Dagster's command, its root logger in JSON too (observability/dagster_process.py).
         assert command[:4] == ["python", "-m", "rag_pipeline.observability.dagster_process",
                                dagster_command] and command[-2:] == ["--log-format", "json"]
+    # The code server too: run containers start with the command it names (its module).
+    assert code["command"][:6] == ["python", "-m", "rag_pipeline.observability.dagster_process",
+                                   "dagster", "api", "grpc"]
     # The exporter listens where Compose publishes it.
     exporter = services["exporter"]
     metrics_port = int(exporter["environment"]["METRICS_PORT"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from datetime import datetime
@@ -76,3 +77,52 @@ def test_an_uncaught_exception_is_a_json_line_not_a_bare_traceback():
         ("error", "uncaught ConnectionError in thread poller: in a thread"),
         ("critical", "uncaught RuntimeError: in the main thread")]
     assert all("Traceback" in e["exc_info"] for e in lines)
+
+
+# What Dagster's code server does for a run (multiprocessing's spawn) and what a run worker
+# does before it imports the code location (Dagster's storage retrying through root).
+RUN_WORKER_STANDIN = '''
+import sqlalchemy
+from dagster_postgres.utils import DagsterPostgresException, retry_pg_connection_fn
+
+
+def open_storage_during_an_outage():
+    def refused():
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, OSError("Connection refused"))
+    try:
+        retry_pg_connection_fn(refused, retry_limit=0, retry_wait=0)
+    except DagsterPostgresException:
+        pass
+'''
+
+SPAWNING_DEFINITIONS = '''
+import multiprocessing
+
+import dagster as dg
+import run_worker_standin
+
+worker = multiprocessing.get_context("spawn").Process(
+    target=run_worker_standin.open_storage_during_an_outage)
+worker.start()
+worker.join()
+defs = dg.Definitions()
+'''
+
+
+def test_a_process_spawned_by_a_dagster_process_writes_json_from_its_first_line(tmp_path):
+    """A run worker's first lines (Dagster's storage retrying through the root logger before
+    the code location, with its logging, is imported) are JSON too."""
+    (tmp_path / "run_worker_standin.py").write_text(RUN_WORKER_STANDIN)
+    (tmp_path / "spawning.py").write_text(SPAWNING_DEFINITIONS)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "LOG_FORMAT": "json"}
+    ran = subprocess.run(
+        [sys.executable, "-m", "rag_pipeline.observability.dagster_process", "dagster",
+         "definitions", "validate", "-f", str(tmp_path / "spawning.py"), "--log-format",
+         "json"], capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    lines = [line for line in ran.stderr.splitlines() if line.strip()]
+    not_json = [line for line in lines if not line.startswith("{")]
+    assert not not_json, not_json
+    retries = [e for e in map(json.loads, lines)
+               if e["event"].startswith("Retrying failed database connection")]
+    assert [(e["level"], e["logger"]) for e in retries] == [("warning", "root")]
