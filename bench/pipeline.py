@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import multiprocessing
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,12 +90,14 @@ def runs_per_collection(run: PipelineRun) -> dict[str, int]:
 
 
 def run_direct(settings: Settings, model: Model, collections: dict[str, list[Path]],
-               latency_ms: float) -> dict[str, Any]:
+               latency_ms: float, observe: Callable[[str], Any] | None = None
+               ) -> dict[str, Any]:
     """What a plain consumer would do: one process calling LightRAG `ainsert` for every
     collection at once (as the pipeline's runs do), into a database of its own, with the
     same model bound (a semaphore of its process), the same texts and the same decoding and
     cleaning inside the timer. A fresh process each time: LightRAG's locks belong to the
-    first event loop of their process."""
+    first event loop of their process. `observe(database)`, called once the pages are in,
+    goes into the summary as "observed"."""
     model.set(latency_ms=latency_ms)
     messages, _ = collection_messages(collections, job_id_base())
     by_collection: dict[str, list[bytes]] = {}
@@ -105,15 +108,19 @@ def run_direct(settings: Settings, model: Model, collections: dict[str, list[Pat
     try:
         with multiprocessing.get_context("spawn").Pool(1) as worker, CpuSampler() as cpu:
             seconds, started_at = worker.apply(direct_insert, (database, by_collection))
+        observed = observe(database) if observe else None
     finally:
         drop_databases(settings, database)
     # The direct process is a multiprocessing child, which the sampler counts as a run
     # worker (no pipeline runs at the same time).
     cpu_seconds = cpu.by_class()
     cpu_seconds["direct process"] = cpu_seconds.pop("run workers", 0.0)
-    return summarize("direct", len(messages), seconds, model.stats(), latency_ms,
-                     collections=len(collections), timeline=model.timeline(),
-                     started_at=started_at, cpu_seconds=cpu_seconds)
+    summary = summarize("direct", len(messages), seconds, model.stats(), latency_ms,
+                        collections=len(collections), timeline=model.timeline(),
+                        started_at=started_at, cpu_seconds=cpu_seconds)
+    if observe:
+        summary["observed"] = observed
+    return summary
 
 
 def direct_insert(database: str, by_collection: dict[str, list[bytes]]) -> tuple[float, float]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from bench import capacity
 from bench.harness import RESULTS, ROOT
+from bench.profile_report import profile_section
 from bench.renewal_report import drop_section, renewal_section
 from bench.scale_report import scale_section
 from bench.serving_report import serving_section
@@ -235,6 +236,7 @@ def main() -> None:
     lines += streaming_section(pipeline, load("start"), load("latency"), load("fairness"),
                                plot_in_flight(pipeline))
     lines += cpu_table(pipeline)
+    lines += profile_section(load("profile"))
     lines += scrape_table(load("scrape"))
     lines += footprint_table(load("footprint"))
     notes = ROOT / "bench" / "NOTES.md"

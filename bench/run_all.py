@@ -3,7 +3,8 @@
     make bench        # = python -m bench.run_all
 
 Each benchmark also runs alone: python -m bench.cleaning | staging | cost | pipeline |
-latency | fairness | scrape | footprint | start | renewal | drop | serving; `python -m bench.report`
+latency | fairness | profile | scrape | footprint | start | renewal | drop | serving;
+`python -m bench.report`
 rebuilds the report from bench/results/*.json.
 """
 
@@ -19,6 +20,7 @@ from bench import (
     footprint,
     latency,
     pipeline,
+    profile,
     renewal,
     report,
     scrape,
@@ -37,6 +39,7 @@ def main() -> None:
         cost.main([])
         # 300 ms and 2,000 ms side by side (0 ms and the scaling runs: python -m bench.pipeline)
         pipeline.main(["--latencies", "300,2000", "--slow-pages", "90", "--scaling-pages", "0"])
+        profile.main([])
         latency.main(["--seconds", "180"])
         fairness.main([])
         renewal.main([])

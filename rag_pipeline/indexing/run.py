@@ -297,26 +297,33 @@ class CollectionRun:
         apportion_times(outcomes, self._usage_now().minus(self._usage_mark),
                         now - self._settled_at)
         self._settled_at = now
-        self._count_usage()
         self._record(outcomes)
 
     def _record(self, outcomes: list[JobOutcome]) -> None:
         if not outcomes:
+            self._count_usage()
             return
         for o in outcomes:  # what LightRAG indexed now, it indexed with the current models
             if o.document is not None and o.outcome in (Outcome.INSERTED, Outcome.REPLACED):
                 o.document = replace(o.document, models=self.models)
+        # What the model cost since the last record, counted in the same transaction.
+        usage, mark = self._usage_since_mark()
         recorded = self.ledger.finish_jobs(self.collection_id, outcomes,
                                            max_retries=self.limits.max_retries,
-                                           owner=self.run_id)
+                                           owner=self.run_id, counters=usage)
+        self._usage_mark = mark
         for outcome in recorded:
             self.report.add(outcome)
         self.hooks.recorded(recorded)
 
     def _count_usage(self) -> None:
+        usage, mark = self._usage_since_mark()
+        self.ledger.count(usage)
+        self._usage_mark = mark
+
+    def _usage_since_mark(self) -> tuple[dict[tuple[str, str], float], ModelUsage]:
         now = self._usage_now()
-        self.ledger.count(model_counters(now.minus(self._usage_mark)))
-        self._usage_mark = now
+        return model_counters(now.minus(self._usage_mark)), now
 
     def _usage_now(self) -> ModelUsage:
         return ModelUsage(**vars(self.pool.models.usage))

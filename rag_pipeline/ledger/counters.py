@@ -70,11 +70,15 @@ def add_counters(conn: psycopg.Connection, increments: Mapping[tuple[str, str], 
     concurrent writers never deadlock)."""
     rows = sorted((name, label, value) for (name, label), value in increments.items() if value)
     if rows:
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO rag_pipeline.counters (name, labels, value) VALUES (%s, %s, %s) "
-                "ON CONFLICT (name, labels) DO UPDATE SET "
-                "value = rag_pipeline.counters.value + EXCLUDED.value", rows)
+        # One statement for all of them (a run adds a dozen per page it settles).
+        names, labels, values = (list(column) for column in zip(*rows, strict=True))
+        values = [float(v) for v in values]
+        conn.execute(
+            "INSERT INTO rag_pipeline.counters (name, labels, value) "
+            "SELECT name, labels, value FROM unnest(%s::text[], %s::text[], "
+            "%s::double precision[]) WITH ORDINALITY AS r(name, labels, value, n) ORDER BY n "
+            "ON CONFLICT (name, labels) DO UPDATE SET "
+            "value = rag_pipeline.counters.value + EXCLUDED.value", (names, labels, values))
 
 
 def read_counters(conn: psycopg.Connection) -> dict[tuple[str, str], float]:
@@ -90,5 +94,7 @@ class CounterQueries(LedgerConnection):
             return read_counters(conn)
 
     def count(self, increments: Mapping[tuple[str, str], float]) -> None:
+        if not any(increments.values()):
+            return
         with self.transaction() as conn:
             add_counters(conn, increments)

@@ -24,16 +24,20 @@ class OutcomeQueries(LedgerConnection):
 
     def finish_jobs(self, collection_id: str, outcomes: Sequence[JobOutcome],
                     max_retries: int, *, owner: str | None = None,
-                    released_from: Sequence[str] | None = None) -> list[JobOutcome]:
+                    released_from: Sequence[str] | None = None,
+                    counters: Increments | None = None) -> list[JobOutcome]:
         """Record outcomes in ONE transaction: job rows, indexed documents, outbox rows.
 
         A job to retry (state QUEUED) whose attempts are used up becomes DEAD instead.
         Fencing: with `owner` (the run finishing its own jobs) a job is recorded only while
         that run still holds it and has not been declared dead; with `released_from` (a
         repair) only while one of those runs still holds it. Outcomes that lost the job
-        are dropped. Returns the outcomes as recorded.
+        are dropped. Returns the outcomes as recorded. `counters` (what the work cost: model
+        requests, tokens) are added in the same transaction, whatever was dropped.
         """
         with self.transaction() as conn:
+            if counters:
+                add_counters(conn, counters)
             return finish_jobs_in(conn, collection_id, outcomes, max_retries, owner=owner,
                                   released_from=released_from)
 
@@ -61,13 +65,15 @@ def finish_jobs_in(conn: psycopg.Connection, collection_id: str,
                 o.error_msg = (f"dead after {attempts + 1} attempts: "
                                f"{o.error_msg or o.reason}")
         if o.state == JobState.QUEUED:
-            if conn.execute(
+            queued = conn.execute(
                 "UPDATE rag_pipeline.jobs SET state = 'queued', run_id = NULL, "
                 "attempts = attempts + 1, reason = %s, error_msg = %s, "
-                "updated_at = now() WHERE job_id = %s" + fence,
+                "updated_at = now() WHERE job_id = %s" + fence + " RETURNING metrics",
                 (o.reason, o.error_msg, o.job_id, *fence_args),
-            ).rowcount == 0:
+            ).fetchone()
+            if queued is None:
                 continue
+            metrics = queued[0]
         else:
             timing = conn.execute(
                 "UPDATE rag_pipeline.jobs SET state = %s, outcome = %s, reason = %s, "
@@ -76,12 +82,13 @@ def finish_jobs_in(conn: psycopg.Connection, collection_id: str,
                 "attempts = attempts + CASE WHEN %s = 'dead' THEN 1 ELSE 0 END, "
                 "finished_at = now(), updated_at = now() WHERE job_id = %s" + fence
                 + " RETURNING extract(epoch FROM now() - started_at), "
-                "extract(epoch FROM now() - coalesce(produced_at, created_at))",
+                "extract(epoch FROM now() - coalesce(produced_at, created_at)), metrics",
                 (o.state, o.outcome, o.reason, o.error_msg, o.duplicate_of,
                  json.dumps(o.metrics), o.state, o.job_id, *fence_args),
             ).fetchone()
             if timing is None:
                 continue
+            *timing, metrics = timing
             count_finished(counted, o.state, o.outcome, o.reason, *timing)
         if o.document is not None:
             d = o.document
@@ -108,8 +115,6 @@ def finish_jobs_in(conn: psycopg.Connection, collection_id: str,
                          (o.job_id, collection_id, o.deleted_doc_id))
         report = o.status_report()
         if report is not None:
-            metrics = conn.execute("SELECT metrics FROM rag_pipeline.jobs WHERE job_id = %s",
-                                   (o.job_id,)).fetchone()[0]
             enqueue_outbox_row(conn, o.job_id, o.request_id, report[0], report[1], metrics)
         recorded.append(o)
     add_counters(conn, counted)

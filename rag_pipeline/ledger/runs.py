@@ -198,6 +198,8 @@ class RunQueries(LedgerConnection):
         return {r[3]: IndexedDocument(*r) for r in rows}
 
     def document_urls(self, collection_id: str, doc_ids: Sequence[str]) -> dict[str, str]:
+        if not doc_ids:  # the common case: no page settled as a duplicate
+            return {}
         with self.pool.connection() as conn:
             rows = conn.execute(
                 "SELECT doc_id, url FROM rag_pipeline.documents "
