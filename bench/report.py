@@ -104,11 +104,15 @@ def rows() -> list[list[str]]:
                         f"({p['pages']} pages)", fmt(r["ratio_time_pipeline_over_direct"]),
                         target, f"direct {fmt(d['pages_per_s'])} pages/s",
                         f"pipeline {fmt(p['pages_per_s'])} pages/s"])
-        r300 = pipeline["compare"]["by_latency"].get("300")
-        if r300:
-            p, d = r300["pipeline"], r300["direct"]
-            out.append(["Model utilisation, 3-collection backlog, C = 8, 300 ms",
-                        fmt(p["utilisation"], 3), ">= 0.8", f"direct {fmt(d['utilisation'], 3)}",
+        # Utilisation targets: 300 ms (the streaming issue), 2,000 ms on a long workload.
+        for latency_ms, target in (("300", ">= 0.8"), ("2000", ">= 0.95 and >= direct")):
+            r = pipeline["compare"]["by_latency"].get(latency_ms)
+            if not r:
+                continue
+            p, d = r["pipeline"], r["direct"]
+            out.append([f"Model utilisation, 3-collection backlog, C = 8, {latency_ms} ms "
+                        f"({p['pages']} pages)", fmt(p["utilisation"], 3), target,
+                        f"direct {fmt(d['utilisation'], 3)}",
                         fmt(p["utilisation"] / d["utilisation"]) if d["utilisation"] else ""])
         s = pipeline.get("scaling")
         if s:
