@@ -5,7 +5,8 @@
 The pipeline of `bench.pipeline` (3 collections, the same settings) indexes `--pages` pages,
 then the same pages are inserted by LightRAG directly (bench.pipeline's direct side); in
 both, every process's CPU is sampled (bench/common.py `CpuSampler`) and PostgreSQL counts
-every statement (`pg_stat_statements`, which the local stack preloads). Reported per page:
+every statement (`pg_stat_statements`; the bench stack's PostgreSQL is restarted with it
+loaded, on its own data directory, the first time). Reported per page:
 the CPU seconds of each kind of process, and the statements of each database (the pipeline's
 ledger and LightRAG's tables share one; Dagster's storage has its own), grouped by what they
 touch, with the most frequent statements. Written to bench/results/profile.json.
@@ -36,6 +37,7 @@ from bench.harness import (
     wait_terminal,
 )
 from bench.pipeline import PIPELINE_ENV, run_direct, run_settings
+from rag_pipeline.local.stack.postgres import PostgresService
 from rag_pipeline.settings import Settings
 
 TOP_STATEMENTS = 25
@@ -62,6 +64,20 @@ def statements(settings: Settings, database: str) -> list[dict[str, Any]]:
             "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s", (database,)).fetchall()
     return [{"query": " ".join(q.split())[:300], "calls": calls, "ms": round(ms, 1),
              "rows": rows_} for q, calls, ms, rows_ in rows]
+
+
+def ensure_statement_statistics(settings: Settings) -> None:
+    """pg_stat_statements is loaded only at a server's start: the bench stack's PostgreSQL is
+    restarted with it (ALTER SYSTEM, in that stack's data directory; the test stack's
+    server is left without its per-statement cost)."""
+    with psycopg.connect(settings.postgres_conninfo("postgres"), **settings.postgres_kwargs(),
+                         autocommit=True) as conn:
+        if "pg_stat_statements" in conn.execute("SHOW shared_preload_libraries").fetchone()[0]:
+            return
+        conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+    server = PostgresService(settings)
+    server.stop()
+    server.start()
 
 
 def reset_statements(settings: Settings) -> None:
@@ -91,6 +107,7 @@ def per_page(found: list[dict[str, Any]], pages: int) -> dict[str, Any]:
 
 def profile(settings: Settings, model: Model, pages: int, latency_ms: float) -> dict[str, Any]:
     model.set(latency_ms=latency_ms)
+    ensure_statement_statistics(settings)
     names = [unique_name(f"p{i}").replace("_", "-") for i in range(3)]
     collections = split(corpus(pages, offset=0), names)
     messages, owner = collection_messages(collections, job_id_base())

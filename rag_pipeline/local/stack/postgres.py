@@ -149,10 +149,7 @@ class PostgresService:
             self._initdb(bin_dir)
         result = self._pg_ctl(
             "-w", "-t", "60", "-l", str(self.log_file),
-            # Statement statistics for profiling (bench/profile.py), as most managed
-            # PostgreSQL services have them.
-            "-o", f"-c listen_addresses=127.0.0.1 -p {s.postgres_port} "
-                  "-c shared_preload_libraries=pg_stat_statements",
+            "-o", f"-c listen_addresses=127.0.0.1 -p {s.postgres_port}",
             "start",
         )
         if result.returncode != 0:
