@@ -55,10 +55,15 @@ def area(query: str) -> str:
     return "session and other"
 
 
+def server_connection(settings: Settings) -> psycopg.Connection:
+    """To the server's `postgres` database, where pg_stat_statements is created."""
+    return psycopg.connect(settings.postgres_conninfo("postgres"), **settings.postgres_kwargs(),
+                           autocommit=True)
+
+
 def statements(settings: Settings, database: str) -> list[dict[str, Any]]:
     # The view is where the extension was created; it counts every database's statements.
-    with psycopg.connect(settings.postgres_conninfo("postgres"), **settings.postgres_kwargs(),
-                         autocommit=True) as conn:
+    with server_connection(settings) as conn:
         rows = conn.execute(
             "SELECT s.query, s.calls, s.total_exec_time, s.rows FROM pg_stat_statements s "
             "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s", (database,)).fetchall()
@@ -70,8 +75,7 @@ def ensure_statement_statistics(settings: Settings) -> None:
     """pg_stat_statements is loaded only at a server's start: the bench stack's PostgreSQL is
     restarted with it (ALTER SYSTEM, in that stack's data directory; the test stack's
     server is left without its per-statement cost)."""
-    with psycopg.connect(settings.postgres_conninfo("postgres"), **settings.postgres_kwargs(),
-                         autocommit=True) as conn:
+    with server_connection(settings) as conn:
         if "pg_stat_statements" in conn.execute("SHOW shared_preload_libraries").fetchone()[0]:
             return
         conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
@@ -81,8 +85,7 @@ def ensure_statement_statistics(settings: Settings) -> None:
 
 
 def reset_statements(settings: Settings) -> None:
-    with psycopg.connect(settings.postgres_conninfo("postgres"), **settings.postgres_kwargs(),
-                         autocommit=True) as conn:
+    with server_connection(settings) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         conn.execute("SELECT pg_stat_statements_reset()")
 

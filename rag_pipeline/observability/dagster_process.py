@@ -33,8 +33,7 @@ DAGSTER_COMMANDS = ("dagster", "dagster-daemon", "dagster-webserver")
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] not in DAGSTER_COMMANDS:
-        sys.exit(f"usage: python -m rag_pipeline.observability.dagster_process "
-                 f"{{{'|'.join(DAGSTER_COMMANDS)}}} ARGS...")
+        sys.exit(f"usage: python -m {MODULE} {{{'|'.join(DAGSTER_COMMANDS)}}} ARGS...")
     _configure()
     if args[:3] == ["dagster", "api", "grpc"]:
         from rag_pipeline.dagster_internals import run_workers_start_with
